@@ -1,0 +1,427 @@
+#include "config/config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <climits>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string_view>
+#include <utility>
+
+#ifndef III_VERSION
+#define III_VERSION "0.11.6"
+#endif
+
+namespace iii::config {
+namespace {
+
+constexpr const char* kDefaultSource = "<default config>";
+constexpr const char* kVersionPlaceholder = "__III_ENGINE_VERSION__";
+
+// Always running; appended in this order when a config does not list them. The original also
+// treats iii-telemetry as mandatory; we accept it in configs but never start it implicitly.
+const std::vector<std::string> kMandatoryWorkers = {
+    "iii-worker-manager",
+    "iii-engine-functions",
+    "iii-observability",
+};
+
+// Workers started by `--use-default-config`. Add iii-stream, iii-state, ... here as they land.
+const std::vector<std::string> kDefaultConfigWorkers = kMandatoryWorkers;
+
+const std::vector<std::string> kKnownWorkers = {
+    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-telemetry",
+    "iii-http",           "iii-stream",           "iii-state",         "iii-queue",
+    "iii-pubsub",         "iii-cron",             "iii-http-functions", "iii-exec",
+    "iii-bridge",
+};
+
+std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += sep;
+    out += item;
+  }
+  return out;
+}
+
+// yaml-cpp marks are 0-based; null marks (programmatic nodes) have line -1.
+int line_of(const YAML::Node& node, int fallback) {
+  if (!node.IsDefined()) return fallback;
+  const YAML::Mark mark = node.Mark();
+  if (mark.is_null() || mark.line < 0) return fallback;
+  return mark.line + 1;
+}
+
+[[noreturn]] void throw_at(const std::string& source, int line, const std::string& message) {
+  if (line > 0) throw ConfigError(source + ":" + std::to_string(line) + ": " + message);
+  throw ConfigError(source + ": " + message);
+}
+
+bool is_known_worker(const std::string& name) {
+  return std::find(kKnownWorkers.begin(), kKnownWorkers.end(), name) != kKnownWorkers.end();
+}
+
+// Scalar value of a mapping key, or nullopt for non-scalar keys (which we never look up).
+std::optional<std::string> key_string(const YAML::Node& key) {
+  if (!key.IsScalar()) return std::nullopt;
+  return key.Scalar();
+}
+
+WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
+  const int entry_line = line_of(item, 0);
+  if (!item.IsMap()) {
+    throw_at(source, entry_line, "worker entry must be a mapping with a 'name' key");
+  }
+
+  // optional + emplace, never Node::operator=: assigning to a bound YAML::Node rebinds the node it
+  // shares with the document, so a repeated key would rewrite the parsed tree.
+  using KeyValue = std::optional<std::pair<YAML::Node, YAML::Node>>;
+  KeyValue name, config, image;
+  for (const auto& kv : item) {
+    const auto key = key_string(kv.first);
+    if (!key) continue;
+    // Other keys are ignored silently, like the original (serde without deny_unknown_fields).
+    if (*key == "name") {
+      name.emplace(kv.first, kv.second);
+    } else if (*key == "config") {
+      config.emplace(kv.first, kv.second);
+    } else if (*key == "image") {
+      image.emplace(kv.first, kv.second);
+    }
+  }
+
+  if (!name) throw_at(source, entry_line, "worker entry is missing required key 'name'");
+  if (!name->second.IsScalar() || name->second.Scalar().empty()) {
+    throw_at(source, line_of(name->first, entry_line), "worker entry key 'name' must be a string");
+  }
+
+  WorkerEntry entry;
+  entry.name = name->second.Scalar();
+  entry.instance_name = entry.name;
+  entry.source = source;
+  entry.line = entry_line;
+
+  if (!is_known_worker(entry.name)) {
+    throw_at(source, line_of(name->second, entry_line),
+             "unknown worker '" + entry.name + "' (known workers: " + join(kKnownWorkers) + ")");
+  }
+  if (image && !image->second.IsNull()) {
+    throw_at(source, line_of(image->first, entry_line),
+             "worker '" + entry.name +
+                 "': 'image' is only allowed for external workers, not built-in ones");
+  }
+
+  if (!config || config->second.IsNull()) {
+    entry.config = YAML::Node(YAML::NodeType::Map);
+  } else if (config->second.IsMap()) {
+    entry.config = config->second;
+  } else {
+    throw_at(source, line_of(config->first, entry_line),
+             "worker '" + entry.name + "': 'config' must be a mapping");
+  }
+  return entry;
+}
+
+void parse_worker_list(const YAML::Node& key, const YAML::Node& list, const std::string& source,
+                       std::vector<WorkerEntry>& out) {
+  if (list.IsNull()) return;  // `workers:` with nothing under it
+  if (!list.IsSequence()) {
+    throw_at(source, line_of(key, 0), "'" + key.Scalar() + "' must be a list of workers");
+  }
+  for (const auto& item : list) out.push_back(parse_entry(item, source));
+}
+
+WorkerEntry implicit_entry(const std::string& name, const std::string& source) {
+  WorkerEntry entry;
+  entry.name = name;
+  entry.instance_name = name;
+  entry.config = YAML::Node(YAML::NodeType::Map);
+  entry.source = source;
+  return entry;
+}
+
+// First occurrence keeps the plain name; later ones become name#1, name#2, ...
+void assign_instance_names(std::vector<WorkerEntry>& workers) {
+  std::map<std::string, int> seen;
+  for (auto& worker : workers) {
+    const int count = seen[worker.name]++;
+    worker.instance_name = count == 0 ? worker.name : worker.name + "#" + std::to_string(count);
+  }
+}
+
+void append_mandatory(EngineConfig& config) {
+  for (const auto& name : kMandatoryWorkers) {
+    const bool present = std::any_of(config.workers.begin(), config.workers.end(),
+                                     [&](const WorkerEntry& w) { return w.name == name; });
+    if (!present) config.workers.push_back(implicit_entry(name, config.source));
+  }
+}
+
+}  // namespace
+
+EnvLookup process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* value = std::getenv(name.c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+}
+
+std::string expand_env(const std::string& text, const std::string& source, const EnvLookup& env) {
+  std::string out;
+  out.reserve(text.size());
+  int line = 1;  // line of position i, for diagnostics
+  size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c != '$' || i + 1 >= text.size() || text[i + 1] != '{') {
+      if (c == '\n') ++line;
+      out += c;
+      ++i;
+      continue;
+    }
+    // Same shape as the regex \$\{([^}:]+)(?::([^}]*))?\} : anything that does not match is
+    // copied literally and scanning resumes right after the '$'.
+    size_t j = i + 2;
+    while (j < text.size() && text[j] != '}' && text[j] != ':') ++j;
+    const size_t name_end = j;
+    std::optional<std::string> def;
+    bool matched = false;
+    if (name_end > i + 2 && j < text.size()) {
+      if (text[j] == '}') {
+        matched = true;
+      } else {  // ':' starts the default, which runs to the next '}'
+        const size_t close = text.find('}', j + 1);
+        if (close != std::string::npos) {
+          def = text.substr(j + 1, close - j - 1);
+          j = close;
+          matched = true;
+        }
+      }
+    }
+    if (!matched) {
+      out += c;
+      ++i;
+      continue;
+    }
+
+    const std::string name = text.substr(i + 2, name_end - i - 2);
+    if (auto value = env(name)) {
+      out += *value;
+    } else if (def) {
+      out += *def == kVersionPlaceholder ? std::string(III_VERSION) : *def;
+    } else {
+      throw_at(source, line,
+               "environment variable '" + name + "' is not set and has no default (write ${" +
+                   name + ":default})");
+    }
+    // Names and defaults may span lines; keep the line counter in step with the input.
+    line += static_cast<int>(std::count(text.begin() + i, text.begin() + j + 1, '\n'));
+    i = j + 1;
+  }
+  return out;
+}
+
+EngineConfig parse_config(const std::string& yaml_text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) throw ConfigError(source + ": invalid YAML: " + e.msg);
+    throw ConfigError(source + ":" + std::to_string(e.mark.line + 1) + ":" +
+                      std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+  }
+
+  EngineConfig config;
+  config.source = source;
+
+  if (root.IsDefined() && !root.IsNull()) {
+    if (!root.IsMap()) {
+      throw_at(source, line_of(root, 0),
+               "top level must be a mapping with 'workers' and/or 'modules'");
+    }
+    std::optional<std::pair<YAML::Node, YAML::Node>> workers, modules;
+    for (const auto& kv : root) {
+      const auto key = key_string(kv.first);
+      if (key && *key == "workers") {
+        workers.emplace(kv.first, kv.second);
+      } else if (key && *key == "modules") {
+        modules.emplace(kv.first, kv.second);
+      } else {
+        const std::string shown = key ? *key : std::string("<non-scalar key>");
+        throw_at(source, line_of(kv.first, 0),
+                 "unknown top-level key '" + shown + "' (expected 'workers' or 'modules')");
+      }
+    }
+    if (workers) parse_worker_list(workers->first, workers->second, source, config.workers);
+    if (modules) parse_worker_list(modules->first, modules->second, source, config.workers);
+  }
+
+  append_mandatory(config);
+  assign_instance_names(config.workers);
+  return config;
+}
+
+EngineConfig load_config_file(const std::string& path, const EnvLookup& env) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    throw ConfigError("Config file not found: '" + path + "'");
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream buf;
+  if (in) buf << in.rdbuf();
+  if (!in || in.bad()) {
+    throw ConfigError("Cannot read config file '" + path + "': " + std::strerror(errno));
+  }
+  return parse_config(expand_env(buf.str(), path, env), path);
+}
+
+EngineConfig default_config() {
+  EngineConfig config;
+  config.source = kDefaultSource;
+  for (const auto& name : kDefaultConfigWorkers) {
+    config.workers.push_back(implicit_entry(name, kDefaultSource));
+  }
+  append_mandatory(config);  // no-op today; keeps the invariant if the list above shrinks
+  assign_instance_names(config.workers);
+  return config;
+}
+
+const std::vector<std::string>& known_worker_names() { return kKnownWorkers; }
+
+bool is_mandatory_worker(const std::string& name) {
+  return std::find(kMandatoryWorkers.begin(), kMandatoryWorkers.end(), name) !=
+         kMandatoryWorkers.end();
+}
+
+// --- WorkerConfigReader ---
+
+WorkerConfigReader::WorkerConfigReader(const WorkerEntry& entry) : entry_(entry) {}
+
+namespace {
+
+// Looks a key up without mutating the (const) mapping; returns {key node, value node}.
+std::pair<YAML::Node, YAML::Node> find_key(const YAML::Node& map, const std::string& key) {
+  if (map.IsMap()) {
+    for (const auto& kv : map) {
+      if (kv.first.IsScalar() && kv.first.Scalar() == key) return {kv.first, kv.second};
+    }
+  }
+  return {YAML::Node(YAML::NodeType::Undefined), YAML::Node(YAML::NodeType::Undefined)};
+}
+
+// Quoted scalars carry the non-specific tag "!"; plain ones "?". Numbers and booleans must be
+// plain so that `port: "80"` is a type error as in the original (serde_yaml).
+bool is_plain_scalar(const YAML::Node& node) { return node.IsScalar() && node.Tag() != "!"; }
+
+enum class IntParse { kOk, kNotInteger, kOutOfRange };
+
+// YAML 1.2 core-schema integers: [-+]?[0-9]+, 0x[0-9a-fA-F]+, 0o[0-7]+. Done by hand because
+// yaml-cpp's own decoding treats a leading 0 as octal and is lenient about what follows.
+IntParse parse_yaml_int(const std::string& text, int64_t& out) {
+  std::string_view s = text;
+  bool negative = false;
+  if (!s.empty() && (s[0] == '-' || s[0] == '+')) {
+    negative = s[0] == '-';
+    s.remove_prefix(1);
+  }
+  int base = 10;
+  if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'o')) {
+    if (negative || text[0] == '+') return IntParse::kNotInteger;  // YAML 1.2: no sign here
+    base = s[1] == 'x' ? 16 : 8;
+    s.remove_prefix(2);
+  }
+  if (s.empty()) return IntParse::kNotInteger;
+  // Parse the magnitude unsigned so that INT64_MIN is representable.
+  uint64_t magnitude = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), magnitude, base);
+  if (end != s.data() + s.size()) return IntParse::kNotInteger;
+  if (ec == std::errc::result_out_of_range) return IntParse::kOutOfRange;
+  if (ec != std::errc()) return IntParse::kNotInteger;
+  constexpr uint64_t kMaxPositive = static_cast<uint64_t>(INT64_MAX);
+  if (negative) {
+    if (magnitude > kMaxPositive + 1) return IntParse::kOutOfRange;
+    out = magnitude == kMaxPositive + 1 ? INT64_MIN : -static_cast<int64_t>(magnitude);
+  } else {
+    if (magnitude > kMaxPositive) return IntParse::kOutOfRange;
+    out = static_cast<int64_t>(magnitude);
+  }
+  return IntParse::kOk;
+}
+
+}  // namespace
+
+YAML::Node WorkerConfigReader::get_node(const std::string& key) {
+  if (std::find(known_.begin(), known_.end(), key) == known_.end()) known_.push_back(key);
+  auto [k, value] = find_key(entry_.config, key);
+  if (!value.IsDefined()) return YAML::Node(YAML::NodeType::Null);
+  return value;
+}
+
+std::string WorkerConfigReader::get_string(const std::string& key, const std::string& def) {
+  return get_optional_string(key).value_or(def);
+}
+
+std::optional<std::string> WorkerConfigReader::get_optional_string(const std::string& key) {
+  const YAML::Node value = get_node(key);
+  if (value.IsNull()) return std::nullopt;
+  if (!value.IsScalar()) fail(key, "key '" + key + "' must be a string");
+  return value.Scalar();
+}
+
+int64_t WorkerConfigReader::get_int(const std::string& key, int64_t def, int64_t min,
+                                    int64_t max) {
+  const YAML::Node value = get_node(key);
+  if (value.IsNull()) return def;
+  const std::string range = std::to_string(min) + " and " + std::to_string(max);
+  int64_t result = 0;
+  const IntParse parsed =
+      is_plain_scalar(value) ? parse_yaml_int(value.Scalar(), result) : IntParse::kNotInteger;
+  if (parsed == IntParse::kNotInteger) fail(key, "key '" + key + "' must be an integer");
+  if (parsed == IntParse::kOutOfRange || result < min || result > max) {
+    fail(key, "key '" + key + "' must be between " + range + " (got " + value.Scalar() + ")");
+  }
+  return result;
+}
+
+bool WorkerConfigReader::get_bool(const std::string& key, bool def) {
+  const YAML::Node value = get_node(key);
+  if (value.IsNull()) return def;
+  // YAML 1.2 core booleans only; yaml-cpp would also take yes/no/on/off, serde_yaml does not.
+  if (is_plain_scalar(value)) {
+    const std::string& s = value.Scalar();
+    if (s == "true" || s == "True" || s == "TRUE") return true;
+    if (s == "false" || s == "False" || s == "FALSE") return false;
+  }
+  fail(key, "key '" + key + "' must be a boolean (true or false)");
+}
+
+void WorkerConfigReader::finish() {
+  if (!entry_.config.IsMap()) return;
+  for (const auto& kv : entry_.config) {
+    const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : std::string();
+    if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+    std::vector<std::string> sorted = known_;
+    std::sort(sorted.begin(), sorted.end());
+    fail_at(kv.first, "unknown key '" + key + "' (known keys: " + join(sorted) + ")");
+  }
+}
+
+void WorkerConfigReader::fail(const std::string& key, const std::string& message) const {
+  auto [k, value] = find_key(entry_.config, key);
+  fail_at(k, message);
+}
+
+void WorkerConfigReader::fail_at(const YAML::Node& node, const std::string& message) const {
+  const int line = line_of(node, entry_.line);
+  const std::string source = entry_.source.empty() ? std::string(kDefaultSource) : entry_.source;
+  throw_at(source, line, "worker '" + entry_.instance_name + "': " + message);
+}
+
+}  // namespace iii::config

@@ -1,0 +1,402 @@
+#include "engine/engine.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/json/serialize.hpp>
+
+#include "protocol/codec.h"
+
+namespace iii::engine {
+
+namespace {
+constexpr std::string_view kStoppedCode = "invocation_stopped";
+constexpr std::string_view kStoppedMessage = "Invocation stopped";
+
+bool has_telemetry_prefix(std::string_view f) {
+  return f.size() >= 4 && (f.substr(0, 4) == "OTLP" || f.substr(0, 4) == "MTRC" ||
+                           f.substr(0, 4) == "LOGS");
+}
+}  // namespace
+
+Engine::Engine() = default;
+Engine::~Engine() = default;
+
+int64_t Engine::now_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+uint64_t Engine::connect(std::shared_ptr<Connection> conn, ConnectionInfo info) {
+  const uint64_t handle = next_handle_++;
+  Worker& w = workers_[handle];
+  w.handle = handle;
+  w.uuid = Uuid::random_v4();
+  w.id = w.uuid.str();
+  w.conn = std::move(conn);
+  w.info = std::move(info);
+  w.connected_at_ms = now_ms();
+  w.conn->send(make_frame(protocol::encode_worker_registered(w.id)));
+  spdlog::debug("worker {} connected from {} on {}", w.id, w.info.ip_address, w.info.listener);
+  notify_worker_event("worker_connected", w.id);
+  return handle;
+}
+
+Worker* Engine::find_worker(uint64_t handle) {
+  auto it = workers_.find(handle);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+Worker* Engine::find_worker_by_id(std::string_view id) {
+  for (auto& [h, w] : workers_)
+    if (w.id == id) return &w;
+  return nullptr;
+}
+
+void Engine::notify_worker_event(std::string_view event, const std::string& worker_id) {
+  for (auto& fn : worker_observers_) fn(event, worker_id);
+}
+
+void Engine::on_telemetry(std::string_view frame) {
+  ++stats_.telemetry_frames;
+  spdlog::trace("telemetry frame {} ({} bytes)", frame.substr(0, 4), frame.size());
+}
+
+void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
+  Worker* w = find_worker(worker_handle);
+  if (!w) return;
+  if (has_telemetry_prefix(frame)) {
+    on_telemetry(frame);
+    return;
+  }
+  if (frame.find_first_not_of(" \t\r\n") == std::string_view::npos) return;
+  auto decoded = protocol::decode(frame);
+  if (auto* err = std::get_if<protocol::DecodeError>(&decoded)) {
+    handle_decode_error(*w, *err);
+    return;
+  }
+  std::visit(
+      [&](auto&& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, protocol::Ping>) {
+          w->conn->send(make_frame(protocol::encode_pong()));
+        } else if constexpr (std::is_same_v<T, protocol::Pong> ||
+                             std::is_same_v<T, protocol::WorkerRegistered>) {
+          // Nothing to do: liveness is tracked at the WebSocket layer.
+        } else if constexpr (std::is_same_v<T, protocol::RegisterFunction> ||
+                             std::is_same_v<T, protocol::UnregisterFunction> ||
+                             std::is_same_v<T, protocol::InvokeFunction> ||
+                             std::is_same_v<T, protocol::InvocationResult> ||
+                             std::is_same_v<T, protocol::RegisterService>) {
+          handle(*w, std::move(m));
+        } else if constexpr (std::is_same_v<T, protocol::TriggerRegistrationResult>) {
+          if (m.error)
+            spdlog::warn("worker {} could not register trigger {} ({}): {}: {}", w->id, m.id,
+                         m.trigger_type, m.error->code, m.error->message);
+        } else {
+          // Trigger messages are handled once the trigger registry exists.
+          spdlog::warn("worker {}: message type not supported by this engine build; ignored",
+                       w->id);
+        }
+      },
+      std::move(std::get<protocol::Message>(decoded)));
+}
+
+void Engine::handle_decode_error(Worker& w, const protocol::DecodeError& e) {
+  ++stats_.decode_errors;
+  spdlog::warn("worker {}: invalid {} message: {}", w.id, e.type.empty() ? "" : e.type, e.reason);
+  // Only an invokefunction with a readable id has a caller waiting for an answer.
+  if (e.invocation_id) {
+    Outcome o = Outcome::fail("invalid_message", "invalid invokefunction: " + e.reason);
+    reply_to_worker(w.handle, *e.invocation_id, e.function_id.value_or(""), o);
+  }
+}
+
+void Engine::handle(Worker& w, protocol::RegisterFunction&& m) {
+  if (shutting_down_) return;
+  FunctionInfo info{m.id, std::move(m.description), std::move(m.request_format),
+                    std::move(m.response_format), std::move(m.metadata)};
+  const std::string id = info.id;
+  if (m.invocation) {
+    spdlog::error(
+        "worker {}: function {} is HTTP-invoked, which needs the iii-http-functions worker; "
+        "not registered",
+        w.id, id);
+    return;
+  }
+  const size_t before = functions_.registrant_count(id);
+  switch (functions_.add(Registrant{w.handle, nullptr, std::move(info), {}})) {
+    case FunctionRegistry::AddResult::kRefusedBuiltin:
+      spdlog::warn("worker {}: function id {} belongs to a built-in worker; registration refused",
+                   w.id, id);
+      return;
+    case FunctionRegistry::AddResult::kAdded:
+      w.functions.push_back(id);
+      if (before > 0)
+        spdlog::info("function {} registered by another live worker too; worker {} now serves it",
+                     id, w.id);
+      break;
+    case FunctionRegistry::AddResult::kUpdated:
+      break;
+  }
+  spdlog::debug("worker {} registered function {}", w.id, id);
+}
+
+void Engine::handle(Worker& w, protocol::UnregisterFunction&& m) {
+  auto it = std::find(w.functions.begin(), w.functions.end(), m.id);
+  if (it == w.functions.end()) {
+    spdlog::debug("worker {}: unregisterfunction {} ignored (not registered by it)", w.id, m.id);
+    return;
+  }
+  w.functions.erase(it);
+  functions_.remove(m.id, w.handle);
+}
+
+void Engine::handle(Worker& w, protocol::RegisterService&& m) {
+  spdlog::debug("worker {} registered service {}", w.id, m.id);
+  services_[m.id] = std::move(m);
+}
+
+void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
+  using protocol::ActionType;
+  ++stats_.invocations;
+  const bool wants_reply = m.invocation_id && m.action.type != ActionType::kVoid;
+
+  if (m.action.type == ActionType::kEnqueue) {
+    spdlog::warn("worker {}: enqueue to queue '{}' for {} refused: the iii-queue worker is not loaded",
+                 w.id, m.action.queue, m.function_id);
+    if (wants_reply)
+      reply_to_worker(w.handle, *m.invocation_id, m.function_id,
+                      Outcome::fail("enqueue_error", "QueueModule not loaded"));
+    return;
+  }
+  if (m.data.is_object()) m.data.get_object()["_caller_worker_id"] = w.id;
+
+  CallContext ctx{w.handle, w.id, std::move(m.traceparent), std::move(m.baggage)};
+  if (wants_reply) {
+    const std::string& inv = *m.invocation_id;
+    route(m.function_id, std::move(m.data), std::move(ctx), inv, w.handle, inv, {});
+  } else {
+    route(m.function_id, std::move(m.data), std::move(ctx), std::nullopt, 0, {}, {});
+  }
+}
+
+void Engine::invoke(const std::string& function_id, json::value data, CallContext ctx,
+                    Completion done) {
+  route(function_id, std::move(data), std::move(ctx), std::nullopt, 0, {}, std::move(done));
+}
+
+void Engine::route(const std::string& function_id, json::value data, CallContext ctx,
+                   std::optional<std::string> preferred_id, uint64_t caller,
+                   std::string caller_inv_id, Completion done) {
+  auto finish = [&](Outcome o) {
+    if (caller) reply_to_worker(caller, caller_inv_id, function_id, o);
+    else if (done) done(std::move(o));
+  };
+  if (shutting_down_) {
+    finish(Outcome::fail(std::string(kStoppedCode), "engine is shutting down"));
+    return;
+  }
+  const Registrant* target = functions_.serving(function_id);
+  if (!target) {
+    if (!caller && !done)
+      spdlog::warn("void invocation of unknown function {} dropped", function_id);
+    finish(Outcome::fail("function_not_found", "Function " + function_id + " not found"));
+    return;
+  }
+  if (target->builtin) {
+    // Built-ins may complete synchronously or later; the caller may be gone by then.
+    auto builtin = target->builtin;
+    builtin->handler(ctx, std::move(data),
+                     [this, caller, caller_inv_id, function_id, done](Outcome o) {
+                       if (caller) reply_to_worker(caller, caller_inv_id, function_id, o);
+                       else if (done) done(std::move(o));
+                     });
+    return;
+  }
+  Worker* executor = find_worker(target->worker);
+  if (!executor) {  // impossible: registrations are removed with their worker
+    finish(Outcome::fail("channel_send_failed", "executor of " + function_id + " is gone"));
+    return;
+  }
+  // Register the pending invocation before anything is sent, so no answer can be lost.
+  Uuid key;
+  std::optional<Uuid> wanted = preferred_id ? Uuid::parse(*preferred_id) : std::nullopt;
+  if (wanted && !pending_.count(*wanted)) key = *wanted;
+  else do key = Uuid::random_v4(); while (pending_.count(key));
+  const std::string wire_id = (wanted && key == *wanted) ? *preferred_id : key.str();
+
+  Pending& p = pending_[key];
+  p.function_id = function_id;
+  p.executor = executor->handle;
+  p.caller = caller;
+  p.caller_invocation_id = std::move(caller_inv_id);
+  p.done = std::move(done);
+  executor->executing.insert(key);
+  if (caller)
+    if (Worker* c = find_worker(caller)) c->waiting.insert(key);
+
+  executor->conn->send(make_frame(
+      protocol::encode_invoke(wire_id, function_id, data, ctx.traceparent, ctx.baggage)));
+}
+
+void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
+  auto key = Uuid::parse(m.invocation_id);
+  auto it = key ? pending_.find(*key) : pending_.end();
+  if (it == pending_.end() || it->second.executor != w.handle) {
+    // Late answers (after a halt or an SDK reconnect) are expected; never an error for others.
+    ++stats_.late_results;
+    spdlog::debug("worker {}: result for unknown or foreign invocation {} ignored", w.id,
+                  m.invocation_id);
+    return;
+  }
+  Outcome o{std::move(m.result), std::move(m.error), std::move(m.traceparent), std::move(m.baggage)};
+  complete(*key, std::move(o));
+}
+
+void Engine::complete(const Uuid& key, Outcome outcome) {
+  auto it = pending_.find(key);
+  if (it == pending_.end()) return;
+  Pending p = std::move(it->second);
+  pending_.erase(it);
+  if (Worker* ex = find_worker(p.executor)) ex->executing.erase(key);
+  if (p.caller) {
+    if (Worker* c = find_worker(p.caller)) {
+      c->waiting.erase(key);
+      reply_to_worker(p.caller, p.caller_invocation_id, p.function_id, outcome);
+    }
+  } else if (p.done) {
+    p.done(std::move(outcome));
+  }
+}
+
+void Engine::reply_to_worker(uint64_t caller, std::string_view invocation_id,
+                             std::string_view function_id, const Outcome& o) {
+  Worker* c = find_worker(caller);
+  if (!c) return;
+  c->conn->send(make_frame(protocol::encode_result(invocation_id, function_id, o.result, o.error,
+                                                   o.traceparent, o.baggage)));
+}
+
+void Engine::disconnect(uint64_t handle) {
+  auto it = workers_.find(handle);
+  if (it == workers_.end()) return;
+  Worker& w = it->second;
+  // 1. Functions it registered; another registrant (if any) takes over.
+  for (const auto& id : w.functions) {
+    if (functions_.remove(id, handle)) continue;
+    if (const Registrant* next = functions_.serving(id); next && next->worker)
+      if (Worker* nw = find_worker(next->worker))
+        spdlog::info("function {} failed over to worker {}", id, nw->id);
+  }
+  // 2. Invocations it was executing: their callers get invocation_stopped now.
+  std::vector<Uuid> executing(w.executing.begin(), w.executing.end());
+  for (const auto& key : executing)
+    complete(key, Outcome::fail(std::string(kStoppedCode), std::string(kStoppedMessage)));
+  // 3. Invocations it was waiting on: nobody to answer any more; drop the reply path.
+  for (const auto& key : w.waiting) {
+    auto p = pending_.find(key);
+    if (p != pending_.end()) p->second.caller = 0;
+  }
+  const std::string id = w.id;
+  spdlog::debug("worker {} disconnected", id);
+  workers_.erase(it);
+  notify_worker_event("worker_disconnected", id);
+}
+
+void Engine::shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  std::vector<Uuid> keys;
+  keys.reserve(pending_.size());
+  for (const auto& [k, p] : pending_) keys.push_back(k);
+  for (const auto& k : keys)
+    complete(k, Outcome::fail(std::string(kStoppedCode), std::string(kStoppedMessage)));
+  for (auto& [h, w] : workers_) w.conn->close(1001, "engine shutting down");
+}
+
+void Engine::add_builtin_worker(BuiltinWorkerInfo info) { builtin_workers_.push_back(std::move(info)); }
+
+void Engine::register_builtin(FunctionInfo info, const std::string& owner, BuiltinHandler handler) {
+  const std::string id = info.id;
+  functions_.add(Registrant{0, std::make_shared<BuiltinFunction>(BuiltinFunction{std::move(handler)}),
+                            std::move(info), owner});
+  for (auto& bw : builtin_workers_)
+    if (bw.instance_name == owner) bw.functions.push_back(id);
+}
+
+json::object Engine::list_functions(bool include_internal) const {
+  json::array arr;
+  functions_.for_each_sorted([&](const Registrant& r) {
+    if (!include_internal && r.info.id.rfind("engine::", 0) == 0) return;
+    arr.push_back(r.info.to_json());
+  });
+  json::object out;
+  out["functions"] = std::move(arr);
+  return out;
+}
+
+json::object Engine::list_workers(const std::optional<std::string>& worker_id) const {
+  struct Row {
+    std::string sort_name, id;
+    json::object obj;
+  };
+  std::vector<Row> rows;
+  for (const auto& [h, w] : workers_) {
+    if (worker_id && w.id != *worker_id) continue;
+    // Like the original, anonymous connections (no reported pid) are hidden from the full list.
+    if (!worker_id && !w.pid) continue;
+    json::object o;
+    o["id"] = w.id;
+    o["name"] = w.name ? json::value(*w.name) : json::value(nullptr);
+    o["runtime"] = w.runtime.value_or("unknown");
+    o["version"] = w.version ? json::value(*w.version) : json::value(nullptr);
+    o["os"] = w.os ? json::value(*w.os) : json::value(nullptr);
+    o["ip_address"] = w.info.ip_address;
+    o["internal"] = false;
+    o["status"] = "connected";
+    o["connected_at_ms"] = w.connected_at_ms;
+    o["function_count"] = w.functions.size();
+    json::array fns;
+    for (const auto& f : w.functions) fns.push_back(json::value(f));
+    o["functions"] = std::move(fns);
+    o["active_invocations"] = w.executing.size() + w.waiting.size();
+    o["latest_metrics"] = nullptr;
+    if (w.pid) o["pid"] = *w.pid;
+    if (w.isolation) o["isolation"] = *w.isolation;
+    rows.push_back({w.name.value_or(w.id), w.id, std::move(o)});
+  }
+  if (!worker_id) {
+    for (const auto& bw : builtin_workers_) {
+      json::object o;
+      o["id"] = bw.instance_name;
+      o["name"] = bw.type;
+      o["runtime"] = "engine";
+      o["version"] = III_VERSION;
+      o["os"] = nullptr;
+      o["ip_address"] = nullptr;
+      o["internal"] = bw.mandatory;
+      o["status"] = "available";
+      o["connected_at_ms"] = nullptr;
+      o["function_count"] = bw.functions.size();
+      json::array fns;
+      for (const auto& f : bw.functions) fns.push_back(json::value(f));
+      o["functions"] = std::move(fns);
+      o["active_invocations"] = 0;
+      o["latest_metrics"] = nullptr;
+      o["isolation"] = "in-process";
+      rows.push_back({bw.type, bw.instance_name, std::move(o)});
+    }
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return std::tie(a.sort_name, a.id) < std::tie(b.sort_name, b.id);
+  });
+  json::array arr;
+  for (auto& r : rows) arr.push_back(std::move(r.obj));
+  json::object out;
+  out["workers"] = std::move(arr);
+  out["timestamp"] = now_ms();
+  return out;
+}
+
+}  // namespace iii::engine

@@ -1,0 +1,309 @@
+#include "engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace iii::engine {
+namespace {
+
+namespace json = boost::json;
+
+class FakeConnection : public Connection {
+ public:
+  void send(SharedFrame f) override { frames.push_back(json::parse(*f).as_object()); }
+  void close(uint16_t code, std::string_view) override { closed_with = code; }
+
+  // Pops the oldest frame of the given type.
+  json::object take(std::string_view type) {
+    for (auto it = frames.begin(); it != frames.end(); ++it) {
+      if (it->at("type").as_string() == type) {
+        json::object o = std::move(*it);
+        frames.erase(it);
+        return o;
+      }
+    }
+    ADD_FAILURE() << "no frame of type " << type;
+    return {};
+  }
+  size_t count(std::string_view type) const {
+    size_t n = 0;
+    for (auto& f : frames) n += f.at("type").as_string() == type;
+    return n;
+  }
+
+  std::vector<json::object> frames;
+  int closed_with = 0;
+};
+
+constexpr const char* kInv = "11111111-2222-4333-8444-555555555555";
+
+struct Peer {
+  std::shared_ptr<FakeConnection> conn = std::make_shared<FakeConnection>();
+  uint64_t handle = 0;
+  std::string id;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  Peer connect() {
+    Peer p;
+    p.handle = engine.connect(p.conn, ConnectionInfo{"127.0.0.1", "iii-worker-manager"});
+    p.id = std::string(p.conn->take("workerregistered").at("worker_id").as_string());
+    return p;
+  }
+  void send(const Peer& p, const std::string& frame) { engine.on_frame(p.handle, frame); }
+  void register_fn(const Peer& p, const std::string& id) {
+    send(p, R"({"type":"registerfunction","id":")" + id + "\"}");
+  }
+  void call(const Peer& p, const std::string& fn, const std::string& data,
+            const std::string& inv = kInv) {
+    send(p, R"({"type":"invokefunction","invocation_id":")" + inv + R"(","function_id":")" + fn +
+                R"(","data":)" + data + "}");
+  }
+  void answer(const Peer& p, const json::object& invoke, const std::string& body) {
+    send(p, R"({"type":"invocationresult","invocation_id":")" +
+                std::string(invoke.at("invocation_id").as_string()) + R"(","function_id":")" +
+                std::string(invoke.at("function_id").as_string()) + "\"," + body + "}");
+  }
+
+  Engine engine;
+};
+
+TEST_F(EngineTest, RoutesSyncCallAndInjectsCallerId) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "math::add");
+  call(caller, "math::add", R"({"a":1})");
+  auto inv = worker.conn->take("invokefunction");
+  EXPECT_EQ(inv.at("invocation_id").as_string(), kInv);
+  EXPECT_EQ(inv.at("data").at("_caller_worker_id").as_string(), caller.id);
+  EXPECT_FALSE(inv.contains("action"));
+  EXPECT_EQ(engine.pending_count(), 1u);
+  answer(worker, inv, R"("result":{"sum":3})");
+  auto res = caller.conn->take("invocationresult");
+  EXPECT_EQ(res.at("invocation_id").as_string(), kInv);
+  EXPECT_EQ(res.at("result").at("sum").as_int64(), 3);
+  EXPECT_EQ(engine.pending_count(), 0u);
+}
+
+TEST_F(EngineTest, NonObjectPayloadIsUntouched) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "[1,2]");
+  EXPECT_EQ(json::serialize(worker.conn->take("invokefunction").at("data")), "[1,2]");
+}
+
+TEST_F(EngineTest, AbsentResultStaysAbsentAndNullStaysNull) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "1");
+  answer(worker, worker.conn->take("invokefunction"), R"("x":1)");
+  EXPECT_FALSE(caller.conn->take("invocationresult").contains("result"));
+  call(caller, "f", "1");
+  answer(worker, worker.conn->take("invokefunction"), R"("result":null)");
+  auto r = caller.conn->take("invocationresult");
+  ASSERT_TRUE(r.contains("result"));
+  EXPECT_TRUE(r.at("result").is_null());
+}
+
+TEST_F(EngineTest, HandlerErrorsPassThroughUnchanged) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "{}");
+  answer(worker, worker.conn->take("invokefunction"),
+         R"("error":{"code":"invocation_failed","message":"boom","stacktrace":"at x"})");
+  auto err = caller.conn->take("invocationresult").at("error").as_object();
+  EXPECT_EQ(err.at("code").as_string(), "invocation_failed");
+  EXPECT_EQ(err.at("message").as_string(), "boom");
+  EXPECT_EQ(err.at("stacktrace").as_string(), "at x");
+}
+
+TEST_F(EngineTest, UnknownFunctionIsReported) {
+  Peer caller = connect();
+  call(caller, "nope", "{}");
+  auto err = caller.conn->take("invocationresult").at("error").as_object();
+  EXPECT_EQ(err.at("code").as_string(), "function_not_found");
+  EXPECT_EQ(err.at("message").as_string(), "Function nope not found");
+}
+
+TEST_F(EngineTest, VoidCallsGetNoReplyEvenOnError) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  send(caller, R"({"type":"invokefunction","invocation_id":")" + std::string(kInv) +
+                   R"(","function_id":"f","data":{},"action":{"type":"void"}})");
+  auto inv = worker.conn->take("invokefunction");
+  EXPECT_EQ(inv.at("data").at("_caller_worker_id").as_string(), caller.id);
+  answer(worker, inv, R"("result":1)");
+  send(caller, R"({"type":"invokefunction","function_id":"missing","data":{},"action":{"type":"void"}})");
+  EXPECT_EQ(caller.conn->count("invocationresult"), 0u);
+}
+
+TEST_F(EngineTest, ExecutorDisconnectStopsWaitingCallers) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "slow");
+  call(caller, "slow", "{}");
+  worker.conn->take("invokefunction");
+  engine.disconnect(worker.handle);
+  auto err = caller.conn->take("invocationresult").at("error").as_object();
+  EXPECT_EQ(err.at("code").as_string(), "invocation_stopped");
+  EXPECT_EQ(engine.pending_count(), 0u);
+}
+
+TEST_F(EngineTest, CallerDisconnectDropsTheReplyPathOnly) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "slow");
+  call(caller, "slow", "{}");
+  auto inv = worker.conn->take("invokefunction");
+  engine.disconnect(caller.handle);
+  answer(worker, inv, R"("result":1)");  // must not crash or reach anyone
+  EXPECT_EQ(engine.pending_count(), 0u);
+}
+
+TEST_F(EngineTest, OnlyTheExecutorCanCompleteAnInvocation) {
+  Peer worker = connect(), caller = connect(), intruder = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "{}");
+  auto inv = worker.conn->take("invokefunction");
+  answer(intruder, inv, R"("result":"forged")");
+  EXPECT_EQ(caller.conn->count("invocationresult"), 0u);
+  answer(worker, inv, R"("result":"real")");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("result").as_string(), "real");
+}
+
+TEST_F(EngineTest, ReusedInvocationIdGetsAFreshWireId) {
+  Peer worker = connect(), a = connect(), b = connect();
+  register_fn(worker, "f");
+  call(a, "f", R"({"n":1})");
+  call(b, "f", R"({"n":2})");
+  auto i1 = worker.conn->take("invokefunction");
+  auto i2 = worker.conn->take("invokefunction");
+  EXPECT_NE(i1.at("invocation_id").as_string(), i2.at("invocation_id").as_string());
+  answer(worker, i2, R"("result":2)");
+  answer(worker, i1, R"("result":1)");
+  auto ra = a.conn->take("invocationresult"), rb = b.conn->take("invocationresult");
+  EXPECT_EQ(ra.at("invocation_id").as_string(), kInv);  // each caller sees its own id
+  EXPECT_EQ(rb.at("invocation_id").as_string(), kInv);
+  EXPECT_EQ(ra.at("result").as_int64(), 1);
+  EXPECT_EQ(rb.at("result").as_int64(), 2);
+}
+
+TEST_F(EngineTest, DuplicateRegistrationFailsOverToRemainingWorker) {
+  Peer w1 = connect(), w2 = connect(), caller = connect();
+  register_fn(w1, "f");
+  register_fn(w2, "f");
+  call(caller, "f", "{}");
+  EXPECT_EQ(w2.conn->count("invokefunction"), 1u);
+  EXPECT_EQ(w1.conn->count("invokefunction"), 0u);
+  engine.disconnect(w2.handle);
+  EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
+            "invocation_stopped");
+  call(caller, "f", "{}");
+  answer(w1, w1.conn->take("invokefunction"), R"("result":"w1")");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("result").as_string(), "w1");
+}
+
+TEST_F(EngineTest, UnregisterOnlyAffectsOwnRegistration) {
+  Peer w1 = connect(), w2 = connect(), caller = connect();
+  register_fn(w1, "f");
+  send(w2, R"({"type":"unregisterfunction","id":"f"})");
+  EXPECT_TRUE(engine.functions().contains("f"));
+  send(w1, R"({"type":"unregisterfunction","id":"f"})");
+  EXPECT_FALSE(engine.functions().contains("f"));
+}
+
+TEST_F(EngineTest, EnqueueWithoutQueueWorkerIsAClearError) {
+  Peer caller = connect();
+  send(caller, R"({"type":"invokefunction","invocation_id":")" + std::string(kInv) +
+                   R"(","function_id":"f","data":{},"action":{"type":"enqueue","queue":"q"}})");
+  auto err = caller.conn->take("invocationresult").at("error").as_object();
+  EXPECT_EQ(err.at("code").as_string(), "enqueue_error");
+}
+
+TEST_F(EngineTest, BadFramesGetWarningsAndAddressableErrors) {
+  Peer caller = connect();
+  send(caller, "{oops");
+  send(caller, R"({"type":"teleport"})");
+  send(caller, R"({"type":"registerfunction"})");
+  EXPECT_EQ(caller.conn->frames.size(), 0u);
+  send(caller, R"({"type":"invokefunction","invocation_id":"not-a-uuid","function_id":"f","data":1})");
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(r.at("invocation_id").as_string(), "not-a-uuid");
+  EXPECT_EQ(r.at("error").at("code").as_string(), "invalid_message");
+  EXPECT_EQ(engine.stats().decode_errors, 4u);
+}
+
+TEST_F(EngineTest, PingGetsPongAndTelemetryIsAccepted) {
+  Peer w = connect();
+  send(w, R"({"type":"ping"})");
+  EXPECT_EQ(w.conn->count("pong"), 1u);
+  send(w, "OTLP{}");
+  EXPECT_EQ(engine.stats().telemetry_frames, 1u);
+}
+
+TEST_F(EngineTest, BuiltinsRunInProcessAndCannotBeHijacked) {
+  engine.add_builtin_worker({"iii-engine-functions", "iii-engine-functions", true, {}});
+  engine.register_builtin(FunctionInfo{"engine::echo", {}, {}, {}, {}}, "iii-engine-functions",
+                          [](const CallContext& ctx, json::value in, Completion done) {
+                            done(Outcome::ok(std::move(in)));
+                          });
+  Peer caller = connect();
+  register_fn(caller, "engine::echo");
+  call(caller, "engine::echo", R"({"x":1})");
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(r.at("result").at("x").as_int64(), 1);
+  EXPECT_EQ(r.at("result").at("_caller_worker_id").as_string(), caller.id);
+}
+
+TEST_F(EngineTest, InternalInvokeCompletes) {
+  Peer worker = connect();
+  register_fn(worker, "f");
+  std::optional<Outcome> got;
+  engine.invoke("f", json::value(5), CallContext{}, [&](Outcome o) { got = std::move(o); });
+  auto inv = worker.conn->take("invokefunction");
+  EXPECT_EQ(inv.at("data").as_int64(), 5);
+  answer(worker, inv, R"("result":6)");
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->result->as_int64(), 6);
+}
+
+TEST_F(EngineTest, ShutdownStopsPendingAndClosesConnections) {
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "{}");
+  engine.shutdown();
+  EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
+            "invocation_stopped");
+  EXPECT_EQ(worker.conn->closed_with, 1001);
+  call(caller, "f", "{}", "99999999-2222-4333-8444-555555555555");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
+            "invocation_stopped");
+}
+
+TEST_F(EngineTest, WorkerMetadataAndListing) {
+  Peer w = connect();
+  register_fn(w, "svc::a");
+  engine.add_builtin_worker({"iii-engine-functions", "iii-engine-functions", true, {}});
+  auto* worker = engine.find_worker(w.handle);
+  worker->name = "node-worker";
+  worker->runtime = "node";
+  worker->pid = 42;
+  auto list = engine.list_workers(std::nullopt);
+  auto& rows = list.at("workers").as_array();
+  ASSERT_EQ(rows.size(), 2u);
+  bool found = false;
+  for (auto& r : rows) {
+    if (r.at("id").as_string() != w.id) continue;
+    found = true;
+    EXPECT_EQ(r.at("pid").as_int64(), 42);
+    EXPECT_EQ(r.at("function_count").as_uint64(), 1u);
+    EXPECT_EQ(r.at("status").as_string(), "connected");
+  }
+  EXPECT_TRUE(found);
+  auto fns = engine.list_functions(false);
+  ASSERT_EQ(fns.at("functions").as_array().size(), 1u);
+  EXPECT_TRUE(fns.at("functions").as_array()[0].at("description").is_null());
+}
+
+}  // namespace
+}  // namespace iii::engine

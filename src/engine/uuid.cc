@@ -1,0 +1,58 @@
+#include "engine/uuid.h"
+
+#include <random>
+
+namespace iii::engine {
+namespace {
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+}  // namespace
+
+std::optional<Uuid> Uuid::parse(std::string_view s) {
+  if (s.size() == 45 && (s.substr(0, 9) == "urn:uuid:" || s.substr(0, 9) == "URN:UUID:"))
+    s.remove_prefix(9);
+  if (s.size() == 38 && s.front() == '{' && s.back() == '}') s = s.substr(1, 36);
+  const bool hyphenated = s.size() == 36;
+  if (!hyphenated && s.size() != 32) return std::nullopt;
+  Uuid u;
+  int digits = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
+      if (s[i] != '-') return std::nullopt;
+      continue;
+    }
+    int v = hex_value(s[i]);
+    if (v < 0) return std::nullopt;
+    uint64_t& half = digits < 16 ? u.hi : u.lo;
+    half = (half << 4) | static_cast<uint64_t>(v);
+    ++digits;
+  }
+  return u;
+}
+
+Uuid Uuid::random_v4() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  Uuid u{rng(), rng()};
+  u.hi = (u.hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
+  u.lo = (u.lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
+  return u;
+}
+
+std::string Uuid::str() const {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(36, '-');
+  int pos = 0;
+  for (int i = 0; i < 32; ++i) {
+    if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
+    const uint64_t half = i < 16 ? hi : lo;
+    const int shift = (15 - (i % 16)) * 4;
+    out[pos++] = kHex[(half >> shift) & 0xf];
+  }
+  return out;
+}
+
+}  // namespace iii::engine

@@ -1,0 +1,42 @@
+// WebSocket listener for worker connections (`/`), telemetry (`/otel`) and, later, channels.
+// The only part of the engine that includes Beast.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace boost::asio {
+class io_context;
+}
+namespace iii::engine {
+class Engine;
+}
+
+namespace iii::net {
+
+struct ListenerOptions {
+  std::string name = "iii-worker-manager";  // instance name, used in logs and ConnectionInfo
+  std::string host = "0.0.0.0";
+  uint16_t port = 49134;
+  size_t max_message_bytes = 64 * 1024 * 1024;
+  // Close a connection that sends nothing (not even a Pong to our Ping) for this long; 0 = off.
+  std::chrono::milliseconds idle_timeout{60000};
+  // Close a connection whose unsent outbound data exceeds this (a peer that stopped reading).
+  size_t max_outbound_bytes = 256 * 1024 * 1024;
+};
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  virtual uint16_t port() const = 0;
+  virtual void stop() = 0;
+};
+
+// Binds and starts accepting. Throws std::system_error when the address cannot be bound.
+std::unique_ptr<Listener> start_ws_listener(boost::asio::io_context& io, engine::Engine& engine,
+                                            ListenerOptions options);
+
+}  // namespace iii::net

@@ -1,0 +1,107 @@
+#include "workers/engine_functions/engine_functions.h"
+
+#include <spdlog/spdlog.h>
+
+#include "engine/engine.h"
+
+namespace iii::workers {
+namespace {
+
+using engine::CallContext;
+using engine::Completion;
+using engine::Outcome;
+namespace json = boost::json;
+
+std::optional<std::string> opt_string(const json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  if (v && v->is_string()) return std::string(v->get_string());
+  return std::nullopt;
+}
+
+// Built-in inputs must be objects; anything else is the caller's mistake.
+const json::object* object_input(const json::value& input, const std::string& fn, Completion& done) {
+  if (input.is_object()) return &input.get_object();
+  if (input.is_null()) {
+    static const json::object kEmpty;
+    return &kEmpty;
+  }
+  done(Outcome::fail("deserialization_error",
+                     "Failed to deserialize input for " + fn + ": expected a JSON object"));
+  return nullptr;
+}
+
+class EngineFunctions : public engine::BuiltinWorker {
+ public:
+  EngineFunctions(const config::WorkerEntry& entry, engine::Runtime& rt)
+      : rt_(rt), name_(entry.instance_name) {
+    config::WorkerConfigReader r(entry);
+    r.finish();
+    rt_.engine.add_builtin_worker({entry.instance_name, entry.name, true, {}});
+  }
+
+  void start() override {
+    auto& eng = rt_.engine;
+    add("engine::workers::register", "Report metadata of the calling worker",
+        [&eng](const CallContext& ctx, json::value input, Completion done) {
+          const std::string fn = "engine::workers::register";
+          const json::object* in = object_input(input, fn, done);
+          if (!in) return;
+          // The engine injects _caller_worker_id; fall back to the connection for internal calls.
+          std::optional<std::string> id = opt_string(*in, "_caller_worker_id");
+          engine::Worker* w = id ? eng.find_worker_by_id(*id) : eng.find_worker(ctx.caller);
+          if (!w) {
+            done(Outcome::fail("deserialization_error",
+                               "Failed to deserialize input for " + fn +
+                                   ": missing or unknown _caller_worker_id"));
+            return;
+          }
+          w->runtime = opt_string(*in, "runtime").value_or("unknown");
+          w->version = opt_string(*in, "version");
+          w->name = opt_string(*in, "name");
+          w->os = opt_string(*in, "os");
+          w->isolation = opt_string(*in, "isolation");
+          if (auto* pid = in->if_contains("pid"); pid && pid->is_int64()) w->pid = pid->as_int64();
+          else if (pid && pid->is_uint64()) w->pid = static_cast<int64_t>(pid->as_uint64());
+          if (auto* t = in->if_contains("telemetry")) w->telemetry = *t;
+          spdlog::info("worker {} is {} ({} {}, pid {})", w->id, w->name.value_or("unnamed"),
+                       *w->runtime, w->version.value_or("?"), w->pid.value_or(0));
+          const std::string wid = w->id;
+          eng.notify_worker_event("worker_metadata_updated", wid);
+          done(Outcome::ok(json::object{{"success", true}}));
+        });
+    add("engine::workers::list", "List connected workers and in-process workers",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          const json::object* in = object_input(input, "engine::workers::list", done);
+          if (!in) return;
+          done(Outcome::ok(eng.list_workers(opt_string(*in, "worker_id"))));
+        });
+    add("engine::functions::list", "List registered functions",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          const json::object* in = object_input(input, "engine::functions::list", done);
+          if (!in) return;
+          bool internal = false;
+          if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) internal = v->get_bool();
+          done(Outcome::ok(eng.list_functions(internal)));
+        });
+  }
+
+ private:
+  void add(std::string id, std::string description, engine::BuiltinHandler h) {
+    engine::FunctionInfo info;
+    info.id = std::move(id);
+    info.description = std::move(description);
+    rt_.engine.register_builtin(std::move(info), name_, std::move(h));
+  }
+
+  engine::Runtime& rt_;
+  std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<engine::BuiltinWorker> make_engine_functions(const config::WorkerEntry& entry,
+                                                             engine::Runtime& rt) {
+  return std::make_unique<EngineFunctions>(entry, rt);
+}
+
+}  // namespace iii::workers
