@@ -1,0 +1,134 @@
+// `iii`: runs the engine, or `iii trigger` to invoke one function from the shell.
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <filesystem>
+#include <iostream>
+
+#include "cli/trigger_command.h"
+#include "common/logging.h"
+#include "config/config.h"
+#include "engine/builtin_worker.h"
+#include "engine/engine.h"
+
+namespace {
+
+namespace asio = boost::asio;
+
+struct RunOptions {
+  std::string config_path;
+  bool use_default_config = false;
+  std::string log_level;
+  std::string log_format;
+};
+
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+iii::config::EngineConfig load_config(const RunOptions& o) {
+  if (!o.config_path.empty()) return iii::config::load_config_file(o.config_path);
+  if (!o.use_default_config && std::filesystem::exists("config.yaml"))
+    return iii::config::load_config_file("config.yaml");
+  return iii::config::default_config();
+}
+
+// Waits (bounded) for connections to finish their close handshakes, then stops the loop.
+void drain_then_stop(asio::io_context& io, iii::engine::Engine& engine,
+                     std::shared_ptr<asio::steady_timer> timer, int attempts_left) {
+  if (engine.worker_count() == 0 || attempts_left == 0) {
+    io.stop();
+    return;
+  }
+  timer->expires_after(std::chrono::milliseconds(10));
+  timer->async_wait([&io, &engine, timer, attempts_left](boost::system::error_code) {
+    drain_then_stop(io, engine, timer, attempts_left - 1);
+  });
+}
+
+int run_engine(const RunOptions& opts) {
+  iii::config::EngineConfig cfg;
+  try {
+    cfg = load_config(opts);
+    for (auto& w : cfg.workers) {
+      if (w.name != "iii-observability") continue;
+      if (!opts.log_level.empty()) w.config["level"] = opts.log_level;
+      if (!opts.log_format.empty()) w.config["format"] = opts.log_format;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "Error: " << e.what() << "\n";
+    return 2;
+  }
+
+  asio::io_context io(1);
+  iii::engine::Engine engine;
+  iii::engine::Runtime rt{io, engine};
+  std::vector<std::unique_ptr<iii::engine::BuiltinWorker>> workers;
+  try {
+    workers = iii::engine::create_workers(cfg, rt);
+  } catch (const std::exception& e) {
+    std::cerr << "Error: " << e.what() << "\n";
+    return 2;
+  }
+  raise_fd_limit();
+  spdlog::info("iii engine {} starting with {} ({} workers)", III_VERSION, cfg.source,
+               cfg.workers.size());
+  try {
+    for (auto& w : workers) w->start();
+  } catch (const std::exception& e) {
+    spdlog::error("startup failed: {}", e.what());
+    return 1;
+  }
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}; shutting down", sig);
+    for (auto& w : workers) w->stop();
+    engine.shutdown();
+    drain_then_stop(io, engine, std::make_shared<asio::steady_timer>(io), 200);
+  });
+  spdlog::info("engine ready");
+  io.run();
+  spdlog::info("engine stopped");
+  spdlog::default_logger()->flush();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  iii::logging::init("info", "text");
+  CLI::App app{"iii engine: routes function invocations between workers"};
+  app.set_version_flag("-v,--version", III_VERSION);
+  RunOptions run;
+  auto* config_opt =
+      app.add_option("-c,--config", run.config_path, "Config file (default: ./config.yaml if present)");
+  app.add_flag("--use-default-config", run.use_default_config,
+               "Ignore ./config.yaml and use the embedded default workers")
+      ->excludes(config_opt);
+  app.add_option("--log-level", run.log_level, "trace|debug|info|warn|error (overrides config)");
+  app.add_option("--log-format", run.log_format, "text|json (overrides config)");
+  bool no_update_check = false;
+  app.add_flag("--no-update-check", no_update_check, "Accepted for compatibility; no effect");
+
+  iii::cli::TriggerOptions trig;
+  auto* trigger = app.add_subcommand("trigger", "Invoke a function and print its result");
+  trigger->add_option("--function-id", trig.function_id, "Function id")->required();
+  trigger->add_option("--payload", trig.payload, "JSON payload (default {})");
+  trigger->add_option("--address", trig.address, "Engine host, or a ws:// URL");
+  trigger->add_option("--port", trig.port, "Engine port (default 49134)");
+  trigger->add_option("--timeout-ms", trig.timeout_ms, "Timeout in milliseconds (default 30000)");
+
+  CLI11_PARSE(app, argc, argv);
+  if (trigger->parsed()) return iii::cli::run_trigger(trig);
+  return run_engine(run);
+}
