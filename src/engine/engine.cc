@@ -19,7 +19,7 @@ bool has_telemetry_prefix(std::string_view f) {
 }
 }  // namespace
 
-Engine::Engine() = default;
+Engine::Engine() : started_at_ms_(now_ms()) {}
 Engine::~Engine() = default;
 
 int64_t Engine::now_ms() {
@@ -312,7 +312,9 @@ void Engine::shutdown() {
   for (const auto& [k, p] : pending_) keys.push_back(k);
   for (const auto& k : keys)
     complete(k, Outcome::fail(std::string(kStoppedCode), std::string(kStoppedMessage)));
-  for (auto& [h, w] : workers_) w.conn->close(1001, "engine shutting down");
+  // 1012 (service restart), not 1001: the Python SDK's websockets client treats 1000/1001 as a
+  // normal end and would not reconnect to the restarted engine.
+  for (auto& [h, w] : workers_) w.conn->close(1012, "engine shutting down");
 }
 
 void Engine::add_builtin_worker(BuiltinWorkerInfo info) { builtin_workers_.push_back(std::move(info)); }
@@ -377,7 +379,7 @@ json::object Engine::list_workers(const std::optional<std::string>& worker_id) c
       o["ip_address"] = nullptr;
       o["internal"] = bw.mandatory;
       o["status"] = "available";
-      o["connected_at_ms"] = nullptr;
+      o["connected_at_ms"] = started_at_ms_;  // SDK models require an integer
       o["function_count"] = bw.functions.size();
       json::array fns;
       for (const auto& f : bw.functions) fns.push_back(json::value(f));

@@ -166,6 +166,7 @@ class Engine {
   std::unordered_map<std::string, protocol::RegisterService> services_;
   std::vector<WorkerEventFn> worker_observers_;
   uint64_t next_handle_ = 1;
+  int64_t started_at_ms_ = 0;
   bool shutting_down_ = false;
   EngineStats stats_;
 };

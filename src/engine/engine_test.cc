@@ -274,7 +274,7 @@ TEST_F(EngineTest, ShutdownStopsPendingAndClosesConnections) {
   engine.shutdown();
   EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
             "invocation_stopped");
-  EXPECT_EQ(worker.conn->closed_with, 1001);
+  EXPECT_EQ(worker.conn->closed_with, 1012);
   call(caller, "f", "{}", "99999999-2222-4333-8444-555555555555");
   EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
             "invocation_stopped");

@@ -12,6 +12,19 @@ using engine::Completion;
 using engine::Outcome;
 namespace json = boost::json;
 
+// Reads an optional field of the given JSON kind; a present value of the wrong kind is a
+// deserialization_error (like the original's serde input types).
+template <typename Pred>
+bool check_field(const json::object& o, std::string_view key, Pred ok, const char* expected,
+                 const std::string& fn, Completion& done) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null() || ok(*v)) return true;
+  done(Outcome::fail("deserialization_error", "Failed to deserialize input for " + fn +
+                                                  ": field '" + std::string(key) + "' must be " +
+                                                  expected));
+  return false;
+}
+
 std::optional<std::string> opt_string(const json::object& o, std::string_view key) {
   auto* v = o.if_contains(key);
   if (v && v->is_string()) return std::string(v->get_string());
@@ -71,14 +84,22 @@ class EngineFunctions : public engine::BuiltinWorker {
         });
     add("engine::workers::list", "List connected workers and in-process workers",
         [&eng](const CallContext&, json::value input, Completion done) {
-          const json::object* in = object_input(input, "engine::workers::list", done);
+          const std::string fn = "engine::workers::list";
+          const json::object* in = object_input(input, fn, done);
           if (!in) return;
+          if (!check_field(*in, "worker_id", [](auto& v) { return v.is_string(); }, "a string", fn,
+                           done))
+            return;
           done(Outcome::ok(eng.list_workers(opt_string(*in, "worker_id"))));
         });
     add("engine::functions::list", "List registered functions",
         [&eng](const CallContext&, json::value input, Completion done) {
-          const json::object* in = object_input(input, "engine::functions::list", done);
+          const std::string fn = "engine::functions::list";
+          const json::object* in = object_input(input, fn, done);
           if (!in) return;
+          if (!check_field(*in, "include_internal", [](auto& v) { return v.is_bool(); },
+                           "a boolean", fn, done))
+            return;
           bool internal = false;
           if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) internal = v->get_bool();
           done(Outcome::ok(eng.list_functions(internal)));
