@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <filesystem>
@@ -70,6 +71,7 @@ int run_engine(const RunOptions& opts) {
 
   asio::io_context io(1);
   iii::engine::Engine engine;
+  engine.set_deferrer([&io](std::function<void()> fn) { asio::post(io, std::move(fn)); });
   iii::engine::Runtime rt{io, engine};
   std::vector<std::unique_ptr<iii::engine::BuiltinWorker>> workers;
   try {

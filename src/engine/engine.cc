@@ -87,16 +87,16 @@ void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
                              std::is_same_v<T, protocol::UnregisterFunction> ||
                              std::is_same_v<T, protocol::InvokeFunction> ||
                              std::is_same_v<T, protocol::InvocationResult> ||
-                             std::is_same_v<T, protocol::RegisterService>) {
+                             std::is_same_v<T, protocol::RegisterService> ||
+                             std::is_same_v<T, protocol::RegisterTriggerType> ||
+                             std::is_same_v<T, protocol::UnregisterTriggerType> ||
+                             std::is_same_v<T, protocol::RegisterTrigger> ||
+                             std::is_same_v<T, protocol::UnregisterTrigger>) {
           handle(*w, std::move(m));
         } else if constexpr (std::is_same_v<T, protocol::TriggerRegistrationResult>) {
           if (m.error)
             spdlog::warn("worker {} could not register trigger {} ({}): {}: {}", w->id, m.id,
                          m.trigger_type, m.error->code, m.error->message);
-        } else {
-          // Trigger messages are handled once the trigger registry exists.
-          spdlog::warn("worker {}: message type not supported by this engine build; ignored",
-                       w->id);
         }
       },
       std::move(std::get<protocol::Message>(decoded)));
@@ -140,6 +140,7 @@ void Engine::handle(Worker& w, protocol::RegisterFunction&& m) {
       break;
   }
   spdlog::debug("worker {} registered function {}", w.id, id);
+  note_function_set_change();
 }
 
 void Engine::handle(Worker& w, protocol::UnregisterFunction&& m) {
@@ -150,12 +151,9 @@ void Engine::handle(Worker& w, protocol::UnregisterFunction&& m) {
   }
   w.functions.erase(it);
   functions_.remove(m.id, w.handle);
+  note_function_set_change();
 }
 
-void Engine::handle(Worker& w, protocol::RegisterService&& m) {
-  spdlog::debug("worker {} registered service {}", w.id, m.id);
-  services_[m.id] = std::move(m);
-}
 
 void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   using protocol::ActionType;
@@ -298,6 +296,9 @@ void Engine::disconnect(uint64_t handle) {
     auto p = pending_.find(key);
     if (p != pending_.end()) p->second.caller = 0;
   }
+  // 4. Triggers it registered, trigger types it provided (their triggers wait), services.
+  remove_worker_triggers(handle);
+  note_function_set_change();
   const std::string id = w.id;
   spdlog::debug("worker {} disconnected", id);
   workers_.erase(it);
@@ -325,6 +326,7 @@ void Engine::register_builtin(FunctionInfo info, const std::string& owner, Built
                             std::move(info), owner});
   for (auto& bw : builtin_workers_)
     if (bw.instance_name == owner) bw.functions.push_back(id);
+  note_function_set_change();
 }
 
 json::object Engine::list_functions(bool include_internal) const {

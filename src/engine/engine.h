@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,55 @@ using BuiltinHandler = std::function<void(const CallContext&, json::value input,
 struct BuiltinFunction {
   BuiltinHandler handler;
 };
+
+// A trigger binds an event source (its type) to a function. Stored by id; it stays stored
+// while its type is missing ("pending") and binds when the type appears.
+struct Trigger {
+  enum class State { kPending, kBound, kFailed };
+  std::string id;
+  std::string trigger_type;
+  std::string function_id;
+  json::value config;
+  std::optional<json::value> metadata;
+  uint64_t owner = 0;  // registering connection; 0 = registered in-process
+  State state = State::kPending;
+  std::string error;  // why binding failed (kFailed)
+
+  std::optional<std::string> condition_function_id() const;
+  json::object to_json() const;  // {id, trigger_type, function_id, config, metadata?, state, error?}
+};
+
+// Implemented by in-process workers that provide a trigger type (http, cron, ...).
+class TriggerTypeHandler {
+ public:
+  virtual ~TriggerTypeHandler() = default;
+  // Activates a trigger; returns an error message when its config is refused.
+  virtual std::optional<std::string> bind(const Trigger& t) = 0;
+  virtual void unbind(const Trigger& t) = 0;
+};
+
+struct TriggerType {
+  std::string id;
+  std::string description;
+  std::optional<json::value> trigger_request_format;
+  std::optional<json::value> call_request_format;
+  uint64_t owner = 0;                       // connection that registered a custom type
+  TriggerTypeHandler* builtin = nullptr;    // in-process provider (not owned)
+
+  json::object to_json() const;
+};
+
+struct Service {
+  std::string id;
+  std::string name;
+  std::optional<std::string> description;
+  std::optional<std::string> parent_service_id;
+  uint64_t owner = 0;
+};
+
+// What happened when a trigger fired.
+enum class FireStatus { kInvoked, kSkipped, kConditionFailed };
+using FireCompletion = std::function<void(FireStatus, Outcome)>;
 
 // A connected worker (one WebSocket connection on `/`).
 struct Worker {
@@ -112,6 +162,29 @@ class Engine {
   // Invokes a function from inside the engine (or on behalf of a caller in `ctx`).
   void invoke(const std::string& function_id, json::value data, CallContext ctx, Completion done);
 
+  // ---- triggers ----
+  // Adds an in-process trigger type. Workers can never take over these ids.
+  void register_builtin_trigger_type(TriggerType type, TriggerTypeHandler* handler);
+  // Registers a trigger from inside the engine (owner 0).
+  void register_trigger(Trigger t);
+  void unregister_trigger(const std::string& id);
+  // Runs `t`'s condition function (if any) with `payload`, then its function. The shared
+  // implementation of condition_function_id for every trigger type.
+  void fire(const Trigger& t, json::value payload, FireCompletion done = {});
+  const std::map<std::string, Trigger>& triggers() const { return triggers_; }
+  const std::map<std::string, TriggerType>& trigger_types() const { return trigger_types_; }
+  const std::map<std::string, Service>& services() const { return services_; }
+  json::object list_triggers(bool include_internal) const;
+  json::object list_trigger_types(bool include_internal) const;
+  json::object list_services() const;
+
+  // Runs `fn` after the current message is processed (on the engine thread). Set by the
+  // runtime to post onto the io_context; without one, `fn` runs inline.
+  using Deferrer = std::function<void(std::function<void()>)>;
+  void set_deferrer(Deferrer d) { defer_ = std::move(d); }
+  // Called (deferred and coalesced) whenever the set of function ids changed.
+  void on_functions_changed(std::function<void()> fn) { functions_observers_.push_back(std::move(fn)); }
+
   // Graceful shutdown: every pending invocation is answered `invocation_stopped`, every
   // connection is closed with 1001. Idempotent.
   void shutdown();
@@ -149,6 +222,14 @@ class Engine {
   void handle(Worker& w, protocol::InvokeFunction&& m);
   void handle(Worker& w, protocol::InvocationResult&& m);
   void handle(Worker& w, protocol::RegisterService&& m);
+  void handle(Worker& w, protocol::RegisterTriggerType&& m);
+  void handle(Worker& w, protocol::UnregisterTriggerType&& m);
+  void handle(Worker& w, protocol::RegisterTrigger&& m);
+  void handle(Worker& w, protocol::UnregisterTrigger&& m);
+  void bind_trigger(Trigger& t);
+  void unbind_trigger(Trigger& t);
+  void remove_worker_triggers(uint64_t handle);
+  void note_function_set_change();
   void handle_decode_error(Worker& w, const protocol::DecodeError& e);
 
   // Core routing: sends to a worker or runs a built-in. `reply` receives the outcome.
@@ -163,7 +244,13 @@ class Engine {
   std::unordered_map<Uuid, Pending, UuidHash> pending_;
   FunctionRegistry functions_;
   std::vector<BuiltinWorkerInfo> builtin_workers_;
-  std::unordered_map<std::string, protocol::RegisterService> services_;
+  std::map<std::string, Trigger> triggers_;
+  std::map<std::string, TriggerType> trigger_types_;
+  std::map<std::string, Service> services_;
+  std::vector<std::function<void()>> functions_observers_;
+  Deferrer defer_;
+  uint64_t notified_generation_ = 0;
+  bool functions_notify_scheduled_ = false;
   std::vector<WorkerEventFn> worker_observers_;
   uint64_t next_handle_ = 1;
   int64_t started_at_ms_ = 0;

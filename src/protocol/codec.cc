@@ -1,8 +1,9 @@
 #include "protocol/codec.h"
 
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
+
+#include "protocol/json_writer.h"
 
 namespace iii::protocol {
 namespace {
@@ -275,11 +276,67 @@ json::object error_to_json(const ErrorBody& e) {
   return o;
 }
 
+namespace {
+
+// Writes one JSON object field by field straight into `out`, so large values are serialised
+// once with no intermediate json::object copy. Fields appear in call order, as they did with
+// json::object, keeping the bytes identical to the former json::serialize output.
+class ObjectWriter {
+ public:
+  explicit ObjectWriter(std::string& out) : out_(out) { out_ += '{'; }
+
+  ObjectWriter& str(std::string_view key, std::string_view s) {
+    this->key(key);
+    append_json_string(out_, s);
+    return *this;
+  }
+  ObjectWriter& val(std::string_view key, const json::value& v) {
+    this->key(key);
+    append_json(out_, v);
+    return *this;
+  }
+  ObjectWriter& opt(std::string_view key, const std::optional<std::string>& s) {
+    if (s) str(key, *s);
+    return *this;
+  }
+  ObjectWriter& opt(std::string_view key, const std::optional<json::value>& v) {
+    if (v) val(key, *v);
+    return *this;
+  }
+  // Starts a nested object under `key`; close() it before writing the next field here.
+  ObjectWriter nested(std::string_view key) {
+    this->key(key);
+    return ObjectWriter(out_);
+  }
+  // Same shape as error_to_json.
+  ObjectWriter& error(std::string_view key, const ErrorBody& e) {
+    nested(key).str("code", e.code).str("message", e.message).opt("stacktrace", e.stacktrace)
+        .close();
+    return *this;
+  }
+  void close() { out_ += '}'; }
+
+ private:
+  void key(std::string_view k) {
+    if (!first_) out_ += ',';
+    first_ = false;
+    append_json_string(out_, k);
+    out_ += ':';
+  }
+
+  std::string& out_;
+  bool first_ = true;
+};
+
+size_t opt_size(const std::optional<std::string>& s) { return s ? s->size() : 0; }
+
+}  // namespace
+
 std::string encode_worker_registered(std::string_view worker_id) {
-  json::object o;
-  o["type"] = "workerregistered";
-  o["worker_id"] = worker_id;
-  return json::serialize(o);
+  std::string out;
+  out.reserve(48 + worker_id.size());
+  ObjectWriter(out).str("type", "workerregistered").str("worker_id", worker_id).close();
+  return out;
 }
 
 std::string encode_pong() { return R"({"type":"pong"})"; }
@@ -287,26 +344,19 @@ std::string encode_pong() { return R"({"type":"pong"})"; }
 std::string encode_invoke(std::string_view invocation_id, std::string_view function_id,
                           const json::value& data, const std::optional<std::string>& traceparent,
                           const std::optional<std::string>& baggage) {
-  // Serialised by hand around the payload so the (possibly large) data is written once
-  // without building a second object tree.
+  // The (possibly MiB-sized) data is written once, straight into the frame; reserving up
+  // front spares a regrow-and-copy of the whole frame when the closing fields are appended.
   std::string out;
-  std::string payload = json::serialize(data);
-  out.reserve(payload.size() + function_id.size() + 160);
-  out += R"({"type":"invokefunction","invocation_id":)";
-  out += json::serialize(json::string_view(invocation_id));
-  out += R"(,"function_id":)";
-  out += json::serialize(json::string_view(function_id));
-  out += R"(,"data":)";
-  out += payload;
-  if (traceparent) {
-    out += R"(,"traceparent":)";
-    out += json::serialize(json::string_view(*traceparent));
-  }
-  if (baggage) {
-    out += R"(,"baggage":)";
-    out += json::serialize(json::string_view(*baggage));
-  }
-  out += '}';
+  out.reserve(128 + invocation_id.size() + function_id.size() + opt_size(traceparent) +
+              opt_size(baggage) + json_size_hint(data));
+  ObjectWriter(out)
+      .str("type", "invokefunction")
+      .str("invocation_id", invocation_id)
+      .str("function_id", function_id)
+      .val("data", data)
+      .opt("traceparent", traceparent)
+      .opt("baggage", baggage)
+      .close();
   return out;
 }
 
@@ -316,153 +366,147 @@ std::string encode_result(std::string_view invocation_id, std::string_view funct
                           const std::optional<std::string>& traceparent,
                           const std::optional<std::string>& baggage) {
   std::string out;
-  std::string payload = result ? json::serialize(*result) : std::string();
-  out.reserve(payload.size() + function_id.size() + 160);
-  out += R"({"type":"invocationresult","invocation_id":)";
-  out += json::serialize(json::string_view(invocation_id));
-  out += R"(,"function_id":)";
-  out += json::serialize(json::string_view(function_id));
-  if (error) {
-    out += R"(,"error":)";
-    out += json::serialize(error_to_json(*error));
-  } else if (result) {
-    out += R"(,"result":)";
-    out += payload;
-  }
-  if (traceparent) {
-    out += R"(,"traceparent":)";
-    out += json::serialize(json::string_view(*traceparent));
-  }
-  if (baggage) {
-    out += R"(,"baggage":)";
-    out += json::serialize(json::string_view(*baggage));
-  }
-  out += '}';
+  size_t hint = 128 + invocation_id.size() + function_id.size() + opt_size(traceparent) +
+                opt_size(baggage);
+  if (error) hint += error->code.size() + error->message.size() + opt_size(error->stacktrace);
+  else if (result) hint += json_size_hint(*result);
+  out.reserve(hint);
+  ObjectWriter w(out);
+  w.str("type", "invocationresult").str("invocation_id", invocation_id).str("function_id", function_id);
+  if (error) w.error("error", *error);
+  else if (result) w.val("result", *result);
+  w.opt("traceparent", traceparent).opt("baggage", baggage).close();
   return out;
 }
 
 std::string encode_register_trigger(const RegisterTrigger& t) {
-  json::object o;
-  o["type"] = "registertrigger";
-  o["id"] = t.id;
-  o["trigger_type"] = t.trigger_type;
-  o["function_id"] = t.function_id;
-  o["config"] = t.config;
-  if (t.metadata) o["metadata"] = *t.metadata;
-  return json::serialize(o);
+  std::string out;
+  out.reserve(128 + t.id.size() + t.trigger_type.size() + t.function_id.size() +
+              json_size_hint(t.config));
+  ObjectWriter(out)
+      .str("type", "registertrigger")
+      .str("id", t.id)
+      .str("trigger_type", t.trigger_type)
+      .str("function_id", t.function_id)
+      .val("config", t.config)
+      .opt("metadata", t.metadata)
+      .close();
+  return out;
 }
 
 std::string encode_unregister_trigger(std::string_view id, std::string_view trigger_type) {
-  json::object o;
-  o["type"] = "unregistertrigger";
-  o["id"] = id;
-  o["trigger_type"] = trigger_type;
-  return json::serialize(o);
+  std::string out;
+  out.reserve(64 + id.size() + trigger_type.size());
+  ObjectWriter(out)
+      .str("type", "unregistertrigger")
+      .str("id", id)
+      .str("trigger_type", trigger_type)
+      .close();
+  return out;
 }
 
 std::string encode_error_frame(std::string_view code, std::string_view message) {
-  json::object e;
-  e["code"] = code;
-  e["message"] = message;
-  json::object o;
-  o["type"] = "error";
-  o["error"] = std::move(e);
-  return json::serialize(o);
+  std::string out;
+  out.reserve(64 + code.size() + message.size());
+  ObjectWriter w(out);
+  w.str("type", "error").nested("error").str("code", code).str("message", message).close();
+  w.close();
+  return out;
 }
 
 namespace {
-void put_opt(json::object& o, std::string_view k, const std::optional<std::string>& v) {
-  if (v) o[k] = *v;
-}
-void put_opt(json::object& o, std::string_view k, const std::optional<json::value>& v) {
-  if (v) o[k] = *v;
-}
+
+// Client-side (worker -> engine) messages, one overload per alternative.
 struct Encoder {
-  json::object o;
+  std::string& out;
+
   void operator()(const RegisterFunction& m) {
-    o["type"] = "registerfunction";
-    o["id"] = m.id;
-    put_opt(o, "description", m.description);
-    put_opt(o, "request_format", m.request_format);
-    put_opt(o, "response_format", m.response_format);
-    put_opt(o, "metadata", m.metadata);
-    put_opt(o, "invocation", m.invocation);
+    ObjectWriter(out)
+        .str("type", "registerfunction")
+        .str("id", m.id)
+        .opt("description", m.description)
+        .opt("request_format", m.request_format)
+        .opt("response_format", m.response_format)
+        .opt("metadata", m.metadata)
+        .opt("invocation", m.invocation)
+        .close();
   }
   void operator()(const UnregisterFunction& m) {
-    o["type"] = "unregisterfunction";
-    o["id"] = m.id;
+    ObjectWriter(out).str("type", "unregisterfunction").str("id", m.id).close();
   }
   void operator()(const InvokeFunction& m) {
-    o["type"] = "invokefunction";
-    put_opt(o, "invocation_id", m.invocation_id);
-    o["function_id"] = m.function_id;
-    o["data"] = m.data;
-    put_opt(o, "traceparent", m.traceparent);
-    put_opt(o, "baggage", m.baggage);
-    if (m.action.type == ActionType::kVoid) o["action"] = {{"type", "void"}};
+    out.reserve(160 + m.function_id.size() + json_size_hint(m.data));
+    ObjectWriter w(out);
+    w.str("type", "invokefunction")
+        .opt("invocation_id", m.invocation_id)
+        .str("function_id", m.function_id)
+        .val("data", m.data)
+        .opt("traceparent", m.traceparent)
+        .opt("baggage", m.baggage);
+    if (m.action.type == ActionType::kVoid) w.nested("action").str("type", "void").close();
     if (m.action.type == ActionType::kEnqueue)
-      o["action"] = {{"type", "enqueue"}, {"queue", m.action.queue}};
+      w.nested("action").str("type", "enqueue").str("queue", m.action.queue).close();
+    w.close();
   }
   void operator()(const InvocationResult& m) {
-    o["type"] = "invocationresult";
-    o["invocation_id"] = m.invocation_id;
-    o["function_id"] = m.function_id;
-    if (m.error) o["error"] = error_to_json(*m.error);
-    else put_opt(o, "result", m.result);
-    put_opt(o, "traceparent", m.traceparent);
-    put_opt(o, "baggage", m.baggage);
+    if (!m.error && m.result) out.reserve(160 + m.function_id.size() + json_size_hint(*m.result));
+    ObjectWriter w(out);
+    w.str("type", "invocationresult")
+        .str("invocation_id", m.invocation_id)
+        .str("function_id", m.function_id);
+    if (m.error) w.error("error", *m.error);
+    else w.opt("result", m.result);
+    w.opt("traceparent", m.traceparent).opt("baggage", m.baggage).close();
   }
   void operator()(const RegisterTriggerType& m) {
-    o["type"] = "registertriggertype";
-    o["id"] = m.id;
-    o["description"] = m.description;
-    put_opt(o, "trigger_request_format", m.trigger_request_format);
-    put_opt(o, "call_request_format", m.call_request_format);
+    ObjectWriter(out)
+        .str("type", "registertriggertype")
+        .str("id", m.id)
+        .str("description", m.description)
+        .opt("trigger_request_format", m.trigger_request_format)
+        .opt("call_request_format", m.call_request_format)
+        .close();
   }
   void operator()(const UnregisterTriggerType& m) {
-    o["type"] = "unregistertriggertype";
-    o["id"] = m.id;
+    ObjectWriter(out).str("type", "unregistertriggertype").str("id", m.id).close();
   }
-  void operator()(const RegisterTrigger& m) {
-    o["type"] = "registertrigger";
-    o["id"] = m.id;
-    o["trigger_type"] = m.trigger_type;
-    o["function_id"] = m.function_id;
-    o["config"] = m.config;
-    put_opt(o, "metadata", m.metadata);
-  }
+  void operator()(const RegisterTrigger& m) { out = encode_register_trigger(m); }
   void operator()(const UnregisterTrigger& m) {
-    o["type"] = "unregistertrigger";
-    o["id"] = m.id;
-    put_opt(o, "trigger_type", m.trigger_type);
+    ObjectWriter(out)
+        .str("type", "unregistertrigger")
+        .str("id", m.id)
+        .opt("trigger_type", m.trigger_type)
+        .close();
   }
   void operator()(const TriggerRegistrationResult& m) {
-    o["type"] = "triggerregistrationresult";
-    o["id"] = m.id;
-    o["trigger_type"] = m.trigger_type;
-    o["function_id"] = m.function_id;
-    if (m.error) o["error"] = error_to_json(*m.error);
+    ObjectWriter w(out);
+    w.str("type", "triggerregistrationresult")
+        .str("id", m.id)
+        .str("trigger_type", m.trigger_type)
+        .str("function_id", m.function_id);
+    if (m.error) w.error("error", *m.error);
+    w.close();
   }
   void operator()(const RegisterService& m) {
-    o["type"] = "registerservice";
-    o["id"] = m.id;
-    o["name"] = m.name;
-    put_opt(o, "description", m.description);
-    put_opt(o, "parent_service_id", m.parent_service_id);
+    ObjectWriter(out)
+        .str("type", "registerservice")
+        .str("id", m.id)
+        .str("name", m.name)
+        .opt("description", m.description)
+        .opt("parent_service_id", m.parent_service_id)
+        .close();
   }
-  void operator()(const Ping&) { o["type"] = "ping"; }
-  void operator()(const Pong&) { o["type"] = "pong"; }
-  void operator()(const WorkerRegistered& m) {
-    o["type"] = "workerregistered";
-    o["worker_id"] = m.worker_id;
-  }
+  void operator()(const Ping&) { out = R"({"type":"ping"})"; }
+  void operator()(const Pong&) { out = encode_pong(); }
+  void operator()(const WorkerRegistered& m) { out = encode_worker_registered(m.worker_id); }
 };
+
 }  // namespace
 
 std::string encode(const Message& m) {
-  Encoder e;
-  std::visit(e, m);
-  return json::serialize(e.o);
+  std::string out;
+  std::visit(Encoder{out}, m);
+  return out;
 }
 
 }  // namespace iii::protocol

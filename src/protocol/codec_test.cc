@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 namespace iii::protocol {
 namespace {
@@ -138,6 +139,115 @@ TEST(Codec, ClientEncodeRoundTrips) {
   EXPECT_EQ(out.invocation_id, kId);
   EXPECT_EQ(out.action.queue, "q");
   EXPECT_EQ(out.data.at("k").as_int64(), 1);
+}
+
+
+// The encoders used to build a json::object and serialise it; they now write directly.
+// These pin the bytes to what the object-based version produced (field order included).
+namespace json = boost::json;
+
+const json::value kAwkward = {{"s", "q\"uote\\ \n\x01 caf\xc3\xa9 \xe2\x80\xa8 \xff"},
+                              {"n", {1, -2, 0.1, 3.0, -0.0, 1e300, nullptr, true}},
+                              {"u", json::value(uint64_t(18446744073709551615ull))},
+                              {"e", json::object()}};
+
+TEST(CodecBytes, EngineEncodersMatchObjectSerialisation) {
+  EXPECT_EQ(encode_worker_registered("w\"1"),
+            json::serialize(json::object{{"type", "workerregistered"}, {"worker_id", "w\"1"}}));
+
+  json::object inv{{"type", "invokefunction"}, {"invocation_id", kId}, {"function_id", "f\n"},
+                   {"data", kAwkward}, {"traceparent", "tp"}, {"baggage", "k=v"}};
+  EXPECT_EQ(encode_invoke(kId, "f\n", kAwkward, std::string("tp"), std::string("k=v")),
+            json::serialize(inv));
+  inv.erase("traceparent");
+  inv.erase("baggage");
+  EXPECT_EQ(encode_invoke(kId, "f\n", kAwkward, std::nullopt, std::nullopt), json::serialize(inv));
+
+  json::object res{{"type", "invocationresult"}, {"invocation_id", kId}, {"function_id", "f"},
+                   {"result", kAwkward}, {"baggage", "b"}};
+  EXPECT_EQ(encode_result(kId, "f", kAwkward, std::nullopt, std::nullopt, std::string("b")),
+            json::serialize(res));
+  ErrorBody err{"c\"", "m\n", std::string("st")};
+  json::object res_err{{"type", "invocationresult"}, {"invocation_id", kId},
+                       {"function_id", "f"}, {"error", error_to_json(err)},
+                       {"traceparent", "tp"}};
+  EXPECT_EQ(encode_result(kId, "f", kAwkward, err, std::string("tp"), std::nullopt),
+            json::serialize(res_err));
+
+  RegisterTrigger t{"t1", "http", "f", kAwkward, json::value{{"m", 1}}};
+  EXPECT_EQ(encode_register_trigger(t),
+            json::serialize(json::object{{"type", "registertrigger"}, {"id", "t1"},
+                                         {"trigger_type", "http"}, {"function_id", "f"},
+                                         {"config", kAwkward}, {"metadata", {{"m", 1}}}}));
+  EXPECT_EQ(encode_unregister_trigger("t1", "http"),
+            json::serialize(json::object{
+                {"type", "unregistertrigger"}, {"id", "t1"}, {"trigger_type", "http"}}));
+  EXPECT_EQ(encode_error_frame("bad", "x\"y"),
+            json::serialize(json::object{{"type", "error"},
+                                         {"error", {{"code", "bad"}, {"message", "x\"y"}}}}));
+}
+
+TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
+  RegisterFunction rf{"f", std::string("d"), kAwkward, std::nullopt, json::value{{"m", 1}},
+                      json::value{{"path", "/x"}}};
+  EXPECT_EQ(encode(Message(rf)),
+            json::serialize(json::object{{"type", "registerfunction"}, {"id", "f"},
+                                         {"description", "d"}, {"request_format", kAwkward},
+                                         {"metadata", {{"m", 1}}}, {"invocation", {{"path", "/x"}}}}));
+
+  InvokeFunction in;
+  in.invocation_id = kId;
+  in.function_id = "f";
+  in.data = kAwkward;
+  in.baggage = "b";
+  in.action = {ActionType::kEnqueue, "q\""};
+  EXPECT_EQ(encode(Message(in)),
+            json::serialize(json::object{{"type", "invokefunction"}, {"invocation_id", kId},
+                                         {"function_id", "f"}, {"data", kAwkward},
+                                         {"baggage", "b"},
+                                         {"action", {{"type", "enqueue"}, {"queue", "q\""}}}}));
+  in.invocation_id.reset();
+  in.baggage.reset();
+  in.action = {ActionType::kVoid, ""};
+  EXPECT_EQ(encode(Message(in)),
+            json::serialize(json::object{{"type", "invokefunction"}, {"function_id", "f"},
+                                         {"data", kAwkward}, {"action", {{"type", "void"}}}}));
+
+  InvocationResult r{kId, "f", json::value(nullptr), std::nullopt, std::string("tp"), std::nullopt};
+  EXPECT_EQ(encode(Message(r)),
+            json::serialize(json::object{{"type", "invocationresult"}, {"invocation_id", kId},
+                                         {"function_id", "f"}, {"result", nullptr},
+                                         {"traceparent", "tp"}}));
+  r.error = ErrorBody{"c", "m", std::nullopt};
+  EXPECT_EQ(encode(Message(r)),
+            json::serialize(json::object{{"type", "invocationresult"}, {"invocation_id", kId},
+                                         {"function_id", "f"},
+                                         {"error", {{"code", "c"}, {"message", "m"}}},
+                                         {"traceparent", "tp"}}));
+
+  EXPECT_EQ(encode(Message(UnregisterFunction{"f"})),
+            R"({"type":"unregisterfunction","id":"f"})");
+  EXPECT_EQ(encode(Message(RegisterTriggerType{"tt", "desc", std::nullopt, kAwkward})),
+            json::serialize(json::object{{"type", "registertriggertype"}, {"id", "tt"},
+                                         {"description", "desc"},
+                                         {"call_request_format", kAwkward}}));
+  EXPECT_EQ(encode(Message(UnregisterTriggerType{"tt"})),
+            R"({"type":"unregistertriggertype","id":"tt"})");
+  EXPECT_EQ(encode(Message(UnregisterTrigger{"t", std::nullopt})),
+            R"({"type":"unregistertrigger","id":"t"})");
+  EXPECT_EQ(encode(Message(TriggerRegistrationResult{"t", "http", "f",
+                                                     ErrorBody{"c", "m", std::string("s")}})),
+            json::serialize(json::object{
+                {"type", "triggerregistrationresult"}, {"id", "t"}, {"trigger_type", "http"},
+                {"function_id", "f"},
+                {"error", {{"code", "c"}, {"message", "m"}, {"stacktrace", "s"}}}}));
+  EXPECT_EQ(encode(Message(RegisterService{"s", "n", std::nullopt, std::string("p")})),
+            json::serialize(json::object{{"type", "registerservice"}, {"id", "s"}, {"name", "n"},
+                                         {"parent_service_id", "p"}}));
+  EXPECT_EQ(encode(Message(Ping{})), R"({"type":"ping"})");
+  EXPECT_EQ(encode(Message(Pong{})), R"({"type":"pong"})");
+  EXPECT_EQ(encode(Message(WorkerRegistered{"w"})),
+            R"({"type":"workerregistered","worker_id":"w"})");
 }
 
 }  // namespace

@@ -43,6 +43,29 @@ const json::object* object_input(const json::value& input, const std::string& fn
   return nullptr;
 }
 
+// `engine::functions-available` / `engine::workers-available`: event trigger types whose bound
+// triggers are fired by the engine itself.
+class EventTriggerType : public engine::TriggerTypeHandler {
+ public:
+  explicit EventTriggerType(engine::Engine& eng) : eng_(eng) {}
+  std::optional<std::string> bind(const engine::Trigger& t) override {
+    ids_.push_back(t.id);
+    return std::nullopt;
+  }
+  void unbind(const engine::Trigger& t) override { std::erase(ids_, t.id); }
+  void fire_all(const json::object& payload) {
+    const auto ids = ids_;  // a handler may (un)register triggers while we iterate
+    for (const auto& id : ids) {
+      auto it = eng_.triggers().find(id);
+      if (it != eng_.triggers().end()) eng_.fire(it->second, payload);
+    }
+  }
+
+ private:
+  engine::Engine& eng_;
+  std::vector<std::string> ids_;
+};
+
 class EngineFunctions : public engine::BuiltinWorker {
  public:
   EngineFunctions(const config::WorkerEntry& entry, engine::Runtime& rt)
@@ -54,6 +77,7 @@ class EngineFunctions : public engine::BuiltinWorker {
 
   void start() override {
     auto& eng = rt_.engine;
+    register_event_types();
     add("engine::workers::register", "Report metadata of the calling worker",
         [&eng](const CallContext& ctx, json::value input, Completion done) {
           const std::string fn = "engine::workers::register";
@@ -104,9 +128,58 @@ class EngineFunctions : public engine::BuiltinWorker {
           if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) internal = v->get_bool();
           done(Outcome::ok(eng.list_functions(internal)));
         });
+    add("engine::triggers::list", "List registered triggers and their state",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          bool internal = false;
+          if (read_include_internal(input, "engine::triggers::list", internal, done))
+            done(Outcome::ok(eng.list_triggers(internal)));
+        });
+    add("engine::trigger-types::list", "List trigger types",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          bool internal = false;
+          if (read_include_internal(input, "engine::trigger-types::list", internal, done))
+            done(Outcome::ok(eng.list_trigger_types(internal)));
+        });
+    add("engine::services::list", "List services registered by workers",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          if (object_input(input, "engine::services::list", done)) done(Outcome::ok(eng.list_services()));
+        });
   }
 
  private:
+  static bool read_include_internal(const json::value& input, const std::string& fn, bool& out,
+                                    Completion& done) {
+    const json::object* in = object_input(input, fn, done);
+    if (!in) return false;
+    if (!check_field(*in, "include_internal", [](auto& v) { return v.is_bool(); }, "a boolean",
+                     fn, done))
+      return false;
+    if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) out = v->get_bool();
+    return true;
+  }
+
+  void register_event_types() {
+    auto& eng = rt_.engine;
+    engine::TriggerType fa;
+    fa.id = "engine::functions-available";
+    fa.description = "Fires with the current function list whenever the set of functions changes";
+    eng.register_builtin_trigger_type(std::move(fa), &functions_available_);
+    engine::TriggerType wa;
+    wa.id = "engine::workers-available";
+    wa.description = "Fires when a worker connects, disconnects or reports its metadata";
+    eng.register_builtin_trigger_type(std::move(wa), &workers_available_);
+
+    eng.on_functions_changed([this, &eng] {
+      json::object payload;
+      payload["event"] = "functions_changed";
+      payload["functions"] = std::move(eng.list_functions(true)["functions"]);
+      functions_available_.fire_all(payload);
+    });
+    eng.on_worker_event([this](std::string_view event, const std::string& worker_id) {
+      workers_available_.fire_all(json::object{{"event", event}, {"worker_id", worker_id}});
+    });
+  }
+
   void add(std::string id, std::string description, engine::BuiltinHandler h) {
     engine::FunctionInfo info;
     info.id = std::move(id);
@@ -116,6 +189,8 @@ class EngineFunctions : public engine::BuiltinWorker {
 
   engine::Runtime& rt_;
   std::string name_;
+  EventTriggerType functions_available_{rt_.engine};
+  EventTriggerType workers_available_{rt_.engine};
 };
 
 }  // namespace
