@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
 #include "engine/uuid.h"
@@ -196,6 +197,7 @@ class Engine {
   Worker* find_worker(uint64_t handle);
   Worker* find_worker_by_id(std::string_view id);
   const FunctionRegistry& functions() const { return functions_; }
+  ChannelRegistry& channels() { return channels_; }
   size_t worker_count() const { return workers_.size(); }
   size_t pending_count() const { return pending_.size(); }
   const EngineStats& stats() const { return stats_; }
@@ -243,6 +245,7 @@ class Engine {
   std::unordered_map<uint64_t, Worker> workers_;
   std::unordered_map<Uuid, Pending, UuidHash> pending_;
   FunctionRegistry functions_;
+  ChannelRegistry channels_;
   std::vector<BuiltinWorkerInfo> builtin_workers_;
   std::map<std::string, Trigger> triggers_;
   std::map<std::string, TriggerType> trigger_types_;

@@ -12,6 +12,8 @@
 #include <deque>
 
 #include "engine/connection.h"
+#include "net/channel_relay.h"
+#include <boost/url/parse.hpp>
 #include "engine/engine.h"
 
 namespace iii::net {
@@ -225,14 +227,50 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     const auto ep = stream_.socket().remote_endpoint(ignored);
     std::string ip = ignored ? std::string() : ep.address().to_string();
 
-    if (path != "/" && path != "/otel") return respond(http::status::not_found, "Not Found\n");
+    constexpr std::string_view kChannels = "/ws/channels/";
+    const bool channel = path.substr(0, kChannels.size()) == kChannels;
+    if (path != "/" && path != "/otel" && !channel)
+      return respond(http::status::not_found, "Not Found\n");
     if (!websocket::is_upgrade(req))
       return respond(http::status::upgrade_required, "This endpoint expects a WebSocket upgrade\n");
+    if (channel) return open_channel(path.substr(kChannels.size()), target, std::move(req));
     stream_.expires_never();
     const auto kind = path == "/" ? SessionKind::kWorker : SessionKind::kTelemetry;
     auto session = std::make_shared<WsSession>(stream_.release_socket(), engine_, opts_, kind,
                                                std::move(ip));
     session->accept(std::move(req));
+  }
+
+  // `/ws/channels/{id}?key=<access key>&dir=read|write`
+  void open_channel(std::string_view id, std::string_view target,
+                    http::request<http::empty_body>&& req) {
+    auto url = boost::urls::parse_origin_form(target);
+    if (!url) return respond(http::status::bad_request, "Malformed request target\n");
+    std::string key, dir;
+    for (auto param : url->params()) {  // decoded key/value pairs
+      if (param.key == "key") key = param.value;
+      else if (param.key == "dir") dir = param.value;
+    }
+    if (key.empty() || (dir != "read" && dir != "write"))
+      return respond(http::status::bad_request,
+                     "Channel requests need ?key=<access key>&dir=read|write\n");
+    std::shared_ptr<engine::Channel> ch;
+    auto found = engine_.channels().find(std::string(id), key, ch);
+    if (found != engine::ChannelRegistry::Lookup::kOk) {
+      spdlog::warn("{}: channel {} refused: {}", opts_->name, id,
+                   found == engine::ChannelRegistry::Lookup::kWrongKey ? "wrong access key"
+                                                                       : "no such channel");
+      return respond(http::status::not_found, "Channel not found\n");
+    }
+    const bool writer = dir == "write";
+    if (writer ? ch->writer_taken : ch->reader_taken) {
+      spdlog::warn("{}: channel {} already has a {}", opts_->name, id, writer ? "writer" : "reader");
+      return respond(http::status::conflict, writer ? "Channel writer already connected\n"
+                                                    : "Channel reader already connected\n");
+    }
+    stream_.expires_never();
+    start_channel_relay(stream_.release_socket(), std::move(req), std::move(ch), writer, engine_,
+                        opts_);
   }
 
   void respond(http::status status, std::string body) {

@@ -90,6 +90,7 @@ class Writer {
  private:
   static constexpr size_t kBufSize = 2048;
   static constexpr size_t kNumberRoom = 64;  // > any int64/uint64/double rendering
+  static constexpr size_t kShortString = 32;
 
   void put(char c) {
     if (pos_ == end_) flush();
@@ -125,7 +126,7 @@ class Writer {
 
 void Writer::escape(unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
-  room(6);
+  // Callers guarantee room for 6 bytes.
   *pos_++ = '\\';
   switch (c) {
     case '"': *pos_++ = '"'; return;
@@ -146,6 +147,19 @@ void Writer::escape(unsigned char c) {
 }
 
 void Writer::string(std::string_view s, FindEscape find) {
+  if (s.size() <= kShortString) {
+    // Keys and small values: a byte loop straight into the buffer beats the bulk scan's
+    // call and copy overhead. Worst case every byte becomes a 6-byte \u00XX escape.
+    room(2 + 6 * kShortString);
+    *pos_++ = '"';
+    for (char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (needs_escape(c)) escape(c);
+      else *pos_++ = ch;
+    }
+    *pos_++ = '"';
+    return;
+  }
   if (s.size() >= kBufSize) {
     // One allocation for the whole string (reserve grows geometrically, so repeated calls
     // stay amortised).
@@ -159,6 +173,7 @@ void Writer::string(std::string_view s, FindEscape find) {
     const char* hit = find(p, end);
     write(p, static_cast<size_t>(hit - p));
     if (hit == end) break;
+    room(6);
     escape(static_cast<unsigned char>(*hit));
     p = hit + 1;
   }

@@ -55,10 +55,10 @@ TEST(JsonWriterString, EverySingleByte) {
 }
 
 TEST(JsonWriterString, EscapeAtEveryOffset) {
-  // Each escapable byte at each position relative to the 8- and 16-byte strides, and in the
-  // scalar tail.
+  // Each escapable byte at each position relative to the 8- and 16-byte strides, in the
+  // scalar tail, and on both sides of the short-string cut-over (32 bytes).
   for (char special : {'"', '\\', '\n', '\x01', '\x1f', '\0'}) {
-    for (size_t len = 1; len <= 48; ++len) {
+    for (size_t len = 1; len <= 80; ++len) {
       for (size_t pos = 0; pos < len; ++pos) {
         std::string s(len, 'a');
         s[pos] = special;

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
 #include "engine/engine.h"
 
 namespace iii::workers {
@@ -140,6 +143,26 @@ class EngineFunctions : public engine::BuiltinWorker {
           if (read_include_internal(input, "engine::trigger-types::list", internal, done))
             done(Outcome::ok(eng.list_trigger_types(internal)));
         });
+    add("engine::channels::create", "Create a data channel; returns writer and reader refs",
+        [&eng](const CallContext&, json::value input, Completion done) {
+          const std::string fn = "engine::channels::create";
+          const json::object* in = object_input(input, fn, done);
+          if (!in) return;
+          if (!check_field(*in, "buffer_size", [](auto& v) { return v.is_int64() || v.is_uint64(); },
+                           "an integer", fn, done))
+            return;
+          std::optional<int64_t> size;
+          if (auto* v = in->if_contains("buffer_size"); v && !v->is_null())
+            size = v->is_int64() ? v->get_int64() : static_cast<int64_t>(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
+          auto refs = eng.channels().create(size, engine::Engine::now_ms());
+          auto ref = [&](const char* dir) {
+            return json::object{{"channel_id", refs.channel_id},
+                                {"access_key", refs.access_key},
+                                {"direction", dir}};
+          };
+          done(Outcome::ok(json::object{{"writer", ref("write")}, {"reader", ref("read")}}));
+        });
+    schedule_channel_sweep();
     add("engine::services::list", "List services registered by workers",
         [&eng](const CallContext&, json::value input, Completion done) {
           if (object_input(input, "engine::services::list", done)) done(Outcome::ok(eng.list_services()));
@@ -157,6 +180,19 @@ class EngineFunctions : public engine::BuiltinWorker {
     if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) out = v->get_bool();
     return true;
   }
+
+  // Channels whose other side never connects are removed after 5 minutes (checked each minute).
+  void schedule_channel_sweep() {
+    sweep_timer_.expires_after(std::chrono::seconds(60));
+    sweep_timer_.async_wait([this](boost::system::error_code ec) {
+      if (ec) return;
+      if (size_t n = rt_.engine.channels().sweep(engine::Engine::now_ms()))
+        spdlog::info("removed {} channel(s) whose other side never connected", n);
+      schedule_channel_sweep();
+    });
+  }
+
+  void stop() override { sweep_timer_.cancel(); }
 
   void register_event_types() {
     auto& eng = rt_.engine;
@@ -191,6 +227,7 @@ class EngineFunctions : public engine::BuiltinWorker {
   std::string name_;
   EventTriggerType functions_available_{rt_.engine};
   EventTriggerType workers_available_{rt_.engine};
+  boost::asio::steady_timer sweep_timer_{rt_.io};
 };
 
 }  // namespace

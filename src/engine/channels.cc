@@ -1,0 +1,71 @@
+#include "engine/channels.h"
+
+#include <algorithm>
+
+#include "engine/uuid.h"
+
+namespace iii::engine {
+
+bool Channel::push(ChannelFrame f) {
+  bytes_ += f.data.size();
+  frames_.push_back(std::move(f));
+  if (on_data) on_data();
+  return !full();
+}
+
+void Channel::close_writer() {
+  if (writer_closed_) return;
+  writer_closed_ = true;
+  if (on_data) on_data();
+}
+
+ChannelFrame Channel::pop() {
+  const bool was_full = full();
+  ChannelFrame f = std::move(frames_.front());
+  frames_.pop_front();
+  bytes_ -= f.data.size();
+  if (was_full && !full() && on_space) on_space();
+  return f;
+}
+
+ChannelRefs ChannelRegistry::create(std::optional<int64_t> buffer_size, int64_t now_ms) {
+  const int64_t requested = buffer_size.value_or(static_cast<int64_t>(kDefaultBuffer));
+  const size_t capacity =
+      static_cast<size_t>(std::clamp<int64_t>(requested, 1, static_cast<int64_t>(kMaxBuffer)));
+  std::string id;
+  do id = Uuid::random_v4().str(); while (channels_.count(id));
+  std::string key = Uuid::random_v4().str();
+  channels_.emplace(id, std::make_shared<Channel>(id, key, capacity, now_ms));
+  return ChannelRefs{id, key};
+}
+
+ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::string& key,
+                                              std::shared_ptr<Channel>& out) const {
+  auto it = channels_.find(id);
+  if (it == channels_.end()) return Lookup::kNotFound;
+  if (it->second->key() != key) return Lookup::kWrongKey;
+  out = it->second;
+  return Lookup::kOk;
+}
+
+size_t ChannelRegistry::sweep(int64_t now_ms) {
+  size_t removed = 0;
+  for (auto it = channels_.begin(); it != channels_.end();) {
+    const Channel& c = *it->second;
+    const bool unclaimed = !c.writer_taken || !c.reader_taken;
+    if (unclaimed && now_ms - c.created_ms() >= kUnclaimedTtlMs) {
+      auto ch = it->second;
+      it = channels_.erase(it);
+      // A writer whose reader never came stops; a reader whose writer never came ends.
+      ch->reader_gone = true;
+      if (ch->on_reader_gone) ch->on_reader_gone();
+      ch->close_writer();
+      ++removed;
+    } else {
+      ++it;
+    }
+  }
+  return removed;
+}
+
+}  // namespace iii::engine

@@ -1,0 +1,88 @@
+// Data channels (engine-core.md §5): a bounded, ordered queue of text/binary frames between one
+// writer connection and one reader connection. The registry and the queue live here; the
+// WebSocket relays that feed and drain them are in src/net.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+namespace iii::engine {
+
+struct ChannelFrame {
+  std::string data;
+  bool binary = true;
+};
+
+class Channel {
+ public:
+  Channel(std::string id, std::string key, size_t capacity, int64_t created_ms)
+      : id_(std::move(id)), key_(std::move(key)), capacity_(capacity), created_ms_(created_ms) {}
+
+  const std::string& id() const { return id_; }
+  const std::string& key() const { return key_; }
+  size_t capacity() const { return capacity_; }
+  int64_t created_ms() const { return created_ms_; }
+
+  // Writer side. push() returns false when the buffer is full after this frame: the writer
+  // must stop reading its socket until `on_space` is called.
+  bool push(ChannelFrame f);
+  bool full() const { return frames_.size() >= capacity_ || bytes_ >= kMaxBufferedBytes; }
+  void close_writer();  // no more frames will come
+  bool writer_closed() const { return writer_closed_; }
+
+  // Reader side.
+  bool empty() const { return frames_.empty(); }
+  ChannelFrame pop();
+  bool drained() const { return writer_closed_ && frames_.empty(); }
+
+  // Each side is taken once.
+  bool writer_taken = false;
+  bool reader_taken = false;
+  bool reader_gone = false;  // the reader disconnected: the writer stops
+  // Wake-ups installed by the relays (called on the engine thread).
+  std::function<void()> on_data;   // frames (or the writer's close) are available to the reader
+  std::function<void()> on_space;  // the buffer has room again for the writer
+  std::function<void()> on_reader_gone;
+
+  static constexpr size_t kMaxBufferedBytes = 16 * 1024 * 1024;
+
+ private:
+  std::string id_, key_;
+  size_t capacity_;
+  int64_t created_ms_;
+  std::deque<ChannelFrame> frames_;
+  size_t bytes_ = 0;
+  bool writer_closed_ = false;
+};
+
+struct ChannelRefs {
+  std::string channel_id;
+  std::string access_key;
+};
+
+class ChannelRegistry {
+ public:
+  static constexpr size_t kDefaultBuffer = 64;
+  static constexpr size_t kMaxBuffer = 1024;
+  static constexpr int64_t kUnclaimedTtlMs = 5 * 60 * 1000;
+
+  // buffer_size is clamped to [1, 1024]; absent means 64.
+  ChannelRefs create(std::optional<int64_t> buffer_size, int64_t now_ms);
+  enum class Lookup { kOk, kNotFound, kWrongKey };
+  Lookup find(const std::string& id, const std::string& key, std::shared_ptr<Channel>& out) const;
+  void remove(const std::string& id) { channels_.erase(id); }
+  // Removes channels older than the TTL where a side never connected (a connected side is told
+  // to finish). Returns how many.
+  size_t sweep(int64_t now_ms);
+  size_t size() const { return channels_.size(); }
+
+ private:
+  std::unordered_map<std::string, std::shared_ptr<Channel>> channels_;
+};
+
+}  // namespace iii::engine

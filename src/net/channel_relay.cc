@@ -1,0 +1,205 @@
+#include "net/channel_relay.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include "engine/engine.h"
+
+namespace iii::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr size_t kFrameReserve = 64 * 1024;  // the SDKs send 64 KiB binary frames
+
+void configure(websocket::stream<tcp::socket>& ws, const ListenerOptions& opts, bool pings) {
+  websocket::stream_base::timeout t{};
+  t.handshake_timeout = std::chrono::seconds(10);
+  // A paused writer has no read pending, so only the reader side runs the liveness check.
+  const bool idle = pings && opts.idle_timeout.count() > 0;
+  t.idle_timeout = idle ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              opts.idle_timeout)
+                        : websocket::stream_base::none();
+  t.keep_alive_pings = idle;
+  ws.set_option(t);
+  ws.read_message_max(opts.max_message_bytes);
+  ws.auto_fragment(false);
+}
+
+class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
+ public:
+  ChannelWriter(tcp::socket&& s, std::shared_ptr<engine::Channel> ch, engine::Engine& eng,
+                std::shared_ptr<const ListenerOptions> opts)
+      : ws_(std::move(s)), ch_(std::move(ch)), engine_(eng), opts_(std::move(opts)) {}
+
+  void start(http::request<http::empty_body>&& req) {
+    configure(ws_, *opts_, false);
+    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
+      if (ec) return self->finish();
+      std::weak_ptr<ChannelWriter> weak = self;
+      self->ch_->on_space = [weak] {
+        if (auto s = weak.lock()) s->resume();
+      };
+      self->ch_->on_reader_gone = [weak] {
+        if (auto s = weak.lock()) s->stop();
+      };
+      self->do_read();
+    });
+  }
+
+ private:
+  void do_read() {
+    buf_.clear();
+    buf_.reserve(kFrameReserve);
+    dyn_.emplace(buf_);  // reads straight into the string that is then moved into the channel
+    ws_.async_read(*dyn_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec) return finish();
+    dyn_.reset();
+    const bool room = ch_->push(engine::ChannelFrame{std::move(buf_), ws_.got_binary()});
+    buf_ = std::string();
+    if (ch_->reader_gone) return stop();
+    if (room) do_read();
+    else paused_ = true;  // resumed by on_space when the reader catches up
+  }
+
+  void resume() {
+    if (!paused_ || done_) return;
+    paused_ = false;
+    do_read();
+  }
+
+  // The reader left: nothing more will be delivered, so the writer is told to stop.
+  void stop() {
+    if (done_) return;
+    ws_.async_close(websocket::close_code::going_away,
+                    [self = shared_from_this()](beast::error_code) { self->finish(); });
+  }
+
+  void finish() {
+    if (done_) return;
+    done_ = true;
+    ch_->on_space = nullptr;
+    ch_->on_reader_gone = nullptr;
+    ch_->close_writer();
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).close(ignored);
+  }
+
+  websocket::stream<tcp::socket> ws_;
+  std::shared_ptr<engine::Channel> ch_;
+  engine::Engine& engine_;
+  std::shared_ptr<const ListenerOptions> opts_;
+  std::string buf_;
+  std::optional<asio::dynamic_string_buffer<char, std::char_traits<char>, std::allocator<char>>>
+      dyn_;
+  bool paused_ = false;
+  bool done_ = false;
+};
+
+class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
+ public:
+  ChannelReader(tcp::socket&& s, std::shared_ptr<engine::Channel> ch, engine::Engine& eng,
+                std::shared_ptr<const ListenerOptions> opts)
+      : ws_(std::move(s)), ch_(std::move(ch)), engine_(eng), opts_(std::move(opts)) {}
+
+  void start(http::request<http::empty_body>&& req) {
+    configure(ws_, *opts_, true);
+    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
+      if (ec) return self->gone();
+      std::weak_ptr<ChannelReader> weak = self;
+      self->ch_->on_data = [weak] {
+        if (auto s = weak.lock()) s->pump();
+      };
+      self->do_read();
+      self->pump();
+    });
+  }
+
+ private:
+  // The reader's own frames are ignored, but a read must be pending to see Close and Pings.
+  void do_read() {
+    ws_.async_read(ignored_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->gone();
+      self->ignored_.consume(self->ignored_.size());
+      self->do_read();
+    });
+  }
+
+  void pump() {
+    if (writing_ || done_) return;
+    if (!ch_->empty()) {
+      engine::ChannelFrame f = ch_->pop();
+      current_ = std::move(f.data);
+      ws_.binary(f.binary);
+      writing_ = true;
+      ws_.async_write(asio::buffer(current_),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        self->current_ = std::string();
+                        if (ec) return self->gone();
+                        self->pump();
+                      });
+      return;
+    }
+    if (ch_->writer_closed()) {
+      done_ = true;
+      engine_.channels().remove(ch_->id());
+      ws_.async_close(websocket::close_code::normal,
+                      [self = shared_from_this()](beast::error_code) { self->shutdown(); });
+    }
+  }
+
+  void gone() {
+    if (!done_) {
+      done_ = true;
+      ch_->reader_gone = true;
+      if (ch_->on_reader_gone) ch_->on_reader_gone();
+      engine_.channels().remove(ch_->id());
+    }
+    shutdown();
+  }
+
+  void shutdown() {
+    ch_->on_data = nullptr;
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).close(ignored);
+  }
+
+  websocket::stream<tcp::socket> ws_;
+  std::shared_ptr<engine::Channel> ch_;
+  engine::Engine& engine_;
+  std::shared_ptr<const ListenerOptions> opts_;
+  beast::flat_buffer ignored_;
+  std::string current_;
+  bool writing_ = false;
+  bool done_ = false;
+};
+
+}  // namespace
+
+void start_channel_relay(tcp::socket&& socket, http::request<http::empty_body>&& req,
+                         std::shared_ptr<engine::Channel> channel, bool writer,
+                         engine::Engine& engine, std::shared_ptr<const ListenerOptions> opts) {
+  if (writer) {
+    channel->writer_taken = true;
+    std::make_shared<ChannelWriter>(std::move(socket), std::move(channel), engine, std::move(opts))
+        ->start(std::move(req));
+  } else {
+    channel->reader_taken = true;
+    std::make_shared<ChannelReader>(std::move(socket), std::move(channel), engine, std::move(opts))
+        ->start(std::move(req));
+  }
+}
+
+}  // namespace iii::net
