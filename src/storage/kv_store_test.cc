@@ -1,0 +1,224 @@
+#include "storage/kv_store.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+
+namespace iii::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Collects completions posted from any thread; the test thread runs them in order.
+class TestLoop {
+ public:
+  Poster poster() {
+    return [this](std::function<void()> fn) {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(fn));
+      cv_.notify_all();
+    };
+  }
+  // Runs completions until `done` holds (bounded wait).
+  void run_until(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done()) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        if (!cv_.wait_until(lock, deadline, [&] { return !queue_.empty(); })) {
+          ADD_FAILURE() << "timed out waiting for store completions";
+          return;
+        }
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      fn();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+};
+
+json::value J(const char* s) { return json::parse(s); }
+
+// Synchronous helpers over the async interface.
+struct Sync {
+  KvStore& store;
+  TestLoop& loop;
+
+  std::optional<json::value> get(const std::string& idx, const std::string& key) {
+    std::optional<Stored<std::optional<json::value>>> r;
+    store.get(idx, key, [&](auto v) { r = std::move(v); });
+    loop.run_until([&] { return r.has_value(); });
+    EXPECT_TRUE(r->ok());
+    return r->value;
+  }
+  SetResult set(const std::string& idx, const std::string& key, json::value v) {
+    std::optional<Stored<SetResult>> r;
+    store.set(idx, key, std::move(v), [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    EXPECT_TRUE(r->ok()) << *r->error;
+    return r->value;
+  }
+  std::optional<json::value> del(const std::string& idx, const std::string& key) {
+    std::optional<Stored<std::optional<json::value>>> r;
+    store.del(idx, key, [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    return r->value;
+  }
+  UpdateResult update(const std::string& idx, const std::string& key, const char* ops) {
+    auto parsed = parse_update_ops(json::parse(ops));
+    EXPECT_TRUE(parsed.ok()) << parsed.error;
+    std::optional<Stored<UpdateResult>> r;
+    store.update(idx, key, parsed.ops, [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    return r->value;
+  }
+  std::string list(const std::string& idx) {
+    std::optional<Stored<std::vector<json::value>>> r;
+    store.list(idx, [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    json::array a(r->value.begin(), r->value.end());
+    return json::serialize(a);
+  }
+  std::vector<std::string> indexes(const std::string& prefix) {
+    std::optional<Stored<std::vector<std::string>>> r;
+    store.list_indexes(prefix, [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    return r->value;
+  }
+};
+
+class KvStoreTest : public ::testing::TestWithParam<StoreOptions::Method> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("iii-kv-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::remove_all(dir_);
+    open();
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  void open() {
+    StoreOptions o;
+    o.method = GetParam();
+    o.file_path = dir_.string();
+    store_ = make_store(o, loop_.poster());
+  }
+  Sync s() { return Sync{*store_, loop_}; }
+
+  static inline int counter_ = 0;
+  fs::path dir_;
+  TestLoop loop_;
+  std::unique_ptr<KvStore> store_;
+};
+
+TEST_P(KvStoreTest, SetGetDeleteWithOldValues) {
+  auto r1 = s().set("state:a", "k", J(R"({"v":1})"));
+  EXPECT_FALSE(r1.old_value);
+  auto r2 = s().set("state:a", "k", J(R"({"v":2})"));
+  ASSERT_TRUE(r2.old_value);
+  EXPECT_EQ(json::serialize(*r2.old_value), R"({"v":1})");
+  EXPECT_EQ(json::serialize(*s().get("state:a", "k")), R"({"v":2})");
+  EXPECT_FALSE(s().get("state:a", "missing"));
+  EXPECT_EQ(json::serialize(*s().del("state:a", "k")), R"({"v":2})");
+  EXPECT_FALSE(s().del("state:a", "k"));
+  EXPECT_FALSE(s().get("state:a", "k"));
+}
+
+TEST_P(KvStoreTest, ListKeepsInsertionOrderAcrossUpdates) {
+  s().set("g", "b", J("1"));
+  s().set("g", "a", J("2"));
+  s().set("g", "c", J("3"));
+  s().set("g", "b", J("4"));  // keeps its position
+  EXPECT_EQ(s().list("g"), "[4,2,3]");
+  s().del("g", "a");
+  EXPECT_EQ(s().list("g"), "[4,3]");
+  EXPECT_EQ(s().list("empty"), "[]");
+}
+
+TEST_P(KvStoreTest, IndexesByPrefixAndEmptyGroupsDisappear) {
+  s().set("stream:s:g2", "x", J("1"));
+  s().set("stream:s:g1", "x", J("1"));
+  s().set("stream:other:g", "x", J("1"));
+  EXPECT_EQ(s().indexes("stream:s:"), (std::vector<std::string>{"stream:s:g1", "stream:s:g2"}));
+  s().del("stream:s:g1", "x");
+  EXPECT_EQ(s().indexes("stream:s:"), (std::vector<std::string>{"stream:s:g2"}));
+}
+
+TEST_P(KvStoreTest, UpdateIsAtomicAndWritesBack) {
+  auto r = s().update("c", "n", R"([{"type":"increment","path":"hits","by":2}])");
+  EXPECT_FALSE(r.old_value);
+  EXPECT_EQ(json::serialize(r.new_value), R"({"hits":2})");
+  r = s().update("c", "n", R"([{"type":"increment","path":"hits","by":3},{"type":"set","path":"x","value":1}])");
+  EXPECT_EQ(json::serialize(*r.old_value), R"({"hits":2})");
+  EXPECT_EQ(json::serialize(*s().get("c", "n")), R"({"hits":5,"x":1})");
+}
+
+TEST_P(KvStoreTest, ManyConcurrentWritesAllAcknowledgedInOrder) {
+  int acked = 0;
+  std::vector<int> order;
+  for (int i = 0; i < 2000; ++i)
+    store_->set("bulk", "k" + std::to_string(i % 100), json::value(i), [&, i](auto r) {
+      EXPECT_TRUE(r.ok());
+      order.push_back(i);
+      ++acked;
+    });
+  loop_.run_until([&] { return acked == 2000; });
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
+  EXPECT_EQ(json::serialize(*s().get("bulk", "k99")), "1999");
+}
+
+INSTANTIATE_TEST_SUITE_P(Adapters, KvStoreTest,
+                         ::testing::Values(StoreOptions::Method::kInMemory,
+                                           StoreOptions::Method::kFileBased),
+                         [](const auto& info) {
+                           return info.param == StoreOptions::Method::kInMemory ? "InMemory"
+                                                                                : "FileBased";
+                         });
+
+TEST(SqliteStore, AcknowledgedWritesSurviveReopen) {
+  const fs::path dir = fs::temp_directory_path() / ("iii-kv-reopen-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = (dir / "state_store.db").string();  // a file path works as well as a directory
+  {
+    TestLoop loop;
+    auto store = make_store(o, loop.poster());
+    Sync{*store, loop}.set("state:s", "a", J(R"({"x":[1,2]})"));
+    Sync{*store, loop}.set("state:s", "b", J("true"));
+  }
+  TestLoop loop;
+  auto store = make_store(o, loop.poster());
+  Sync sync{*store, loop};
+  EXPECT_EQ(json::serialize(*sync.get("state:s", "a")), R"({"x":[1,2]})");
+  EXPECT_EQ(sync.list("state:s"), R"([{"x":[1,2]},true])");
+  sync.set("state:s", "c", J("3"));  // sequence continues after reopen
+  EXPECT_EQ(sync.list("state:s"), R"([{"x":[1,2]},true,3])");
+  EXPECT_TRUE(fs::exists(dir / "state_store.db"));
+  store.reset();
+  fs::remove_all(dir);
+}
+
+TEST(SqliteStore, UnwritablePathIsAClearError) {
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = "/proc/iii-cannot-write-here/x.db";
+  TestLoop loop;
+  EXPECT_THROW(make_store(o, loop.poster()), std::exception);
+}
+
+}  // namespace
+}  // namespace iii::storage

@@ -1,0 +1,376 @@
+// Durable adapter: SQLite in WAL mode. Mutations are executed by one writer thread that
+// commits whatever has queued up in a single transaction ("group commit") and acknowledges
+// each write only after its transaction committed. Reads run on the engine thread over a
+// separate connection (WAL readers never block the writer). Nothing is cached in the process
+// beyond SQLite's bounded page cache, so memory does not grow with the stored data.
+#include <spdlog/spdlog.h>
+#include <sqlite3.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "storage/kv_store.h"
+
+namespace iii::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxBatch = 4096;
+
+std::string resolve_db_path(const std::string& configured) {
+  fs::path p = configured.empty() ? fs::path("kv_store_data.db") : fs::path(configured);
+  const auto ext = p.extension().string();
+  const bool looks_like_file = ext == ".db" || ext == ".sqlite" || ext == ".sqlite3";
+  if (fs::is_directory(p) || (!looks_like_file && !fs::exists(p))) {
+    fs::create_directories(p);
+    return (p / "iii_kv.sqlite3").string();
+  }
+  if (p.has_parent_path()) fs::create_directories(p.parent_path());
+  return p.string();
+}
+
+class Db {
+ public:
+  explicit Db(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+      sqlite3_close(db_);
+      throw std::runtime_error("cannot open database '" + path + "': " + msg);
+    }
+    sqlite3_busy_timeout(db_, 10000);
+  }
+  ~Db() {
+    for (auto* s : stmts_) sqlite3_finalize(s);
+    sqlite3_close(db_);
+  }
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      throw std::runtime_error(msg + " (in: " + sql + ")");
+    }
+  }
+  sqlite3_stmt* prepare(const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+      throw std::runtime_error(std::string("prepare failed: ") + sqlite3_errmsg(db_));
+    stmts_.push_back(s);
+    return s;
+  }
+  std::string error() const { return sqlite3_errmsg(db_); }
+  sqlite3* get() { return db_; }
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::vector<sqlite3_stmt*> stmts_;
+};
+
+// Resets a statement when a scope ends, whatever path it takes.
+struct Use {
+  explicit Use(sqlite3_stmt* s) : s(s) {}
+  ~Use() {
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+  }
+  void text(int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_STATIC); }
+  sqlite3_stmt* s;
+};
+
+json::value column_json(sqlite3_stmt* s, int col) {
+  const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
+  const int n = sqlite3_column_bytes(s, col);
+  boost::system::error_code ec;
+  json::value v = json::parse(std::string_view(p ? p : "", size_t(n)), ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+class SqliteStore : public KvStore {
+ public:
+  SqliteStore(const StoreOptions& opts, Poster post) : post_(std::move(post)) {
+    path_ = resolve_db_path(opts.file_path);
+    writer_db_ = std::make_unique<Db>(path_);
+    writer_db_->exec("PRAGMA journal_mode=WAL");
+    writer_db_->exec(std::string("PRAGMA synchronous=") + (opts.fsync ? "FULL" : "NORMAL"));
+    writer_db_->exec("PRAGMA cache_size=-" + std::to_string(opts.cache_mb * 1024 / 2));
+    writer_db_->exec(
+        "CREATE TABLE IF NOT EXISTS kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT "
+        "NULL, value TEXT NOT NULL, PRIMARY KEY (idx, key)) WITHOUT ROWID");
+    writer_db_->exec("CREATE INDEX IF NOT EXISTS kv_order ON kv (idx, seq)");
+    writer_db_->exec(
+        "CREATE TABLE IF NOT EXISTS kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) "
+        "WITHOUT ROWID");
+    w_get_ = writer_db_->prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
+    w_insert_ = writer_db_->prepare("INSERT INTO kv (idx, key, seq, value) VALUES (?1, ?2, ?3, ?4)");
+    w_replace_ = writer_db_->prepare("UPDATE kv SET value=?3 WHERE idx=?1 AND key=?2");
+    w_delete_ = writer_db_->prepare("DELETE FROM kv WHERE idx=?1 AND key=?2");
+    w_count_ = writer_db_->prepare(
+        "INSERT INTO kv_indexes (idx, items) VALUES (?1, ?2) ON CONFLICT(idx) DO UPDATE SET "
+        "items = items + ?2");
+    w_drop_empty_ = writer_db_->prepare("DELETE FROM kv_indexes WHERE idx=?1 AND items <= 0");
+    {
+      sqlite3_stmt* s = writer_db_->prepare("SELECT COALESCE(MAX(seq), 0) FROM kv");
+      Use u(s);
+      if (sqlite3_step(s) == SQLITE_ROW) seq_ = sqlite3_column_int64(s, 0);
+    }
+    reader_db_ = std::make_unique<Db>(path_);
+    reader_db_->exec("PRAGMA cache_size=-" + std::to_string(opts.cache_mb * 1024 / 2));
+    r_get_ = reader_db_->prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
+    r_list_ = reader_db_->prepare("SELECT value FROM kv WHERE idx=?1 ORDER BY seq");
+    r_indexes_ = reader_db_->prepare(
+        "SELECT idx FROM kv_indexes WHERE idx >= ?1 AND substr(idx, 1, length(?1)) = ?1 "
+        "ORDER BY idx");
+    spdlog::info("file_based store at {} (SQLite WAL, synchronous={})", path_,
+                 opts.fsync ? "FULL" : "NORMAL");
+    writer_ = std::thread([this] { run_writer(); });
+  }
+
+  ~SqliteStore() override { close(); }
+
+  void close() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (writer_.joinable()) writer_.join();
+  }
+
+  void get(const std::string& index, const std::string& key, GetCallback cb) override {
+    Use u(r_get_);
+    u.text(1, index);
+    u.text(2, key);
+    const int rc = sqlite3_step(r_get_);
+    if (rc == SQLITE_ROW) return cb({column_json(r_get_, 0), std::nullopt});
+    if (rc == SQLITE_DONE) return cb({});
+    cb({std::nullopt, reader_db_->error()});
+  }
+
+  void list(const std::string& index, ListCallback cb) override {
+    Use u(r_list_);
+    u.text(1, index);
+    std::vector<json::value> out;
+    int rc;
+    while ((rc = sqlite3_step(r_list_)) == SQLITE_ROW) out.push_back(column_json(r_list_, 0));
+    if (rc != SQLITE_DONE) return cb({{}, reader_db_->error()});
+    cb({std::move(out), std::nullopt});
+  }
+
+  void list_indexes(const std::string& prefix, IndexesCallback cb) override {
+    Use u(r_indexes_);
+    u.text(1, prefix);
+    std::vector<std::string> out;
+    int rc;
+    while ((rc = sqlite3_step(r_indexes_)) == SQLITE_ROW)
+      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(r_indexes_, 0)));
+    if (rc != SQLITE_DONE) return cb({{}, reader_db_->error()});
+    cb({std::move(out), std::nullopt});
+  }
+
+  void set(const std::string& index, const std::string& key, json::value value,
+           SetCallback cb) override {
+    WriteOp op{WriteOp::kSet, index, key};
+    op.value = std::move(value);
+    op.on_set = std::move(cb);
+    enqueue(std::move(op));
+  }
+
+  void del(const std::string& index, const std::string& key, DeleteCallback cb) override {
+    WriteOp op{WriteOp::kDelete, index, key};
+    op.on_delete = std::move(cb);
+    enqueue(std::move(op));
+  }
+
+  void update(const std::string& index, const std::string& key, std::vector<UpdateOp> ops,
+              UpdateCallback cb) override {
+    WriteOp op{WriteOp::kUpdate, index, key};
+    op.ops = std::move(ops);
+    op.on_update = std::move(cb);
+    enqueue(std::move(op));
+  }
+
+ private:
+  struct WriteOp {
+    enum Kind { kSet, kDelete, kUpdate } kind;
+    std::string index, key;
+    json::value value;
+    std::vector<UpdateOp> ops;
+    SetCallback on_set;
+    DeleteCallback on_delete;
+    UpdateCallback on_update;
+    // Outcome, filled by the writer thread.
+    std::optional<json::value> old_value;
+    UpdateResult update_result;
+    std::optional<std::string> error;
+  };
+
+  void enqueue(WriteOp op) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        op.error = "store is closed";
+        complete(op);
+        return;
+      }
+      queue_.push_back(std::move(op));
+    }
+    cv_.notify_one();
+  }
+
+  void complete(WriteOp& op) {
+    switch (op.kind) {
+      case WriteOp::kSet:
+        if (op.on_set) op.on_set({SetResult{std::move(op.old_value), std::move(op.value)}, op.error});
+        break;
+      case WriteOp::kDelete:
+        if (op.on_delete) op.on_delete({std::move(op.old_value), op.error});
+        break;
+      case WriteOp::kUpdate:
+        if (op.on_update) op.on_update({std::move(op.update_result), op.error});
+        break;
+    }
+  }
+
+  void run_writer() {
+    for (;;) {
+      std::deque<WriteOp> batch;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty() && stopping_) return;
+        while (!queue_.empty() && batch.size() < kMaxBatch) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      commit(batch);
+      auto done = std::make_shared<std::deque<WriteOp>>(std::move(batch));
+      post_([this, done] {
+        for (auto& op : *done) complete(op);
+      });
+    }
+  }
+
+  // One transaction for the whole batch; on failure every op in it reports the error.
+  void commit(std::deque<WriteOp>& batch) {
+    std::string failure;
+    try {
+      writer_db_->exec("BEGIN IMMEDIATE");
+      for (auto& op : batch) apply(op);
+      writer_db_->exec("COMMIT");
+    } catch (const std::exception& e) {
+      failure = e.what();
+      try {
+        writer_db_->exec("ROLLBACK");
+      } catch (...) {
+      }
+    }
+    if (!failure.empty()) {
+      spdlog::error("file_based store {}: write failed: {}", path_, failure);
+      for (auto& op : batch) op.error = failure;
+    }
+  }
+
+  void step_done(sqlite3_stmt* s) {
+    if (sqlite3_step(s) != SQLITE_DONE) throw std::runtime_error(writer_db_->error());
+  }
+
+  std::optional<json::value> read_current(const WriteOp& op) {
+    Use u(w_get_);
+    u.text(1, op.index);
+    u.text(2, op.key);
+    const int rc = sqlite3_step(w_get_);
+    if (rc == SQLITE_ROW) return column_json(w_get_, 0);
+    if (rc != SQLITE_DONE) throw std::runtime_error(writer_db_->error());
+    return std::nullopt;
+  }
+
+  void write_value(const WriteOp& op, bool exists, const json::value& v) {
+    const std::string text = json::serialize(v);
+    if (exists) {
+      Use u(w_replace_);
+      u.text(1, op.index);
+      u.text(2, op.key);
+      u.text(3, text);
+      step_done(w_replace_);
+      return;
+    }
+    {
+      Use u(w_insert_);
+      u.text(1, op.index);
+      u.text(2, op.key);
+      sqlite3_bind_int64(w_insert_, 3, ++seq_);
+      u.text(4, text);
+      step_done(w_insert_);
+    }
+    adjust_count(op.index, 1);
+  }
+
+  void adjust_count(const std::string& index, int delta) {
+    {
+      Use u(w_count_);
+      u.text(1, index);
+      sqlite3_bind_int(w_count_, 2, delta);
+      step_done(w_count_);
+    }
+    if (delta < 0) {
+      Use u(w_drop_empty_);
+      u.text(1, index);
+      step_done(w_drop_empty_);
+    }
+  }
+
+  void apply(WriteOp& op) {
+    op.old_value = read_current(op);
+    switch (op.kind) {
+      case WriteOp::kSet:
+        write_value(op, op.old_value.has_value(), op.value);
+        break;
+      case WriteOp::kDelete:
+        if (op.old_value) {
+          Use u(w_delete_);
+          u.text(1, op.index);
+          u.text(2, op.key);
+          step_done(w_delete_);
+          adjust_count(op.index, -1);
+        }
+        break;
+      case WriteOp::kUpdate: {
+        const bool exists = op.old_value.has_value();
+        op.update_result = apply_update_ops(std::move(op.old_value), op.ops);
+        write_value(op, exists, op.update_result.new_value);
+        break;
+      }
+    }
+  }
+
+  Poster post_;
+  std::string path_;
+  std::unique_ptr<Db> writer_db_, reader_db_;
+  sqlite3_stmt *w_get_, *w_insert_, *w_replace_, *w_delete_, *w_count_, *w_drop_empty_;
+  sqlite3_stmt *r_get_, *r_list_, *r_indexes_;
+  int64_t seq_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<WriteOp> queue_;
+  bool stopping_ = false;
+  std::thread writer_;
+};
+
+}  // namespace
+
+std::unique_ptr<KvStore> make_sqlite_store(const StoreOptions& opts, Poster post) {
+  return std::make_unique<SqliteStore>(opts, std::move(post));
+}
+
+}  // namespace iii::storage
