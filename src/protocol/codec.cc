@@ -372,7 +372,9 @@ std::string encode_result(std::string_view invocation_id, std::string_view funct
   else if (result) hint += json_size_hint(*result);
   out.reserve(hint);
   ObjectWriter w(out);
-  w.str("type", "invocationresult").str("invocation_id", invocation_id).str("function_id", function_id);
+  w.str("type", "invocationresult")
+      .str("invocation_id", invocation_id)
+      .str("function_id", function_id);
   if (error) w.error("error", *error);
   else if (result) w.val("result", *result);
   w.opt("traceparent", traceparent).opt("baggage", baggage).close();

@@ -193,7 +193,8 @@ TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
   EXPECT_EQ(encode(Message(rf)),
             json::serialize(json::object{{"type", "registerfunction"}, {"id", "f"},
                                          {"description", "d"}, {"request_format", kAwkward},
-                                         {"metadata", {{"m", 1}}}, {"invocation", {{"path", "/x"}}}}));
+                                         {"metadata", {{"m", 1}}},
+                                         {"invocation", {{"path", "/x"}}}}));
 
   InvokeFunction in;
   in.invocation_id = kId;

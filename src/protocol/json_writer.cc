@@ -1,5 +1,6 @@
 #include "protocol/json_writer.h"
 
+#include <array>
 #include <bit>
 #include <boost/json/serializer.hpp>
 #include <charconv>
@@ -19,7 +20,7 @@ namespace json = boost::json;
 
 // Boost escapes exactly these bytes (serializer.ipp `esc` table); everything else, including
 // DEL and invalid UTF-8, is copied through.
-inline bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
+constexpr bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
 
 // SWAR test: does any of the 8 bytes need escaping? Exact as a yes/no answer.
 inline bool needs_escape8(uint64_t x) {
@@ -66,6 +67,34 @@ const char* find_escape_sse2(const char* p, const char* end) {
 }
 #endif
 
+constexpr auto kNeedsEscape = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 256; ++c) t[c] = needs_escape(static_cast<unsigned char>(c));
+  return t;
+}();
+
+// Writes the escape for `c` (one that needs_escape) at `d`, at most 6 bytes; returns the end.
+char* write_escape(char* d, unsigned char c) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  *d++ = '\\';
+  switch (c) {
+    case '"': *d++ = '"'; return d;
+    case '\\': *d++ = '\\'; return d;
+    case '\b': *d++ = 'b'; return d;
+    case '\f': *d++ = 'f'; return d;
+    case '\n': *d++ = 'n'; return d;
+    case '\r': *d++ = 'r'; return d;
+    case '\t': *d++ = 't'; return d;
+    default:
+      d[0] = 'u';
+      d[1] = '0';
+      d[2] = '0';
+      d[3] = kHex[c >> 4];
+      d[4] = kHex[c & 0xF];
+      return d + 5;
+  }
+}
+
 using FindEscape = const char* (*)(const char*, const char*);
 
 #ifdef III_JSON_SSE2
@@ -80,12 +109,16 @@ constexpr FindEscape kFindEscape = find_escape_portable;
 class Writer {
  public:
   explicit Writer(std::string& out) : out_(out) {}
-  ~Writer() { flush(); }
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
   void value(const json::value& v);
   void string(std::string_view s, FindEscape find = kFindEscape);
+  // Must be called once at the end (not from a destructor: append may throw).
+  void flush() {
+    out_.append(buf_, static_cast<size_t>(pos_ - buf_));
+    pos_ = buf_;
+  }
 
  private:
   static constexpr size_t kBufSize = 2048;
@@ -110,11 +143,6 @@ class Writer {
   void room(size_t n) {
     if (static_cast<size_t>(end_ - pos_) < n) flush();
   }
-  void flush() {
-    out_.append(buf_, static_cast<size_t>(pos_ - buf_));
-    pos_ = buf_;
-  }
-  void escape(unsigned char c);
   void number(const json::value& v);
 
   std::string& out_;
@@ -124,40 +152,21 @@ class Writer {
   std::optional<json::serializer> doubles_;  // built on the first double, then reused
 };
 
-void Writer::escape(unsigned char c) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  // Callers guarantee room for 6 bytes.
-  *pos_++ = '\\';
-  switch (c) {
-    case '"': *pos_++ = '"'; return;
-    case '\\': *pos_++ = '\\'; return;
-    case '\b': *pos_++ = 'b'; return;
-    case '\f': *pos_++ = 'f'; return;
-    case '\n': *pos_++ = 'n'; return;
-    case '\r': *pos_++ = 'r'; return;
-    case '\t': *pos_++ = 't'; return;
-    default:
-      pos_[0] = 'u';
-      pos_[1] = '0';
-      pos_[2] = '0';
-      pos_[3] = kHex[c >> 4];
-      pos_[4] = kHex[c & 0xF];
-      pos_ += 5;
-  }
-}
-
 void Writer::string(std::string_view s, FindEscape find) {
   if (s.size() <= kShortString) {
     // Keys and small values: a byte loop straight into the buffer beats the bulk scan's
-    // call and copy overhead. Worst case every byte becomes a 6-byte \u00XX escape.
+    // call and copy overhead. Worst case every byte becomes a 6-byte \u00XX escape. The
+    // cursor is a local because stores through char* could alias pos_ itself.
     room(2 + 6 * kShortString);
-    *pos_++ = '"';
+    char* d = pos_;
+    *d++ = '"';
     for (char ch : s) {
       const auto c = static_cast<unsigned char>(ch);
-      if (needs_escape(c)) escape(c);
-      else *pos_++ = ch;
+      if (kNeedsEscape[c]) [[unlikely]] d = write_escape(d, c);
+      else *d++ = ch;
     }
-    *pos_++ = '"';
+    *d++ = '"';
+    pos_ = d;
     return;
   }
   if (s.size() >= kBufSize) {
@@ -174,7 +183,7 @@ void Writer::string(std::string_view s, FindEscape find) {
     write(p, static_cast<size_t>(hit - p));
     if (hit == end) break;
     room(6);
-    escape(static_cast<unsigned char>(*hit));
+    pos_ = write_escape(pos_, static_cast<unsigned char>(*hit));
     p = hit + 1;
   }
   put('"');
@@ -278,13 +287,23 @@ std::size_t size_hint(const json::value& v, int& budget) {
 
 namespace detail {
 void append_json_string_portable(std::string& out, std::string_view s) {
-  Writer(out).string(s, find_escape_portable);
+  Writer w(out);
+  w.string(s, find_escape_portable);
+  w.flush();
 }
 }  // namespace detail
 
-void append_json_string(std::string& out, std::string_view s) { Writer(out).string(s); }
+void append_json_string(std::string& out, std::string_view s) {
+  Writer w(out);
+  w.string(s);
+  w.flush();
+}
 
-void append_json(std::string& out, const json::value& v) { Writer(out).value(v); }
+void append_json(std::string& out, const json::value& v) {
+  Writer w(out);
+  w.value(v);
+  w.flush();
+}
 
 std::size_t json_size_hint(const json::value& v) {
   int budget = 64;  // bounds the walk: the hint is for reserve(), not an exact size

@@ -3,18 +3,15 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
-#include <algorithm>
 #include <cctype>
-#include <charconv>
-#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 
 #include "protocol/codec.h"
+#include "protocol/json_writer.h"
 
 #ifndef III_VERSION
 #define III_VERSION "0.0.0"
@@ -129,127 +126,16 @@ boost::json::object worker_metadata(const std::string& worker_name) {
   return m;
 }
 
-namespace {
-
-// SWAR test: does any of the 8 bytes need escaping (< 0x20, '"' or '\\')?
-inline bool needs_escape8(uint64_t x) {
-  constexpr uint64_t kOnes = 0x0101010101010101ull;
-  constexpr uint64_t kHighs = 0x8080808080808080ull;
-  const uint64_t below_space = (x - kOnes * 0x20) & ~x & kHighs;
-  const uint64_t q = x ^ (kOnes * '"');
-  const uint64_t b = x ^ (kOnes * '\\');
-  return below_space | ((q - kOnes) & ~q & kHighs) | ((b - kOnes) & ~b & kHighs);
-}
-
-void append_escaped(std::string& out, unsigned char c) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  switch (c) {
-    case '"': out += "\\\""; return;
-    case '\\': out += "\\\\"; return;
-    case '\b': out += "\\b"; return;
-    case '\f': out += "\\f"; return;
-    case '\n': out += "\\n"; return;
-    case '\r': out += "\\r"; return;
-    case '\t': out += "\\t"; return;
-    default: {
-      char u[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-      out.append(u, 6);
-    }
-  }
-}
-
-inline bool needs_escape(unsigned char c) { return c < 0x20 || c == '"' || c == '\\'; }
-
-}  // namespace
-
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  const char* p = s.data();
-  const char* const end = p + s.size();
-  const char* run = p;  // start of the not yet copied clean span
-  while (p < end) {
-    if (end - p >= 8) {
-      uint64_t word;
-      std::memcpy(&word, p, 8);
-      if (!needs_escape8(word)) {
-        p += 8;
-        continue;
-      }
-    }
-    const char* stop = std::min(p + 8, end);
-    for (; p < stop; ++p) {
-      const auto c = static_cast<unsigned char>(*p);
-      if (!needs_escape(c)) continue;
-      out.append(run, p - run);
-      append_escaped(out, c);
-      run = p + 1;
-    }
-  }
-  out.append(run, end - run);
-  out += '"';
-}
-
-void append_json(std::string& out, const boost::json::value& v) {
-  switch (v.kind()) {
-    case boost::json::kind::string: {
-      const auto& str = v.get_string();
-      append_json_string(out, std::string_view(str.data(), str.size()));
-      return;
-    }
-    case boost::json::kind::object: {
-      out += '{';
-      bool first = true;
-      for (const auto& kv : v.get_object()) {
-        if (!first) out += ',';
-        first = false;
-        append_json_string(out, kv.key());
-        out += ':';
-        append_json(out, kv.value());
-      }
-      out += '}';
-      return;
-    }
-    case boost::json::kind::array: {
-      out += '[';
-      bool first = true;
-      for (const auto& e : v.get_array()) {
-        if (!first) out += ',';
-        first = false;
-        append_json(out, e);
-      }
-      out += ']';
-      return;
-    }
-    case boost::json::kind::int64: {
-      char buf[24];
-      auto r = std::to_chars(buf, buf + sizeof(buf), v.get_int64());
-      out.append(buf, r.ptr);
-      return;
-    }
-    case boost::json::kind::uint64: {
-      char buf[24];
-      auto r = std::to_chars(buf, buf + sizeof(buf), v.get_uint64());
-      out.append(buf, r.ptr);
-      return;
-    }
-    case boost::json::kind::bool_:
-      out += v.get_bool() ? "true" : "false";
-      return;
-    case boost::json::kind::null:
-      out += "null";
-      return;
-    case boost::json::kind::double_:
-      out += boost::json::serialize(v);  // keep Boost's exact number format
-      return;
-  }
-}
+using protocol::append_json;
+using protocol::append_json_string;
+using protocol::json_size_hint;
 
 std::string encode_invoke_frame(const std::optional<std::string>& invocation_id,
                                 std::string_view function_id, const boost::json::value& payload,
                                 const TriggerAction& action) {
   // Built by hand so a large payload is serialised once, straight into the frame.
   std::string out;
-  out.reserve(256 + function_id.size());
+  out.reserve(128 + function_id.size() + action.queue.size() + json_size_hint(payload));
   out += R"({"type":"invokefunction",)";
   if (invocation_id) {
     out += R"("invocation_id":)";
@@ -279,7 +165,12 @@ std::string encode_result_frame(std::string_view invocation_id, std::string_view
                                 const std::optional<std::string>& traceparent,
                                 const std::optional<std::string>& baggage) {
   std::string out;
-  out.reserve(256 + function_id.size());
+  size_t hint = 128 + invocation_id.size() + function_id.size() +
+                (traceparent ? traceparent->size() : 0) + (baggage ? baggage->size() : 0);
+  if (error_code) hint += error_code->size() + error_message.size() +
+                          (stacktrace ? stacktrace->size() : 0);
+  else if (result) hint += json_size_hint(*result);
+  out.reserve(hint);
   out += R"({"type":"invocationresult","invocation_id":)";
   append_json_string(out, invocation_id);
   out += R"(,"function_id":)";

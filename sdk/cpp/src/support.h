@@ -31,10 +31,8 @@ std::string os_description();
 // Payload of the `engine::workers::register` call made after each connect.
 boost::json::object worker_metadata(const std::string& worker_name);
 
-// Appends `v` as compact JSON. Same output as boost::json::serialize, but long strings are
-// copied in bulk (8 bytes per step) instead of byte by byte: ~5x faster for MiB payloads.
-void append_json(std::string& out, const boost::json::value& v);
-void append_json_string(std::string& out, std::string_view s);
+// Frames are written with protocol::append_json (src/protocol/json_writer.h), which matches
+// boost::json::serialize byte for byte but serialises large payloads straight into the frame.
 
 // One `invokefunction` frame. `invocation_id` is omitted for void calls.
 std::string encode_invoke_frame(const std::optional<std::string>& invocation_id,

@@ -1,0 +1,471 @@
+// Data-channel throughput: writer -> engine -> reader, compared with a raw loopback TCP copy.
+//
+//   channel_bench --url ws://127.0.0.1:49134 [--bytes 1073741824] [--chunk-bytes 65536]
+//                 [--buffer-size 64] [--runs 1] [--engine-pid PID] [--skip-raw]
+//
+// Each run creates a channel with `engine::channels::create {buffer_size}` (through the SDK),
+// opens a raw WebSocket writer (`/ws/channels/<id>?key=..&dir=write`) and reader (`dir=read`)
+// on two threads of this process, and pushes --bytes in binary frames of --chunk-bytes (64 KiB
+// like the official SDKs; client frames are masked as RFC 6455 requires). Throughput is taken
+// at the reader: from just before the writer's first frame until the reader has the last byte
+// and the engine's Close frame. The first 8 bytes of every frame carry its sequence number, so
+// the reader checks that frames arrive complete and in order.
+//
+// The ceiling is the same transfer (same total, same chunk size) over one plain loopback TCP
+// connection between two threads of this process, measured the same way (first write to EOF).
+// The channel path crosses loopback twice and the engine copies each frame once, so on a
+// machine with few cores it cannot reach 100 % of that ceiling.
+//
+// With --engine-pid the engine's VmRSS is sampled every 100 ms during each channel transfer.
+// MB/s are 10^6 bytes per second. Prints a human line and a JSON line per run, and with
+// --runs > 1 a summary (medians) at the end.
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <boost/json.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../sdk/cpp/src/support.h"  // ws:// URL parsing shared with the SDK
+#include "iii/iii.h"
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace json = boost::json;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string url = "ws://127.0.0.1:49134";
+  int64_t bytes = int64_t{1} << 30;
+  int64_t chunk_bytes = 64 * 1024;
+  int64_t buffer_size = 64;
+  int runs = 1;
+  long engine_pid = 0;
+  bool skip_raw = false;
+};
+
+[[noreturn]] void usage(int code) {
+  std::fprintf(code ? stderr : stdout,
+               "usage: channel_bench [--url ws://127.0.0.1:49134] [--bytes N] [--chunk-bytes N]\n"
+               "                     [--buffer-size N] [--runs N] [--engine-pid PID] "
+               "[--skip-raw]\n");
+  std::exit(code);
+}
+
+int64_t parse_int(const std::string& flag, const std::string& s) {
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (s.empty() || *end != '\0' || v < 0) {
+    std::fprintf(stderr, "invalid value for %s: '%s'\n", flag.c_str(), s.c_str());
+    usage(2);
+  }
+  return v;
+}
+
+Flags parse_flags(int argc, char** argv) {
+  Flags f;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "-h" || arg == "--help") usage(0);
+    if (arg == "--skip-raw") {
+      f.skip_raw = true;
+      continue;
+    }
+    std::string name = arg, value;
+    if (auto eq = arg.find('='); eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    } else {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "missing value for %s\n", arg.c_str());
+        usage(2);
+      }
+      value = argv[++i];
+    }
+    if (name == "--url") f.url = value;
+    else if (name == "--bytes") f.bytes = parse_int(name, value);
+    else if (name == "--chunk-bytes") f.chunk_bytes = parse_int(name, value);
+    else if (name == "--buffer-size") f.buffer_size = parse_int(name, value);
+    else if (name == "--runs") f.runs = static_cast<int>(parse_int(name, value));
+    else if (name == "--engine-pid") f.engine_pid = static_cast<long>(parse_int(name, value));
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", name.c_str());
+      usage(2);
+    }
+  }
+  if (f.chunk_bytes < 8 || f.bytes < f.chunk_bytes || f.runs < 1) usage(2);
+  return f;
+}
+
+// VmRSS of a process in KiB, or -1.
+long rss_kib(long pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  return -1;
+}
+
+// Samples an engine's RSS every 100 ms until stopped.
+class RssSampler {
+ public:
+  explicit RssSampler(long pid) : pid_(pid) {
+    if (!pid_) return;
+    thread_ = std::thread([this] {
+      while (!stop_.load()) {
+        long v = rss_kib(pid_);
+        if (v >= 0) {
+          min_ = min_ < 0 ? v : std::min(min_, v);
+          max_ = std::max(max_, v);
+        }
+        for (int i = 0; i < 10 && !stop_.load(); ++i)
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    });
+  }
+  // Returns {min, max} in KiB ({-1, -1} without a pid).
+  std::pair<long, long> stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return {min_, max_};
+  }
+  ~RssSampler() { stop(); }
+
+ private:
+  long pid_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  long min_ = -1, max_ = -1;
+};
+
+// One chunk of payload; the first 8 bytes are overwritten with the sequence number.
+std::string make_chunk(int64_t size) {
+  std::string s(static_cast<size_t>(size), '\0');
+  for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<char>('a' + i % 26);
+  return s;
+}
+
+void put_seq(std::string& chunk, uint64_t seq) { std::memcpy(chunk.data(), &seq, 8); }
+uint64_t get_seq(const void* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+struct TransferResult {
+  bool ok = false;
+  std::string error;
+  int64_t received = 0;
+  double seconds = 0;
+  double mb_s() const { return seconds > 0 ? received / seconds / 1e6 : 0; }
+};
+
+// ---------------------------------------------------------------- channel through the engine
+
+struct ChannelRef {
+  std::string id, key;
+};
+
+bool create_channel(iii::III& client, int64_t buffer_size, ChannelRef* out, std::string* error) {
+  try {
+    iii::TriggerRequest req;
+    req.function_id = "engine::channels::create";
+    req.payload = json::object{{"buffer_size", buffer_size}};
+    req.timeout_ms = 10000;
+    auto res = client.trigger(req);
+    if (!res || !res->is_object()) {
+      *error = "engine::channels::create returned no object";
+      return false;
+    }
+    const auto& writer = res->as_object().at("writer").as_object();
+    out->id = std::string(writer.at("channel_id").as_string());
+    out->key = std::string(writer.at("access_key").as_string());
+    return true;
+  } catch (const std::exception& e) {
+    *error = std::string("engine::channels::create failed: ") + e.what();
+    return false;
+  }
+}
+
+std::string url_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+using WsStream = websocket::stream<tcp::socket>;
+
+// Synchronous connect + upgrade of one channel side.
+std::unique_ptr<WsStream> open_side(asio::io_context& ioc, const iii::detail::WsUrl& url,
+                                    const tcp::resolver::results_type& eps, const ChannelRef& ch,
+                                    const char* dir, int64_t chunk_bytes, std::string* error) {
+  auto ws = std::make_unique<WsStream>(ioc);
+  error_code ec;
+  asio::connect(ws->next_layer(), eps, ec);
+  if (ec) {
+    *error = std::string("connect: ") + ec.message();
+    return nullptr;
+  }
+  ws->next_layer().set_option(tcp::no_delay(true), ec);
+  // Mask whole frames in one pass and send each as one frame (Beast's defaults would mask
+  // through a 4 KiB buffer and fragment).
+  ws->auto_fragment(false);
+  ws->write_buffer_bytes(static_cast<size_t>(chunk_bytes));
+  ws->read_message_max(0);
+  const std::string target =
+      "/ws/channels/" + ch.id + "?key=" + url_encode(ch.key) + "&dir=" + dir;
+  ws->handshake(url.host_header, target, ec);
+  if (ec) {
+    *error = std::string("upgrade (") + dir + "): " + ec.message();
+    return nullptr;
+  }
+  return ws;
+}
+
+TransferResult run_channel(iii::III& client, const Flags& flags, const iii::detail::WsUrl& url,
+                           const tcp::resolver::results_type& eps, long* rss_min,
+                           long* rss_max) {
+  TransferResult r;
+  ChannelRef ch;
+  if (!create_channel(client, flags.buffer_size, &ch, &r.error)) return r;
+
+  asio::io_context ioc_w, ioc_r;
+  auto reader = open_side(ioc_r, url, eps, ch, "read", flags.chunk_bytes, &r.error);
+  if (!reader) return r;
+  auto writer = open_side(ioc_w, url, eps, ch, "write", flags.chunk_bytes, &r.error);
+  if (!writer) return r;
+
+  std::atomic<int64_t> t0_ns{0};
+  std::string writer_error;
+  const int64_t chunks = flags.bytes / flags.chunk_bytes;
+  const int64_t tail = flags.bytes % flags.chunk_bytes;
+
+  RssSampler sampler(flags.engine_pid);
+
+  std::thread reader_thread([&] {
+    beast::flat_buffer buf;
+    buf.reserve(static_cast<size_t>(flags.chunk_bytes) * 2);
+    uint64_t expected = 0;
+    error_code ec;
+    for (;;) {
+      reader->read(buf, ec);
+      if (ec) break;
+      const size_t n = buf.size();
+      if (n >= 8 && get_seq(buf.data().data()) != expected && r.error.empty())
+        r.error = "frame " + std::to_string(expected) + " arrived out of order or corrupted";
+      ++expected;
+      r.received += static_cast<int64_t>(n);
+      buf.consume(n);
+    }
+    const auto t1 = Clock::now();
+    if (ec != websocket::error::closed && r.error.empty())
+      r.error = "reader: " + ec.message();
+    r.seconds = std::chrono::duration<double>(
+                    t1.time_since_epoch() - std::chrono::nanoseconds(t0_ns.load()))
+                    .count();
+  });
+
+  std::thread writer_thread([&] {
+    std::string chunk = make_chunk(flags.chunk_bytes);
+    writer->binary(true);
+    error_code ec;
+    t0_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                .count();
+    for (int64_t i = 0; i < chunks && !ec; ++i) {
+      put_seq(chunk, static_cast<uint64_t>(i));
+      writer->write(asio::buffer(chunk), ec);
+    }
+    if (!ec && tail > 0) {
+      chunk.resize(static_cast<size_t>(std::max<int64_t>(tail, 8)));
+      put_seq(chunk, static_cast<uint64_t>(chunks));
+      writer->write(asio::buffer(chunk.data(), static_cast<size_t>(tail)), ec);
+    }
+    if (ec) {
+      writer_error = "writer: " + ec.message();
+      return;
+    }
+    writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"), ec);
+  });
+
+  writer_thread.join();
+  reader_thread.join();
+  auto [mn, mx] = sampler.stop();
+  *rss_min = mn;
+  *rss_max = mx;
+  if (r.error.empty() && !writer_error.empty()) r.error = writer_error;
+  if (r.error.empty() && r.received != flags.bytes)
+    r.error = "received " + std::to_string(r.received) + " of " + std::to_string(flags.bytes) +
+              " bytes";
+  r.ok = r.error.empty();
+  return r;
+}
+
+// ---------------------------------------------------------------- raw loopback TCP ceiling
+
+TransferResult run_raw_tcp(const Flags& flags) {
+  TransferResult r;
+  asio::io_context ioc;
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto ep = acceptor.local_endpoint();
+  tcp::socket out(ioc);
+  error_code ec;
+  out.connect(ep, ec);
+  if (ec) {
+    r.error = "raw connect: " + ec.message();
+    return r;
+  }
+  tcp::socket in = acceptor.accept(ec);
+  if (ec) {
+    r.error = "raw accept: " + ec.message();
+    return r;
+  }
+  out.set_option(tcp::no_delay(true), ec);
+  in.set_option(tcp::no_delay(true), ec);
+
+  std::atomic<int64_t> t0_ns{0};
+  const int64_t chunks = flags.bytes / flags.chunk_bytes;
+  const int64_t tail = flags.bytes % flags.chunk_bytes;
+
+  std::thread reader([&] {
+    std::vector<char> buf(static_cast<size_t>(flags.chunk_bytes));
+    error_code rec;
+    for (;;) {
+      size_t n = in.read_some(asio::buffer(buf), rec);
+      r.received += static_cast<int64_t>(n);
+      if (rec) break;
+    }
+    const auto t1 = Clock::now();
+    if (rec != asio::error::eof) r.error = "raw reader: " + rec.message();
+    r.seconds = std::chrono::duration<double>(
+                    t1.time_since_epoch() - std::chrono::nanoseconds(t0_ns.load()))
+                    .count();
+  });
+  std::thread writer([&] {
+    std::string chunk = make_chunk(flags.chunk_bytes);
+    error_code wec;
+    t0_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                .count();
+    for (int64_t i = 0; i < chunks && !wec; ++i) {
+      put_seq(chunk, static_cast<uint64_t>(i));
+      asio::write(out, asio::buffer(chunk), wec);
+    }
+    if (!wec && tail > 0) asio::write(out, asio::buffer(chunk.data(), size_t(tail)), wec);
+    out.shutdown(tcp::socket::shutdown_send, wec);
+  });
+  writer.join();
+  reader.join();
+  if (r.error.empty() && r.received != flags.bytes)
+    r.error = "raw: received " + std::to_string(r.received) + " bytes";
+  r.ok = r.error.empty();
+  return r;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags = parse_flags(argc, argv);
+  std::string error;
+  auto url = iii::detail::parse_ws_url(flags.url, &error);
+  if (!url) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 2;
+  }
+  asio::io_context resolve_ioc;
+  tcp::resolver resolver(resolve_ioc);
+  error_code ec;
+  auto eps = resolver.resolve(url->host, url->port, ec);
+  if (ec) {
+    std::fprintf(stderr, "cannot resolve %s: %s\n", url->host.c_str(), ec.message().c_str());
+    return 1;
+  }
+
+  iii::InitOptions opts;
+  opts.worker_name = "channel-bench";
+  auto client = iii::register_worker(flags.url, opts);
+  if (!client->wait_connected(std::chrono::seconds(10))) {
+    std::fprintf(stderr, "cannot connect to %s: %s\n", flags.url.c_str(),
+                 client->last_error().c_str());
+    return 1;
+  }
+
+  std::vector<double> engine_mbs, raw_mbs, ratios;
+  int exit_code = 0;
+  for (int run = 0; run < flags.runs; ++run) {
+    long rss_min = -1, rss_max = -1;
+    TransferResult ch = run_channel(*client, flags, *url, eps, &rss_min, &rss_max);
+    TransferResult raw;
+    if (!flags.skip_raw) raw = run_raw_tcp(flags);
+    if (!ch.ok) {
+      std::fprintf(stderr, "channel transfer failed: %s\n", ch.error.c_str());
+      exit_code = 1;
+    }
+    if (!flags.skip_raw && !raw.ok) {
+      std::fprintf(stderr, "raw TCP transfer failed: %s\n", raw.error.c_str());
+      exit_code = 1;
+    }
+    const double ratio = raw.mb_s() > 0 ? ch.mb_s() / raw.mb_s() : 0;
+    engine_mbs.push_back(ch.mb_s());
+    raw_mbs.push_back(raw.mb_s());
+    ratios.push_back(ratio);
+    std::printf(
+        "channel run=%d bytes=%lld chunk=%lldB buffer_size=%lld: engine %.1f MB/s (%.3f s)  "
+        "raw loopback TCP %.1f MB/s (%.3f s)  ratio %.1f%%",
+        run + 1, static_cast<long long>(flags.bytes), static_cast<long long>(flags.chunk_bytes),
+        static_cast<long long>(flags.buffer_size), ch.mb_s(), ch.seconds, raw.mb_s(), raw.seconds,
+        ratio * 100);
+    if (flags.engine_pid)
+      std::printf("  engine RSS min=%ld KiB max=%ld KiB", rss_min, rss_max);
+    std::printf("\n");
+    std::printf(
+        "{\"bench\":\"channel\",\"run\":%d,\"bytes\":%lld,\"chunk_bytes\":%lld,"
+        "\"buffer_size\":%lld,\"engine_mb_s\":%.1f,\"engine_s\":%.4f,\"raw_tcp_mb_s\":%.1f,"
+        "\"raw_tcp_s\":%.4f,\"ratio\":%.3f,\"engine_rss_min_kib\":%ld,\"engine_rss_max_kib\":%ld,"
+        "\"ok\":%s}\n",
+        run + 1, static_cast<long long>(flags.bytes), static_cast<long long>(flags.chunk_bytes),
+        static_cast<long long>(flags.buffer_size), ch.mb_s(), ch.seconds, raw.mb_s(), raw.seconds,
+        ratio, rss_min, rss_max, ch.ok && (flags.skip_raw || raw.ok) ? "true" : "false");
+    std::fflush(stdout);
+  }
+  if (flags.runs > 1) {
+    std::printf("channel median of %d runs: engine %.1f MB/s  raw loopback TCP %.1f MB/s  "
+                "ratio %.1f%%\n",
+                flags.runs, median(engine_mbs), median(raw_mbs), median(ratios) * 100);
+    std::printf("{\"bench\":\"channel_median\",\"runs\":%d,\"engine_mb_s\":%.1f,"
+                "\"raw_tcp_mb_s\":%.1f,\"ratio\":%.3f}\n",
+                flags.runs, median(engine_mbs), median(raw_mbs), median(ratios));
+  }
+  client->shutdown();
+  return exit_code;
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs every engine benchmark the way docs/performance.md reports them, against a freshly
+# started engine per measurement, and collects the JSON lines in one file.
+#
+#   bench/run_all.sh [BUILD_DIR] [OUT_FILE]     (defaults: build/bench, /tmp/iii-bench.jsonl)
+#
+# Build first:
+#   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIII_BUILD_TESTS=OFF
+#   ninja -C build/bench iii invoke_bench idle_workers channel_bench fanout_bench startup_bench
+#
+# REPEAT (default 3) sets how often each measurement is repeated; docs/performance.md reports
+# the median of the repetitions. PORT (default 49600) is the engine's listener port.
+set -euo pipefail
+
+BUILD=${1:-build/bench}
+OUT=${2:-/tmp/iii-bench.jsonl}
+REPEAT=${REPEAT:-3}
+PORT=${PORT:-49600}
+URL=ws://127.0.0.1:$PORT
+WORK=$(mktemp -d)
+trap 'stop_engine; rm -rf "$WORK"' EXIT
+
+cat >"$WORK/cfg.yaml" <<EOF
+workers:
+  - name: iii-worker-manager
+    config: { host: 127.0.0.1, port: $PORT }
+EOF
+
+ENGINE_PID=
+start_engine() {
+  "$BUILD/iii" --config "$WORK/cfg.yaml" >"$WORK/engine.log" 2>&1 &
+  ENGINE_PID=$!
+  for _ in $(seq 200); do
+    grep -q "listening on" "$WORK/engine.log" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "engine did not start:" >&2
+  cat "$WORK/engine.log" >&2
+  exit 1
+}
+stop_engine() {
+  if [[ -n "${ENGINE_PID}" ]]; then
+    kill -TERM "$ENGINE_PID" 2>/dev/null || true
+    wait "$ENGINE_PID" 2>/dev/null || true
+    ENGINE_PID=
+  fi
+}
+note() { echo "== $*" >&2; echo "{\"note\":\"$*\",\"uptime\":\"$(uptime | sed 's/.*load/load/')\"}" >>"$OUT"; }
+
+: >"$OUT"
+echo "{\"machine\":{\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\"}}" >>"$OUT"
+
+for r in $(seq "$REPEAT"); do
+  note "invoke run $r"
+  start_engine
+  "$BUILD/bench/invoke_bench" --url "$URL" --concurrency 1,64 --payload-bytes 100,1048576 \
+    --duration-s 5 --warmup-s 1 | grep '^{' >>"$OUT"
+  stop_engine
+
+  note "idle workers run $r"
+  start_engine
+  sleep 0.5
+  "$BUILD/bench/idle_workers" --url "$URL" --count 1000 --engine-pid "$ENGINE_PID" --hold-s 1 |
+    tee -a "$WORK/idle.txt" >&2
+  stop_engine
+
+  note "channel run $r"
+  start_engine
+  "$BUILD/bench/channel_bench" --url "$URL" --bytes 1073741824 --engine-pid "$ENGINE_PID" |
+    grep '^{' >>"$OUT"
+  stop_engine
+
+  note "fanout run $r"
+  start_engine
+  "$BUILD/bench/fanout_bench" --url "$URL" --fanout 1,128 --rounds 200 | grep '^{' >>"$OUT"
+  stop_engine
+done
+
+note "startup"
+"$BUILD/bench/startup_bench" --binary "$BUILD/iii" --config "$WORK/cfg.yaml" --runs 20 |
+  grep '^{' >>"$OUT"
+
+grep -h 'RSS' "$WORK/idle.txt" | sed 's/^/idle_workers: /' >&2
+echo "results in $OUT" >&2
