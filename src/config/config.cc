@@ -32,7 +32,8 @@ const std::vector<std::string> kMandatoryWorkers = {
 };
 
 // Workers started by `--use-default-config`. Add iii-stream, iii-state, ... here as they land.
-const std::vector<std::string> kDefaultConfigWorkers = kMandatoryWorkers;
+const std::vector<std::string> kDefaultConfigWorkers = {
+    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-state"};
 
 const std::vector<std::string> kKnownWorkers = {
     "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-telemetry",

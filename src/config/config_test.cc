@@ -222,12 +222,12 @@ TEST(ParseConfig, EntryErrors) {
   EXPECT_NE(error_of([] { parse_config("workers:\n  - iii-http\n", "c.yaml"); }), "");
 }
 
-TEST(DefaultConfig, HasMandatoryWorkers) {
+TEST(DefaultConfig, HasMandatoryAndDefaultWorkers) {
   const EngineConfig c = default_config();
   EXPECT_EQ(c.source, "<default config>");
   EXPECT_EQ(instance_names(c), (std::vector<std::string>{
                                    "iii-worker-manager", "iii-engine-functions",
-                                   "iii-observability"}));
+                                   "iii-observability", "iii-state"}));
   for (const auto& w : c.workers) {
     EXPECT_EQ(w.source, "<default config>");
     EXPECT_TRUE(w.config.IsMap());

@@ -5,6 +5,7 @@
 #include "engine/builtin_worker.h"
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/observability/observability.h"
+#include "workers/state/state_worker.h"
 #include "workers/worker_manager/worker_manager.h"
 
 namespace iii::engine {
@@ -14,6 +15,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-worker-manager", workers::make_worker_manager},
       {"iii-engine-functions", workers::make_engine_functions},
       {"iii-observability", workers::make_observability},
+      {"iii-state", workers::make_state_worker},
   };
   return kTypes;
 }
@@ -26,10 +28,11 @@ std::vector<std::unique_ptr<BuiltinWorker>> create_workers(const config::EngineC
     for (const auto& t : worker_types())
       if (t.name == entry.name) type = &t;
     if (!type) {
+      std::string available;
+      for (const auto& t : worker_types()) available += (available.empty() ? "" : ", ") + t.name;
       throw config::ConfigError(entry.source + ":" + std::to_string(entry.line) + ": worker '" +
-                                entry.name +
-                                "' is not available in this engine build yet (available: "
-                                "iii-worker-manager, iii-engine-functions, iii-observability)");
+                                entry.name + "' is not available in this engine build yet " +
+                                "(available: " + available + ")");
     }
     out.push_back(type->factory(entry, rt));
   }

@@ -73,7 +73,7 @@ class Observability : public engine::BuiltinWorker {
               spdlog::log(level, "[{}] {} {}", who, msg->get_string(), json::serialize(*data));
             else
               spdlog::log(level, "[{}] {}", who, msg->get_string());
-            done(Outcome::ok(nullptr));
+            done(Outcome::empty());  // the original's null result is absent on the wire
           });
     }
   }

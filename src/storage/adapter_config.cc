@@ -1,0 +1,61 @@
+#include "storage/adapter_config.h"
+
+#include <spdlog/spdlog.h>
+
+namespace iii::storage {
+
+StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
+  StoreOptions opts;
+  YAML::Node adapter = r.get_node("adapter");
+  if (!adapter || adapter.IsNull()) return opts;
+  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
+  for (const auto& kv : adapter) {
+    const auto key = kv.first.as<std::string>();
+    if (key != "name" && key != "config")
+      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
+  }
+  const YAML::Node name = adapter["name"];
+  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
+  const auto adapter_name = name.as<std::string>();
+  if (adapter_name != "kv")
+    r.fail_at(name, "Adapter factory '" + adapter_name +
+                        "' not found. Available: [kv] (redis arrives with the Redis adapter)");
+  const YAML::Node cfg = adapter["config"];
+  if (!cfg || cfg.IsNull()) return opts;
+  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  for (const auto& kv : cfg) {
+    const auto key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    if (key == "store_method") {
+      const auto m = v.as<std::string>("");
+      if (m == "in_memory") opts.method = StoreOptions::Method::kInMemory;
+      else if (m == "file_based") opts.method = StoreOptions::Method::kFileBased;
+      else r.fail_at(v, "adapter.config.store_method must be in_memory or file_based (got '" + m + "')");
+    } else if (key == "file_path") {
+      opts.file_path = v.as<std::string>("");
+      if (opts.file_path.empty()) r.fail_at(v, "adapter.config.file_path must be a non-empty string");
+    } else if (key == "fsync") {
+      if (!v.IsScalar() || (v.Scalar() != "true" && v.Scalar() != "false"))
+        r.fail_at(v, "adapter.config.fsync must be true or false");
+      opts.fsync = v.Scalar() == "true";
+    } else if (key == "cache_mb") {
+      try {
+        opts.cache_mb = v.as<int64_t>();
+      } catch (const YAML::Exception&) {
+        r.fail_at(v, "adapter.config.cache_mb must be an integer");
+      }
+      if (opts.cache_mb < 1 || opts.cache_mb > 65536)
+        r.fail_at(v, "adapter.config.cache_mb must be between 1 and 65536");
+    } else if (key == "save_interval_ms" || key == "channel_size") {
+      // Accepted for compatibility: writes are durable when acknowledged, so there is no
+      // save interval, and fan-out is not a lossy broadcast channel.
+    } else {
+      r.fail_at(kv.first, "adapter.config: unknown key '" + key +
+                              "' (known keys: cache_mb, channel_size, file_path, fsync, "
+                              "save_interval_ms, store_method)");
+    }
+  }
+  return opts;
+}
+
+}  // namespace iii::storage
