@@ -89,7 +89,8 @@ struct TriggerType {
   std::string description;
   std::optional<json::value> trigger_request_format;
   std::optional<json::value> call_request_format;
-  uint64_t owner = 0;                       // connection that registered a custom type
+  uint64_t owner = 0;                       // connection serving a custom type (newest)
+  std::vector<uint64_t> registrants;        // every live connection that registered it
   TriggerTypeHandler* builtin = nullptr;    // in-process provider (not owned)
 
   json::object to_json() const;
@@ -231,6 +232,8 @@ class Engine {
   void bind_trigger(Trigger& t);
   void unbind_trigger(Trigger& t);
   void remove_worker_triggers(uint64_t handle);
+  void drop_type_registrant(const std::string& type_id, uint64_t handle);
+  void rebind_type(const std::string& type_id);
   void note_function_set_change();
   void handle_decode_error(Worker& w, const protocol::DecodeError& e);
 

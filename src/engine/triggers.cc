@@ -1,6 +1,7 @@
 // Triggers, trigger types, services and condition functions (engine-core.md §3, §4).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 
 #include "engine/engine.h"
@@ -187,35 +188,71 @@ void Engine::handle(Worker& w, protocol::RegisterTriggerType&& m) {
         w.id, m.id, reserved_worker(m.id).value_or("the engine"));
     return;
   }
-  if (existing != trigger_types_.end() && existing->second.owner != w.handle) {
-    if (Worker* prev = find_worker(existing->second.owner))
-      spdlog::info("trigger type '{}' moves from worker {} to worker {}", m.id, prev->id, w.id);
-  }
   TriggerType& type = trigger_types_[m.id];
+  const uint64_t previous = type.owner;
   type.id = m.id;
   type.description = std::move(m.description);
   type.trigger_request_format = std::move(m.trigger_request_format);
   type.call_request_format = std::move(m.call_request_format);
+  std::erase(type.registrants, w.handle);
+  type.registrants.push_back(w.handle);  // the newest registrant serves
   type.owner = w.handle;
   type.builtin = nullptr;
-  // Replay every stored trigger of this type to its (new) owner.
+  if (previous == w.handle) {
+    // Same connection again: only triggers that are not bound yet need sending.
+    for (auto& [id, t] : triggers_)
+      if (t.trigger_type == type.id && t.state != Trigger::State::kBound) bind_trigger(t);
+    return;
+  }
+  if (Worker* prev = find_worker(previous)) {
+    spdlog::info("trigger type '{}' moves from worker {} to worker {}", m.id, prev->id, w.id);
+    // The previous owner must stop firing these triggers.
+    for (auto& [id, t] : triggers_)
+      if (t.trigger_type == type.id && t.state == Trigger::State::kBound)
+        prev->conn->send(make_frame(protocol::encode_unregister_trigger(t.id, t.trigger_type)));
+  }
+  rebind_type(type.id);
+}
+
+// Replays every stored trigger of a custom type to its current owner.
+void Engine::rebind_type(const std::string& type_id) {
   for (auto& [id, t] : triggers_) {
-    if (t.trigger_type != type.id) continue;
+    if (t.trigger_type != type_id) continue;
     t.state = Trigger::State::kPending;
     bind_trigger(t);
   }
 }
 
-void Engine::handle(Worker& w, protocol::UnregisterTriggerType&& m) {
-  auto it = trigger_types_.find(m.id);
-  if (it == trigger_types_.end() || it->second.builtin || it->second.owner != w.handle) {
-    spdlog::warn("worker {}: unregistertriggertype '{}' ignored (not registered by it)", w.id, m.id);
+// `handle` no longer provides `type_id`: the next newest registrant takes over, or the type
+// goes away and its triggers wait for a new provider.
+void Engine::drop_type_registrant(const std::string& type_id, uint64_t handle) {
+  auto it = trigger_types_.find(type_id);
+  if (it == trigger_types_.end() || it->second.builtin) return;
+  TriggerType& type = it->second;
+  std::erase(type.registrants, handle);
+  if (type.owner != handle) return;
+  if (!type.registrants.empty()) {
+    type.owner = type.registrants.back();
+    if (Worker* next = find_worker(type.owner))
+      spdlog::info("trigger type '{}' failed over to worker {}", type_id, next->id);
+    rebind_type(type_id);
     return;
   }
   trigger_types_.erase(it);
-  // Its triggers stay stored and bind again when a worker registers the type.
   for (auto& [id, t] : triggers_)
-    if (t.trigger_type == m.id) t.state = Trigger::State::kPending;
+    if (t.trigger_type == type_id) t.state = Trigger::State::kPending;
+}
+
+void Engine::handle(Worker& w, protocol::UnregisterTriggerType&& m) {
+  auto it = trigger_types_.find(m.id);
+  if (it == trigger_types_.end() || it->second.builtin ||
+      std::find(it->second.registrants.begin(), it->second.registrants.end(), w.handle) ==
+          it->second.registrants.end()) {
+    spdlog::warn("worker {}: unregistertriggertype '{}' ignored (not registered by it)", w.id, m.id);
+    return;
+  }
+  // Its triggers stay stored and bind again when a worker registers the type.
+  drop_type_registrant(m.id, w.handle);
   spdlog::info("worker {} unregistered trigger type '{}'", w.id, m.id);
 }
 
@@ -228,15 +265,12 @@ void Engine::remove_worker_triggers(uint64_t handle) {
       ++it;
     }
   }
-  for (auto it = trigger_types_.begin(); it != trigger_types_.end();) {
-    if (!it->second.builtin && it->second.owner == handle) {
-      for (auto& [id, t] : triggers_)
-        if (t.trigger_type == it->first) t.state = Trigger::State::kPending;
-      it = trigger_types_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  std::vector<std::string> provided;
+  for (const auto& [id, type] : trigger_types_)
+    if (!type.builtin && std::find(type.registrants.begin(), type.registrants.end(), handle) !=
+                             type.registrants.end())
+      provided.push_back(id);
+  for (const auto& id : provided) drop_type_registrant(id, handle);
   for (auto it = services_.begin(); it != services_.end();) {
     if (it->second.owner == handle) it = services_.erase(it);
     else ++it;

@@ -87,6 +87,27 @@ TEST_F(TriggersTest, OwnerReconnectGetsEveryTriggerReplayed) {
   EXPECT_EQ(state("t1"), Trigger::State::kBound);
 }
 
+TEST_F(TriggersTest, TypeOwnershipFailsOverToAnEarlierRegistrant) {
+  Peer a = connect(), b = connect(), user = connect();
+  register_type(a, "own.t");
+  register_trigger(user, "x1", "own.t");
+  register_type(b, "own.t");  // B takes over; A is told to stop firing x1
+  EXPECT_EQ(a.conn->of_type("unregistertrigger").size(), 1u);
+  EXPECT_EQ(b.conn->of_type("registertrigger").size(), 1u);
+  engine.disconnect(b.handle);  // A still provides the type: it serves again
+  EXPECT_EQ(engine.trigger_types().count("own.t"), 1u);
+  EXPECT_EQ(a.conn->of_type("registertrigger").size(), 2u);
+  EXPECT_EQ(state("x1"), Trigger::State::kBound);
+}
+
+TEST_F(TriggersTest, SameOwnerReRegisteringTheTypeGetsNoDuplicates) {
+  Peer a = connect(), user = connect();
+  register_type(a, "own.t");
+  register_trigger(user, "x1", "own.t");
+  register_type(a, "own.t");
+  EXPECT_EQ(a.conn->of_type("registertrigger").size(), 1u);
+}
+
 TEST_F(TriggersTest, UnregisterTriggerIsForwardedToTheOwner) {
   Peer owner = connect(), user = connect();
   register_type(owner, "custom.tick");
