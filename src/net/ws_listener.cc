@@ -1,5 +1,5 @@
-// Beast plumbing: accept TCP, read the HTTP upgrade, route by path, run one session object per
-// WebSocket connection with exactly one write in flight (Beast chat-multi style).
+// Beast plumbing for the worker listener: accept TCP, read the HTTP upgrade, route by path to
+// a worker session (`/`), a telemetry session (`/otel`) or a channel relay (`/ws/channels/`).
 #include "net/ws_listener.h"
 
 #include <spdlog/spdlog.h>
@@ -9,10 +9,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
-#include <deque>
 
 #include "engine/connection.h"
 #include "net/channel_relay.h"
+#include "net/ws_session.h"
 #include <boost/url/parse.hpp>
 #include "engine/engine.h"
 
@@ -27,185 +27,55 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
-constexpr size_t kReadBufferKeep = 64 * 1024;  // larger read buffers are released after use
 
 bool is_telemetry(std::string_view f) {
   return f.size() >= 4 &&
          (f.substr(0, 4) == "OTLP" || f.substr(0, 4) == "MTRC" || f.substr(0, 4) == "LOGS");
 }
 
-std::string_view buffer_view(const beast::flat_buffer& b) {
-  auto d = b.data();
-  return {static_cast<const char*>(d.data()), d.size()};
-}
-
-enum class SessionKind { kWorker, kTelemetry };
-
-// One WebSocket connection. Worker sessions are Connections of the engine; telemetry sessions
-// only feed Engine::on_telemetry.
-class WsSession : public engine::Connection, public std::enable_shared_from_this<WsSession> {
+// `/`: a worker connection of the engine.
+class WorkerHandler : public SessionHandler {
  public:
-  WsSession(tcp::socket&& socket, engine::Engine& engine,
-            std::shared_ptr<const ListenerOptions> opts, SessionKind kind, std::string ip)
-      : ws_(std::move(socket)),
-        engine_(engine),
-        opts_ptr_(std::move(opts)),
-        opts_(*opts_ptr_),
-        kind_(kind),
-        ip_(std::move(ip)) {}
-
-  void accept(http::request<http::empty_body>&& req) {
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = kHandshakeTimeout;
-    t.idle_timeout = opts_.idle_timeout.count() > 0
-                         ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                               opts_.idle_timeout)
-                         : websocket::stream_base::none();
-    t.keep_alive_pings = opts_.idle_timeout.count() > 0;
-    ws_.set_option(t);
-    ws_.read_message_max(opts_.max_message_bytes);
-    ws_.auto_fragment(false);
-    ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
-    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
-      self->on_accept(ec);
-    });
+  WorkerHandler(engine::Engine& engine, std::string listener) : engine_(engine), listener_(std::move(listener)) {}
+  uint64_t on_open(std::shared_ptr<engine::Connection> conn, const std::string& ip) override {
+    return engine_.connect(std::move(conn), engine::ConnectionInfo{ip, listener_});
   }
-
-  void send(engine::SharedFrame frame) override {
-    if (closed_ || close_requested_) return;
-    queued_bytes_ += frame->size();
-    if (queued_bytes_ > opts_.max_outbound_bytes) {
-      spdlog::warn("{}: worker {} is not reading ({} bytes queued); closing the connection",
-                   opts_.name, worker_id(), queued_bytes_);
-      queued_bytes_ -= frame->size();
-      close(static_cast<uint16_t>(websocket::close_code::policy_error), "outbound queue full");
-      return;
-    }
-    queue_.push_back(std::move(frame));
-    if (!writing_) do_write();
-  }
-
-  void close(uint16_t code, std::string_view reason) override {
-    if (closed_ || close_requested_) return;
-    close_requested_ = true;
-    close_reason_ = websocket::close_reason(static_cast<websocket::close_code>(code), std::string(reason));
-    if (!writing_) do_close();
+  void on_frame(uint64_t id, std::string_view frame, bool) override { engine_.on_frame(id, frame); }
+  void on_close(uint64_t id) override { engine_.disconnect(id); }
+  std::string describe(uint64_t id) override {
+    if (auto* w = engine_.find_worker(id)) return "worker " + w->id;
+    return "worker";
   }
 
  private:
-  std::string worker_id() {
-    if (auto* w = engine_.find_worker(handle_)) return w->id;
-    return ip_;
-  }
-
-  void on_accept(beast::error_code ec) {
-    if (ec) {
-      spdlog::debug("{}: WebSocket handshake from {} failed: {}", opts_.name, ip_, ec.message());
-      return;
-    }
-    if (kind_ == SessionKind::kWorker) {
-      handle_ = engine_.connect(shared_from_this(), engine::ConnectionInfo{ip_, opts_.name});
-    }
-    do_read();
-  }
-
-  void do_read() {
-    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->on_read(ec);
-    });
-  }
-
-  void on_read(beast::error_code ec) {
-    if (ec) return on_read_error(ec);
-    const std::string_view frame = buffer_view(buffer_);
-    if (kind_ == SessionKind::kWorker) {
-      engine_.on_frame(handle_, frame);
-    } else if (!ws_.got_text() && is_telemetry(frame)) {
-      engine_.on_telemetry(frame);
-    }
-    buffer_.consume(buffer_.size());
-    if (buffer_.capacity() > kReadBufferKeep) buffer_ = beast::flat_buffer();
-    if (!closed_) do_read();
-  }
-
-  void on_read_error(beast::error_code ec) {
-    const std::string who = worker_id();
-    if (ec == websocket::error::message_too_big) {
-      spdlog::warn(
-          "{}: {} sent a message larger than max_message_bytes ({} bytes); closed with code 1009",
-          opts_.name, who, opts_.max_message_bytes);
-    } else if (ec == beast::error::timeout) {
-      spdlog::warn("{}: {} sent nothing for {} ms (no pong to our ping); connection closed",
-                   opts_.name, who, opts_.idle_timeout.count());
-    } else if (ec != websocket::error::closed && ec != asio::error::eof &&
-               ec != asio::error::operation_aborted && ec != asio::error::connection_reset) {
-      spdlog::debug("{}: connection {} ended: {}", opts_.name, who, ec.message());
-    }
-    finish();
-  }
-
-  void finish() {
-    if (closed_) return;
-    closed_ = true;
-    queue_.clear();
-    queued_bytes_ = 0;
-    if (kind_ == SessionKind::kWorker && handle_) engine_.disconnect(handle_);
-    beast::error_code ignored;
-    beast::get_lowest_layer(ws_).close(ignored);  // wakes any pending operation
-  }
-
-  void do_write() {
-    writing_ = true;
-    ws_.text(true);
-    const auto& frame = *queue_.front();
-    ws_.async_write(asio::buffer(frame), [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->on_write(ec);
-    });
-  }
-
-  void on_write(beast::error_code ec) {
-    writing_ = false;
-    if (ec) {
-      spdlog::debug("{}: write to {} failed: {}", opts_.name, worker_id(), ec.message());
-      return finish();
-    }
-    if (closed_) return;
-    queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
-    if (!queue_.empty()) do_write();
-    else if (close_requested_) do_close();
-  }
-
-  void do_close() {
-    if (closed_) return;
-    ws_.async_close(close_reason_, [self = shared_from_this()](beast::error_code) {
-      self->finish();
-    });
-  }
-
-  websocket::stream<tcp::socket> ws_;
   engine::Engine& engine_;
-  std::shared_ptr<const ListenerOptions> opts_ptr_;  // keeps the options alive past the listener
-  const ListenerOptions& opts_;
-  SessionKind kind_;
-  std::string ip_;
-  uint64_t handle_ = 0;
-  beast::flat_buffer buffer_;
-  std::deque<engine::SharedFrame> queue_;
-  size_t queued_bytes_ = 0;
-  bool writing_ = false;
-  bool close_requested_ = false;
-  bool closed_ = false;
-  websocket::close_reason close_reason_;
+  std::string listener_;
+};
+
+// `/otel`: telemetry frames only; no worker entry.
+class TelemetryHandler : public SessionHandler {
+ public:
+  explicit TelemetryHandler(engine::Engine& engine) : engine_(engine) {}
+  uint64_t on_open(std::shared_ptr<engine::Connection>, const std::string&) override { return 0; }
+  void on_frame(uint64_t, std::string_view frame, bool binary) override {
+    if (binary && is_telemetry(frame)) engine_.on_telemetry(frame);
+  }
+  void on_close(uint64_t) override {}
+
+ private:
+  engine::Engine& engine_;
 };
 
 // Reads the HTTP request of a new connection and hands it to the right session type.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
   HttpSession(tcp::socket&& socket, engine::Engine& engine,
-              std::shared_ptr<const ListenerOptions> opts)
-      : stream_(std::move(socket)), engine_(engine), opts_(std::move(opts)) {}
+              std::shared_ptr<const ListenerOptions> opts,
+              std::shared_ptr<const SessionOptions> session_opts)
+      : stream_(std::move(socket)),
+        engine_(engine),
+        opts_(std::move(opts)),
+        session_opts_(std::move(session_opts)) {}
 
   void run() {
     parser_.header_limit(16 * 1024);
@@ -235,10 +105,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return respond(http::status::upgrade_required, "This endpoint expects a WebSocket upgrade\n");
     if (channel) return open_channel(path.substr(kChannels.size()), target, std::move(req));
     stream_.expires_never();
-    const auto kind = path == "/" ? SessionKind::kWorker : SessionKind::kTelemetry;
-    auto session = std::make_shared<WsSession>(stream_.release_socket(), engine_, opts_, kind,
-                                               std::move(ip));
-    session->accept(std::move(req));
+    std::shared_ptr<SessionHandler> handler;
+    if (path == "/") handler = std::make_shared<WorkerHandler>(engine_, opts_->name);
+    else handler = std::make_shared<TelemetryHandler>(engine_);
+    run_ws_session(stream_.release_socket(), std::move(req), std::move(ip), session_opts_,
+                   std::move(handler));
   }
 
   // `/ws/channels/{id}?key=<access key>&dir=read|write`
@@ -289,6 +160,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   beast::tcp_stream stream_;
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
+  std::shared_ptr<const SessionOptions> session_opts_;
   beast::flat_buffer buffer_{2048};
   http::request_parser<http::empty_body> parser_;
 };
@@ -299,6 +171,9 @@ class WsListener : public Listener {
       : engine_(engine),
         opts_ptr_(std::make_shared<const ListenerOptions>(std::move(opts))),
         opts_(*opts_ptr_),
+        session_opts_(std::make_shared<const SessionOptions>(SessionOptions{
+            opts_.name, opts_.max_message_bytes, opts_.idle_timeout, opts_.max_outbound_bytes,
+            1008})),
         acceptor_(io) {
     beast::error_code ec;
     const auto address = asio::ip::make_address(opts_.host, ec);
@@ -331,7 +206,7 @@ class WsListener : public Listener {
       if (!ec) {
         beast::error_code ignored;
         socket.set_option(tcp::no_delay(true), ignored);
-        std::make_shared<HttpSession>(std::move(socket), engine_, opts_ptr_)->run();
+        std::make_shared<HttpSession>(std::move(socket), engine_, opts_ptr_, session_opts_)->run();
       } else {
         // Typically EMFILE: back off briefly instead of spinning on the error.
         spdlog::warn("{}: accept failed: {}", opts_.name, ec.message());
@@ -348,6 +223,7 @@ class WsListener : public Listener {
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_ptr_;
   const ListenerOptions& opts_;
+  std::shared_ptr<const SessionOptions> session_opts_;
   tcp::acceptor acceptor_;
   asio::steady_timer retry_{acceptor_.get_executor()};
   uint16_t port_ = 0;

@@ -1,0 +1,184 @@
+#include "net/ws_session.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <deque>
+
+namespace iii::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr size_t kReadBufferKeep = 64 * 1024;  // larger read buffers are released after use
+
+std::string_view buffer_view(const beast::flat_buffer& b) {
+  auto d = b.data();
+  return {static_cast<const char*>(d.data()), d.size()};
+}
+
+class WsSession : public engine::Connection, public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(tcp::socket&& socket, std::string ip, std::shared_ptr<const SessionOptions> opts,
+            std::shared_ptr<SessionHandler> handler)
+      : ws_(std::move(socket)),
+        opts_ptr_(std::move(opts)),
+        opts_(*opts_ptr_),
+        handler_(std::move(handler)),
+        ip_(std::move(ip)) {}
+
+  void accept(http::request<http::empty_body>&& req) {
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout = kHandshakeTimeout;
+    t.idle_timeout = opts_.idle_timeout.count() > 0
+                         ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               opts_.idle_timeout)
+                         : websocket::stream_base::none();
+    t.keep_alive_pings = opts_.idle_timeout.count() > 0;
+    ws_.set_option(t);
+    ws_.read_message_max(opts_.max_message_bytes);
+    ws_.auto_fragment(false);
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
+    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
+      self->on_accept(ec);
+    });
+  }
+
+  void send(engine::SharedFrame frame) override {
+    if (closed_ || close_requested_) return;
+    queued_bytes_ += frame->size();
+    if (queued_bytes_ > opts_.max_outbound_bytes) {
+      spdlog::warn("{}: {} is not reading ({} bytes queued); closing the connection", opts_.name,
+                   who(), queued_bytes_);
+      queued_bytes_ -= frame->size();
+      close(opts_.overflow_close_code, "outbound queue full");
+      return;
+    }
+    queue_.push_back(std::move(frame));
+    if (!writing_) do_write();
+  }
+
+  void close(uint16_t code, std::string_view reason) override {
+    if (closed_ || close_requested_) return;
+    close_requested_ = true;
+    close_reason_ =
+        websocket::close_reason(static_cast<websocket::close_code>(code), std::string(reason));
+    if (!writing_) do_close();
+  }
+
+ private:
+  std::string who() { return open_ ? handler_->describe(id_) : ip_; }
+
+  void on_accept(beast::error_code ec) {
+    if (ec) {
+      spdlog::debug("{}: WebSocket handshake from {} failed: {}", opts_.name, ip_, ec.message());
+      return;
+    }
+    id_ = handler_->on_open(shared_from_this(), ip_);
+    open_ = true;
+    do_read();
+  }
+
+  void do_read() {
+    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_read(ec);
+    });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec) return on_read_error(ec);
+    handler_->on_frame(id_, buffer_view(buffer_), ws_.got_binary());
+    buffer_.consume(buffer_.size());
+    if (buffer_.capacity() > kReadBufferKeep) buffer_ = beast::flat_buffer();
+    if (!closed_) do_read();
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == websocket::error::message_too_big) {
+      spdlog::warn(
+          "{}: {} sent a message larger than max_message_bytes ({} bytes); closed with code 1009",
+          opts_.name, who(), opts_.max_message_bytes);
+    } else if (ec == beast::error::timeout) {
+      spdlog::warn("{}: {} sent nothing for {} ms (no pong to our ping); connection closed",
+                   opts_.name, who(), opts_.idle_timeout.count());
+    } else if (ec != websocket::error::closed && ec != asio::error::eof &&
+               ec != asio::error::operation_aborted && ec != asio::error::connection_reset) {
+      spdlog::debug("{}: connection {} ended: {}", opts_.name, who(), ec.message());
+    }
+    finish();
+  }
+
+  void finish() {
+    if (closed_) return;
+    closed_ = true;
+    queue_.clear();
+    queued_bytes_ = 0;
+    if (open_) handler_->on_close(id_);
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).close(ignored);  // wakes any pending operation
+  }
+
+  void do_write() {
+    writing_ = true;
+    ws_.text(true);
+    const auto& frame = *queue_.front();
+    ws_.async_write(asio::buffer(frame), [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_write(ec);
+    });
+  }
+
+  void on_write(beast::error_code ec) {
+    writing_ = false;
+    if (ec) {
+      spdlog::debug("{}: write to {} failed: {}", opts_.name, who(), ec.message());
+      return finish();
+    }
+    if (closed_) return;
+    queued_bytes_ -= queue_.front()->size();
+    queue_.pop_front();
+    if (!queue_.empty()) do_write();
+    else if (close_requested_) do_close();
+  }
+
+  void do_close() {
+    if (closed_) return;
+    ws_.async_close(close_reason_, [self = shared_from_this()](beast::error_code) {
+      self->finish();
+    });
+  }
+
+  websocket::stream<tcp::socket> ws_;
+  std::shared_ptr<const SessionOptions> opts_ptr_;  // keeps the options alive past the listener
+  const SessionOptions& opts_;
+  std::shared_ptr<SessionHandler> handler_;
+  std::string ip_;
+  uint64_t id_ = 0;
+  bool open_ = false;
+  beast::flat_buffer buffer_;
+  std::deque<engine::SharedFrame> queue_;
+  size_t queued_bytes_ = 0;
+  bool writing_ = false;
+  bool close_requested_ = false;
+  bool closed_ = false;
+  websocket::close_reason close_reason_;
+};
+
+}  // namespace
+
+void run_ws_session(tcp::socket&& socket, http::request<http::empty_body>&& req, std::string ip,
+                    std::shared_ptr<const SessionOptions> opts,
+                    std::shared_ptr<SessionHandler> handler) {
+  std::make_shared<WsSession>(std::move(socket), std::move(ip), std::move(opts),
+                              std::move(handler))
+      ->accept(std::move(req));
+}
+
+}  // namespace iii::net
