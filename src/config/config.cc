@@ -33,7 +33,8 @@ const std::vector<std::string> kMandatoryWorkers = {
 
 // Workers started by `--use-default-config`. Add iii-stream, iii-state, ... here as they land.
 const std::vector<std::string> kDefaultConfigWorkers = {
-    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-state"};
+    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-state",
+    "iii-stream"};
 
 const std::vector<std::string> kKnownWorkers = {
     "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-telemetry",

@@ -39,7 +39,9 @@ class RequestReader : public std::enable_shared_from_this<RequestReader> {
     const auto ep = stream_.socket().remote_endpoint(ignored);
     std::string ip = ignored ? std::string() : ep.address().to_string();
     stream_.expires_never();
-    (*router_)(std::make_shared<IncomingRequest>(std::move(stream_), parser_.release(), std::move(ip)));
+    const uint16_t port = ignored ? 0 : ep.port();
+    (*router_)(std::make_shared<IncomingRequest>(std::move(stream_), parser_.release(),
+                                                 std::move(ip), port));
   }
 
   beast::tcp_stream stream_;
@@ -51,8 +53,9 @@ class RequestReader : public std::enable_shared_from_this<RequestReader> {
 }  // namespace
 
 IncomingRequest::IncomingRequest(beast::tcp_stream&& stream,
-                                 http::request<http::empty_body>&& req, std::string ip)
-    : stream_(std::move(stream)), req_(std::move(req)), ip_(std::move(ip)) {}
+                                 http::request<http::empty_body>&& req, std::string ip,
+                                 uint16_t remote_port)
+    : stream_(std::move(stream)), req_(std::move(req)), ip_(std::move(ip)), remote_port_(remote_port) {}
 
 std::string_view IncomingRequest::path() const {
   std::string_view t = target();

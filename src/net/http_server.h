@@ -16,12 +16,14 @@ namespace iii::net {
 class IncomingRequest : public std::enable_shared_from_this<IncomingRequest> {
  public:
   IncomingRequest(boost::beast::tcp_stream&& stream,
-                  boost::beast::http::request<boost::beast::http::empty_body>&& req, std::string ip);
+                  boost::beast::http::request<boost::beast::http::empty_body>&& req, std::string ip,
+                  uint16_t remote_port);
 
   boost::beast::http::request<boost::beast::http::empty_body>& request() { return req_; }
   std::string_view target() const { return req_.target(); }
   std::string_view path() const;  // target without the query string
   const std::string& ip() const { return ip_; }
+  uint16_t remote_port() const { return remote_port_; }
   bool is_websocket_upgrade() const;
 
   // Answers with a short text body and closes the connection.
@@ -33,6 +35,7 @@ class IncomingRequest : public std::enable_shared_from_this<IncomingRequest> {
   boost::beast::tcp_stream stream_;
   boost::beast::http::request<boost::beast::http::empty_body> req_;
   std::string ip_;
+  uint16_t remote_port_ = 0;
 };
 
 using RequestRouter = std::function<void(std::shared_ptr<IncomingRequest>)>;

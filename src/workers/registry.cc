@@ -6,6 +6,7 @@
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/observability/observability.h"
 #include "workers/state/state_worker.h"
+#include "workers/stream/stream_worker.h"
 #include "workers/worker_manager/worker_manager.h"
 
 namespace iii::engine {
@@ -16,6 +17,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-engine-functions", workers::make_engine_functions},
       {"iii-observability", workers::make_observability},
       {"iii-state", workers::make_state_worker},
+      {"iii-stream", workers::make_stream_worker},
   };
   return kTypes;
 }

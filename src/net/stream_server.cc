@@ -1,0 +1,299 @@
+#include "net/stream_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json/parse.hpp>
+#include <map>
+#include <unordered_map>
+
+#include "net/http_server.h"
+#include "net/ws_session.h"
+
+namespace iii::net {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+namespace json = boost::json;
+
+namespace {
+
+// {headers, path, query_params, addr} as the original passes to auth_function: header names
+// lower-case, query values not percent-decoded, repeated keys accumulate.
+json::object describe_request(IncomingRequest& r) {
+  json::object headers;
+  for (const auto& f : r.request()) {
+    std::string name(f.name_string());
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    headers[name] = std::string(f.value());
+  }
+  json::object query;
+  std::string_view t = r.target();
+  if (auto q = t.find('?'); q != std::string_view::npos) {
+    std::string_view rest = t.substr(q + 1);
+    while (!rest.empty()) {
+      std::string_view part = rest.substr(0, rest.find('&'));
+      rest = part.size() < rest.size() ? rest.substr(part.size() + 1) : std::string_view();
+      const auto eq = part.find('=');
+      std::string_view key = part.substr(0, eq);
+      std::string_view value = eq == std::string_view::npos ? "" : part.substr(eq + 1);
+      if (key.empty()) continue;
+      auto& slot = query[key];
+      if (!slot.is_array()) slot = json::array();
+      slot.get_array().push_back(json::value(value));
+    }
+  }
+  return json::object{{"headers", std::move(headers)},
+                      {"path", std::string(r.path())},
+                      {"query_params", std::move(query)},
+                      {"addr", r.ip() + ":" + std::to_string(r.remote_port())}};
+}
+
+std::optional<StreamSubscription> parse_subscription(const json::object& msg, std::string& error) {
+  const json::value* data = msg.if_contains("data");
+  if (!data || !data->is_object()) {
+    error = "missing object field 'data'";
+    return std::nullopt;
+  }
+  const auto& d = data->get_object();
+  StreamSubscription s;
+  for (auto [field, out] : {std::pair{"subscriptionId", &s.subscription_id},
+                            std::pair{"streamName", &s.stream_name},
+                            std::pair{"groupId", &s.group_id}}) {
+    const json::value* v = d.if_contains(field);
+    if (!v || !v->is_string()) {
+      error = std::string("data.") + field + " must be a string";
+      return std::nullopt;
+    }
+    *out = std::string(v->get_string());
+  }
+  if (const json::value* id = d.if_contains("id"); id && !id->is_null()) {
+    if (!id->is_string()) {
+      error = "data.id must be a string or null";
+      return std::nullopt;
+    }
+    s.item_id = std::string(id->get_string());
+  }
+  return s;
+}
+
+std::string group_key(std::string_view stream, std::string_view group) {
+  std::string k;
+  k.reserve(stream.size() + group.size() + 1);
+  k.append(stream).push_back('\0');
+  k.append(group);
+  return k;
+}
+
+// Subscriptions and connections of the stream server. Sessions reach it through weak
+// pointers so that no reference cycle outlives the server.
+class Core : public std::enable_shared_from_this<Core> {
+ public:
+  explicit Core(StreamServerDelegate& d) : delegate_(d) {}
+
+  uint64_t open(std::shared_ptr<engine::Connection> conn, json::value context) {
+    const uint64_t id = ++next_id_;
+    clients_[id] = Client{std::move(conn), std::move(context), {}};
+    return id;
+  }
+
+  void on_frame(uint64_t id, std::string_view frame) {
+    if (frame.find_first_not_of(" \t\r\n") == std::string_view::npos) return;
+    boost::system::error_code ec;
+    json::value v = json::parse(frame, ec);
+    const json::object* msg = ec ? nullptr : v.if_object();
+    const json::value* type = msg ? msg->if_contains("type") : nullptr;
+    if (!type || !type->is_string()) {
+      spdlog::warn("iii-stream: client {} sent an invalid message (expected {{type, data}} JSON); ignored",
+                   id);
+      return;
+    }
+    std::string error;
+    auto sub = parse_subscription(*msg, error);
+    if (!sub) {
+      spdlog::warn("iii-stream: client {} sent an invalid {}: {}; ignored", id,
+                   std::string(type->get_string()), error);
+      return;
+    }
+    if (type->get_string() == "join") join(id, std::move(*sub));
+    else if (type->get_string() == "leave") leave(id, sub->subscription_id);
+    else spdlog::warn("iii-stream: client {} sent unknown message type '{}'; ignored", id,
+                      std::string(type->get_string()));
+  }
+
+  void join(uint64_t id, StreamSubscription sub) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    std::weak_ptr<Core> weak = shared_from_this();
+    delegate_.join(sub, it->second.context,
+                   [weak, id, sub](bool subscribe, engine::SharedFrame reply) {
+                     auto self = weak.lock();
+                     if (!self) return;
+                     auto c = self->clients_.find(id);
+                     if (c == self->clients_.end()) return;  // left while the join was decided
+                     if (subscribe) self->subscribe(id, c->second, sub);
+                     if (reply) c->second.conn->send(std::move(reply));
+                   });
+  }
+
+  void leave(uint64_t id, const std::string& subscription_id) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    auto s = it->second.subs.find(subscription_id);
+    if (s == it->second.subs.end()) return;
+    delegate_.leave(s->second, it->second.context);
+    unindex(id, s->second);
+    it->second.subs.erase(s);
+  }
+
+  void close(uint64_t id) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    Client client = std::move(it->second);
+    clients_.erase(it);
+    for (auto& [sid, sub] : client.subs) {
+      unindex(id, sub);
+      delegate_.leave(sub, client.context);
+    }
+  }
+
+  void publish(const std::string& stream, const std::string& group,
+               const std::optional<std::string>& item, const engine::SharedFrame& frame) {
+    auto it = index_.find(group_key(stream, group));
+    if (it == index_.end()) return;
+    // Copy: a send may close a slow client, which edits the index.
+    const auto targets = it->second;
+    for (const auto& [cid, sid] : targets) {
+      auto c = clients_.find(cid);
+      if (c == clients_.end()) continue;
+      auto s = c->second.subs.find(sid);
+      if (s == c->second.subs.end()) continue;
+      if (s->second.item_id && (!item || *s->second.item_id != *item)) continue;
+      c->second.conn->send(frame);
+    }
+  }
+
+  size_t subscription_count() const {
+    size_t n = 0;
+    for (const auto& [k, v] : index_) n += v.size();
+    return n;
+  }
+
+ private:
+  struct Client {
+    std::shared_ptr<engine::Connection> conn;
+    json::value context;
+    std::map<std::string, StreamSubscription> subs;
+  };
+
+  void subscribe(uint64_t id, Client& c, const StreamSubscription& sub) {
+    if (auto old = c.subs.find(sub.subscription_id); old != c.subs.end()) {
+      unindex(id, old->second);
+      c.subs.erase(old);
+    }
+    c.subs[sub.subscription_id] = sub;
+    index_[group_key(sub.stream_name, sub.group_id)].emplace_back(id, sub.subscription_id);
+  }
+
+  void unindex(uint64_t id, const StreamSubscription& sub) {
+    auto it = index_.find(group_key(sub.stream_name, sub.group_id));
+    if (it == index_.end()) return;
+    std::erase_if(it->second, [&](const auto& e) {
+      return e.first == id && e.second == sub.subscription_id;
+    });
+    if (it->second.empty()) index_.erase(it);
+  }
+
+  StreamServerDelegate& delegate_;
+  std::unordered_map<uint64_t, Client> clients_;
+  std::unordered_map<std::string, std::vector<std::pair<uint64_t, std::string>>> index_;
+  uint64_t next_id_ = 0;
+};
+
+class ClientHandler : public SessionHandler {
+ public:
+  ClientHandler(std::weak_ptr<Core> core, json::value context,
+                std::optional<StreamSubscription> auto_join)
+      : core_(std::move(core)), context_(std::move(context)), auto_join_(std::move(auto_join)) {}
+
+  uint64_t on_open(std::shared_ptr<engine::Connection> conn, const std::string&) override {
+    auto core = core_.lock();
+    if (!core) return 0;
+    const uint64_t id = core->open(std::move(conn), std::move(context_));
+    if (auto_join_) core->join(id, std::move(*auto_join_));
+    return id;
+  }
+  void on_frame(uint64_t id, std::string_view frame, bool) override {
+    if (auto core = core_.lock()) core->on_frame(id, frame);
+  }
+  void on_close(uint64_t id) override {
+    if (auto core = core_.lock()) core->close(id);
+  }
+  std::string describe(uint64_t id) override { return "stream client " + std::to_string(id); }
+
+ private:
+  std::weak_ptr<Core> core_;
+  json::value context_;
+  std::optional<StreamSubscription> auto_join_;
+};
+
+class StreamServerImpl : public StreamServer {
+ public:
+  StreamServerImpl(asio::io_context& io, StreamServerOptions opts, StreamServerDelegate& delegate)
+      : delegate_(delegate),
+        core_(std::make_shared<Core>(delegate)),
+        session_opts_(std::make_shared<const SessionOptions>(
+            SessionOptions{"iii-stream", opts.max_message_bytes, opts.idle_timeout,
+                           opts.max_outbound_bytes, 1013})),
+        server_(io, "iii-stream", opts.host, opts.port,
+                [this](std::shared_ptr<IncomingRequest> r) { route(std::move(r)); }) {}
+
+  uint16_t port() const override { return server_.port(); }
+  void stop() override { server_.stop(); }
+  void publish(const std::string& stream, const std::string& group,
+               const std::optional<std::string>& item, engine::SharedFrame frame) override {
+    core_->publish(stream, group, item, frame);
+  }
+  size_t subscription_count() const override { return core_->subscription_count(); }
+
+ private:
+  void route(std::shared_ptr<IncomingRequest> r) {
+    std::optional<StreamSubscription> auto_join;
+    const std::string_view path = r->path();
+    if (path != "/") {
+      // The documented form /stream/{stream_name}/{group_id}/ joins that group directly.
+      constexpr std::string_view kPrefix = "/stream/";
+      std::string_view rest = path.substr(0, kPrefix.size()) == kPrefix
+                                  ? path.substr(kPrefix.size())
+                                  : std::string_view();
+      if (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+      const auto slash = rest.find('/');
+      if (rest.empty() || slash == std::string_view::npos || slash == 0 ||
+          slash + 1 == rest.size() || rest.find('/', slash + 1) != std::string_view::npos)
+        return r->respond(http::status::not_found, "Not Found\n");
+      auto_join = StreamSubscription{std::string(rest), std::string(rest.substr(0, slash)),
+                                     std::string(rest.substr(slash + 1)), std::nullopt};
+    }
+    if (!r->is_websocket_upgrade())
+      return r->respond(http::status::upgrade_required, "This endpoint expects a WebSocket upgrade\n");
+    std::weak_ptr<Core> core = core_;
+    auto opts = session_opts_;
+    delegate_.authenticate(describe_request(*r), [r, core, opts, auto_join](json::value context) {
+      run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), opts,
+                     std::make_shared<ClientHandler>(core, std::move(context), auto_join));
+    });
+  }
+
+  StreamServerDelegate& delegate_;
+  std::shared_ptr<Core> core_;
+  std::shared_ptr<const SessionOptions> session_opts_;
+  HttpServer server_;
+};
+
+}  // namespace
+
+std::unique_ptr<StreamServer> start_stream_server(asio::io_context& io, StreamServerOptions opts,
+                                                  StreamServerDelegate& delegate) {
+  return std::make_unique<StreamServerImpl>(io, std::move(opts), delegate);
+}
+
+}  // namespace iii::net

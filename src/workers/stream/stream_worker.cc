@@ -1,0 +1,466 @@
+#include "workers/stream/stream_worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <map>
+
+#include "engine/builtin_input.h"
+#include "engine/engine.h"
+#include "net/stream_server.h"
+#include "protocol/json_writer.h"
+#include "storage/adapter_config.h"
+#include "storage/kv_store.h"
+
+namespace iii::workers {
+namespace {
+
+namespace json = boost::json;
+using engine::BuiltinInput;
+using engine::CallContext;
+using engine::Completion;
+using engine::Outcome;
+
+std::string index_of(const std::string& stream, const std::string& group) {
+  return "stream:" + stream + ":" + group;
+}
+
+json::value or_null(const std::optional<json::value>& v) { return v ? *v : json::value(nullptr); }
+
+// The wrapper every client and `stream` trigger receives.
+json::object wrapper(const std::string& stream, const std::string& group,
+                     const std::optional<std::string>& id, json::object event) {
+  return json::object{{"type", "stream"},
+                      {"timestamp", engine::Engine::now_ms()},
+                      {"streamName", stream},
+                      {"groupId", group},
+                      {"id", id ? json::value(*id) : json::value(nullptr)},
+                      {"event", std::move(event)}};
+}
+
+engine::SharedFrame frame_of(const json::object& o) {
+  std::string out;
+  protocol::append_json(out, o);
+  return engine::make_frame(std::move(out));
+}
+
+// Trigger ids bound to one of the stream trigger types.
+class BoundSet : public engine::TriggerTypeHandler {
+ public:
+  explicit BoundSet(bool needs_stream_name) : needs_stream_name_(needs_stream_name) {}
+  std::optional<std::string> bind(const engine::Trigger& t) override {
+    if (needs_stream_name_) {
+      const auto* c = t.config.if_object();
+      const auto* name = c ? c->if_contains("stream_name") : nullptr;
+      if (!name || !name->is_string())
+        return "Failed to deserialize stream trigger: `stream_name` (string) is required";
+      for (const char* k : {"group_id", "item_id"})
+        if (auto* v = c->if_contains(k); v && !v->is_null() && !v->is_string())
+          return std::string("Failed to deserialize stream trigger: `") + k + "` must be a string";
+    }
+    ids.push_back(t.id);
+    return std::nullopt;
+  }
+  void unbind(const engine::Trigger& t) override { std::erase(ids, t.id); }
+  std::vector<std::string> ids;
+
+ private:
+  bool needs_stream_name_;
+};
+
+class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDelegate {
+ public:
+  StreamWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
+      : rt_(rt), eng_(rt.engine), name_(entry.instance_name) {
+    config::WorkerConfigReader r(entry);
+    server_opts_.host = r.get_string("host", "0.0.0.0");
+    server_opts_.port = static_cast<uint16_t>(r.get_int("port", 3112, 0, 65535));
+    auth_function_ = r.get_optional_string("auth_function");
+    server_opts_.max_outbound_bytes = static_cast<size_t>(
+        r.get_int("max_subscriber_buffer_bytes", 8LL * 1024 * 1024, 64 * 1024, 1LL << 32));
+    store_opts_ = storage::read_adapter_config(r);
+    r.finish();
+    eng_.add_builtin_worker({entry.instance_name, entry.name, false, {}});
+  }
+
+  ~StreamWorker() override {
+    if (store_) store_->close();
+  }
+
+  void start() override {
+    auto& io = rt_.io;
+    store_ = storage::make_store(store_opts_, [&io](std::function<void()> fn) {
+      boost::asio::post(io, std::move(fn));
+    });
+    add_type("stream", "Fires on stream item changes and custom events", &stream_triggers_);
+    add_type("stream:join", "Called when a client joins a stream subscription; may refuse it",
+             &join_triggers_);
+    add_type("stream:leave", "Called when a client leaves a stream subscription", &leave_triggers_);
+    register_functions();
+    server_ = net::start_stream_server(io, server_opts_, *this);
+  }
+
+  void stop() override {
+    if (server_) server_->stop();
+  }
+
+  // ---- net::StreamServerDelegate ----
+  void authenticate(json::object request, std::function<void(json::value)> done) override {
+    if (!auth_function_) return done(nullptr);
+    eng_.invoke(*auth_function_, std::move(request), CallContext{},
+                [done, fn = *auth_function_](Outcome o) {
+                  // The auth function can never reject: failures mean "no context".
+                  if (o.error) {
+                    spdlog::warn("iii-stream: auth function {} failed ({}: {}); no context", fn,
+                                 o.error->code, o.error->message);
+                    return done(nullptr);
+                  }
+                  const json::object* obj = o.result ? o.result->if_object() : nullptr;
+                  const json::value* ctx = obj ? obj->if_contains("context") : nullptr;
+                  done(ctx ? *ctx : json::value(nullptr));
+                });
+  }
+
+  void join(const net::StreamSubscription& sub, const json::value& context,
+            std::function<void(bool, engine::SharedFrame)> done) override {
+    json::object event = membership_event(sub, context);
+    auto remaining = std::make_shared<size_t>(join_triggers_.ids.size());
+    auto unauthorized = std::make_shared<bool>(false);
+    auto decide = [this, sub, done, remaining, unauthorized] {
+      if (*unauthorized) {
+        return done(false, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id,
+                                            json::object{{"type", "unauthorized"}})));
+      }
+      send_sync(sub, done);
+    };
+    if (*remaining == 0) return decide();
+    for (const auto& id : std::vector<std::string>(join_triggers_.ids)) {
+      auto it = eng_.triggers().find(id);
+      if (it == eng_.triggers().end()) {
+        if (--*remaining == 0) decide();
+        continue;
+      }
+      eng_.fire(it->second, event, [remaining, unauthorized, decide](engine::FireStatus st, Outcome o) {
+        if (st == engine::FireStatus::kInvoked && o.result && o.result->is_object()) {
+          const auto* u = o.result->get_object().if_contains("unauthorized");
+          if (u && u->is_bool() && u->get_bool()) *unauthorized = true;
+        }
+        if (--*remaining == 0) decide();
+      });
+    }
+  }
+
+  void leave(const net::StreamSubscription& sub, const json::value& context) override {
+    fire_all(leave_triggers_, membership_event(sub, context));
+  }
+
+ private:
+  static json::object membership_event(const net::StreamSubscription& sub, const json::value& ctx) {
+    return json::object{{"subscription_id", sub.subscription_id},
+                        {"stream_name", sub.stream_name},
+                        {"group_id", sub.group_id},
+                        {"id", sub.item_id ? json::value(*sub.item_id) : json::value(nullptr)},
+                        {"context", ctx}};
+  }
+
+  void send_sync(const net::StreamSubscription& sub,
+                 std::function<void(bool, engine::SharedFrame)> done) {
+    auto reply = [sub, done](Outcome o, json::value fallback) {
+      if (o.error) {
+        spdlog::warn("iii-stream: sync for {}/{} failed: {}: {}", sub.stream_name, sub.group_id,
+                     o.error->code, o.error->message);
+        return done(true, nullptr);
+      }
+      json::object event{{"type", "sync"}, {"data", o.result ? *o.result : std::move(fallback)}};
+      done(true, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id, std::move(event))));
+    };
+    if (sub.item_id) {
+      json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id},
+                      {"item_id", *sub.item_id}};
+      op_get(in, [reply](Outcome o) { reply(std::move(o), nullptr); });
+    } else {
+      json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id}};
+      op_list(in, [reply](Outcome o) { reply(std::move(o), json::array()); });
+    }
+  }
+
+  void add_type(const char* id, const char* description, engine::TriggerTypeHandler* h) {
+    engine::TriggerType tt;
+    tt.id = id;
+    tt.description = description;
+    eng_.register_builtin_trigger_type(std::move(tt), h);
+  }
+
+  void fire_all(BoundSet& set, const json::object& payload) {
+    for (const auto& id : std::vector<std::string>(set.ids)) {
+      auto it = eng_.triggers().find(id);
+      if (it == eng_.triggers().end()) continue;
+      eng_.fire(it->second, payload, [id](engine::FireStatus st, Outcome o) {
+        if (st == engine::FireStatus::kInvoked && o.error)
+          spdlog::warn("stream trigger {}: handler failed: {}: {}", id, o.error->code,
+                       o.error->message);
+      });
+    }
+  }
+
+  // An item changed (or a custom event was sent): fire matching `stream` triggers, then push to
+  // subscribers. The event is serialised once and the buffer shared by every subscriber.
+  void emit(const std::string& stream, const std::string& group,
+            const std::optional<std::string>& id, json::object event) {
+    json::object w = wrapper(stream, group, id, std::move(event));
+    for (const auto& tid : std::vector<std::string>(stream_triggers_.ids)) {
+      auto it = eng_.triggers().find(tid);
+      if (it == eng_.triggers().end()) continue;
+      const auto& c = it->second.config.get_object();
+      if (c.at("stream_name").get_string() != stream) continue;
+      if (auto* g = c.if_contains("group_id"); g && g->is_string() && !g->get_string().empty() &&
+                                               g->get_string() != group)
+        continue;
+      if (auto* i = c.if_contains("item_id"); i && i->is_string() && !i->get_string().empty() &&
+                                              i->get_string() != id.value_or(""))
+        continue;
+      eng_.fire(it->second, w);
+    }
+    if (server_) server_->publish(stream, group, id, frame_of(w));
+  }
+
+  void emit_change(const std::string& stream, const std::string& group, const std::string& item,
+                   bool existed, const json::value& new_value) {
+    emit(stream, group, item,
+         json::object{{"type", existed ? "update" : "create"}, {"data", new_value}});
+  }
+
+  // A worker serving `stream::<op>(<stream_name>)` overrides storage for that stream.
+  bool custom(const std::string& op, const std::string& stream, const json::value& input,
+              Completion done) {
+    const std::string fid = "stream::" + op + "(" + stream + ")";
+    if (!eng_.functions().contains(fid)) return false;
+    eng_.invoke(fid, input, CallContext{}, std::move(done));
+    return true;
+  }
+
+  void op_get(const json::object& in_obj, Completion done) {
+    json::value input = in_obj;
+    BuiltinInput in("stream::get", input);
+    auto stream = in.required_string("stream_name");
+    auto group = in.required_string("group_id");
+    auto item = in.required_string("item_id");
+    if (!in.ok()) return done(in.failure());
+    if (custom("get", stream, input, done)) return;
+    store_->get(index_of(stream, group), item, [done](auto r) {
+      if (!r.ok()) return done(Outcome::fail("STREAM_GET_ERROR", "Failed to get value: " + *r.error));
+      done(r.value ? Outcome::ok(std::move(*r.value)) : Outcome::empty());
+    });
+  }
+
+  void op_list(const json::object& in_obj, Completion done) {
+    json::value input = in_obj;
+    BuiltinInput in("stream::list", input);
+    auto stream = in.required_string("stream_name");
+    auto group = in.required_string("group_id");
+    if (!in.ok()) return done(in.failure());
+    if (custom("list", stream, input, done)) return;
+    store_->list(index_of(stream, group), [done](auto r) {
+      if (!r.ok()) return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
+      done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
+    });
+  }
+
+  void add(const char* id, const char* description, engine::BuiltinHandler h) {
+    engine::FunctionInfo info;
+    info.id = id;
+    info.description = description;
+    eng_.register_builtin(std::move(info), name_, std::move(h));
+  }
+
+  void register_functions() {
+    add("stream::get", "Get a stream item (absent result when missing)",
+        [this](const CallContext&, json::value input, Completion done) {
+          if (!input.is_object()) return done(BuiltinInput("stream::get", input, false).failure());
+          op_get(input.get_object(), std::move(done));
+        });
+    add("stream::list", "List the items of a stream group",
+        [this](const CallContext&, json::value input, Completion done) {
+          if (!input.is_object()) return done(BuiltinInput("stream::list", input, false).failure());
+          op_list(input.get_object(), std::move(done));
+        });
+
+    add("stream::set", "Set a stream item; returns {old_value, new_value}",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::set", input, false);
+          auto stream = in.required_string("stream_name");
+          auto group = in.required_string("group_id");
+          auto item = in.required_string("item_id");
+          const json::value* data = in.required_value("data");
+          if (!in.ok()) return done(in.failure());
+          auto after = [this, stream, group, item, done](std::optional<json::value> old,
+                                                         json::value now) {
+            const bool existed = old && !old->is_null();
+            done(Outcome::ok(json::object{{"old_value", or_null(old)}, {"new_value", now}}));
+            emit_change(stream, group, item, existed, now);
+          };
+          if (custom("set", stream, input, [after, done](Outcome o) {
+                const json::object* r = o.result ? o.result->if_object() : nullptr;
+                if (o.error)
+                  return done(Outcome::fail("STREAM_SET_ERROR",
+                                            "Failed to invoke function: " + o.error->message));
+                if (!r || !r->contains("new_value"))
+                  return done(Outcome::fail("STREAM_SET_ERROR", "Function returned no result"));
+                std::optional<json::value> old;
+                if (auto* v = r->if_contains("old_value")) old = *v;
+                after(std::move(old), r->at("new_value"));
+              }))
+            return;
+          json::value value = *data;
+          store_->set(index_of(stream, group), item, std::move(value), [after, done](auto r) {
+            if (!r.ok()) return done(Outcome::fail("STREAM_SET_ERROR", "Failed to set value: " + *r.error));
+            after(std::move(r.value.old_value), std::move(r.value.new_value));
+          });
+        });
+
+    add("stream::delete", "Delete a stream item; returns {old_value}",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::delete", input, false);
+          auto stream = in.required_string("stream_name");
+          auto group = in.required_string("group_id");
+          auto item = in.required_string("item_id");
+          if (!in.ok()) return done(in.failure());
+          auto after = [this, stream, group, item, done](std::optional<json::value> old) {
+            done(Outcome::ok(json::object{{"old_value", or_null(old)}}));
+            if (old && !old->is_null())  // deleting a missing item emits nothing
+              emit(stream, group, item, json::object{{"type", "delete"}, {"data", *old}});
+          };
+          if (custom("delete", stream, input, [after, done](Outcome o) {
+                if (o.error)
+                  return done(Outcome::fail("STREAM_DELETE_ERROR",
+                                            "Failed to invoke function: " + o.error->message));
+                const json::object* r = o.result ? o.result->if_object() : nullptr;
+                std::optional<json::value> old;
+                if (r)
+                  if (auto* v = r->if_contains("old_value")) old = *v;
+                after(std::move(old));
+              }))
+            return;
+          store_->del(index_of(stream, group), item, [after, done](auto r) {
+            if (!r.ok())
+              return done(Outcome::fail("STREAM_DELETE_ERROR", "Failed to delete value: " + *r.error));
+            after(std::move(r.value));
+          });
+        });
+
+    add("stream::update", "Apply atomic update ops to a stream item",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::update", input, false);
+          auto stream = in.required_string("stream_name");
+          auto group = in.required_string("group_id");
+          auto item = in.required_string("item_id");
+          const json::value* ops = in.required_value("ops", false);
+          storage::ParsedUpdateOps parsed;
+          if (in.ok()) {
+            parsed = storage::parse_update_ops(*ops);
+            if (!parsed.ok()) in.fail(parsed.error);
+          }
+          if (!in.ok()) return done(in.failure());
+          if (custom("update", stream, input, [this, stream, group, item, done](Outcome o) {
+                if (o.error)
+                  return done(Outcome::fail("STREAM_UPDATE_ERROR",
+                                            "Failed to invoke function: " + o.error->message));
+                const json::object* r = o.result ? o.result->if_object() : nullptr;
+                if (!r || !r->contains("new_value"))
+                  return done(Outcome::fail("STREAM_UPDATE_ERROR", "Function returned no result"));
+                const json::value* old = r->if_contains("old_value");
+                const bool existed = old && !old->is_null();
+                json::value now = r->at("new_value");
+                done(Outcome::ok(*o.result));
+                emit_change(stream, group, item, existed, now);
+              }))
+            return;
+          store_->update(index_of(stream, group), item, std::move(parsed.ops),
+                         [this, stream, group, item, done](auto r) {
+                           if (!r.ok())
+                             return done(Outcome::fail("STREAM_UPDATE_ERROR",
+                                                       "Failed to update value: " + *r.error));
+                           for (const auto& w : r.value.warnings) spdlog::warn("stream::update: {}", w);
+                           const bool existed = r.value.old_value && !r.value.old_value->is_null();
+                           done(Outcome::ok(r.value.to_json()));
+                           emit_change(stream, group, item, existed, r.value.new_value);
+                         });
+        });
+
+    add("stream::list_groups", "List the groups of a stream",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::list_groups", input, false);
+          auto stream = in.required_string("stream_name");
+          if (!in.ok()) return done(in.failure());
+          if (custom("list_groups", stream, input, done)) return;
+          const std::string prefix = "stream:" + stream + ":";
+          store_->list_indexes(prefix, [prefix, done](auto r) {
+            if (!r.ok())
+              return done(Outcome::fail("STREAM_LIST_GROUPS_ERROR", "Failed to list groups: " + *r.error));
+            json::array groups;
+            for (const auto& idx : r.value) groups.push_back(json::value(idx.substr(prefix.size())));
+            done(Outcome::ok(std::move(groups)));
+          });
+        });
+
+    add("stream::list_all", "List every stream with its groups",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::list_all", input, false);
+          if (!in.ok()) return done(in.failure());
+          store_->list_indexes("stream:", [done](auto r) {
+            if (!r.ok())
+              return done(Outcome::fail("STREAM_LIST_ALL_ERROR", "Failed to list stream: " + *r.error));
+            // Index names are "stream:<name>:<group>"; a group may itself contain ':'.
+            std::map<std::string, json::array> streams;
+            for (const auto& idx : r.value) {
+              const std::string rest = idx.substr(7);
+              const auto colon = rest.find(':');
+              if (colon == std::string::npos) continue;
+              streams[rest.substr(0, colon)].push_back(json::value(rest.substr(colon + 1)));
+            }
+            json::array out;
+            for (auto& [name, groups] : streams)
+              out.push_back(json::object{{"id", name}, {"groups", std::move(groups)}});
+            const size_t n = out.size();
+            done(Outcome::ok(json::object{{"stream", std::move(out)}, {"count", n}}));
+          });
+        });
+
+    add("stream::send", "Send a custom event to a stream group (or item) without storing it",
+        [this](const CallContext&, json::value input, Completion done) {
+          BuiltinInput in("stream::send", input, false);
+          auto stream = in.required_string("stream_name");
+          auto group = in.required_string("group_id");
+          auto type = in.required_string("type");
+          const json::value* data = in.required_value("data");
+          auto id = in.optional_string("id");
+          if (!in.ok()) return done(in.failure());
+          json::object event{{"type", "event"},
+                             {"event", json::object{{"type", type}, {"data", *data}}}};
+          done(Outcome::empty());
+          emit(stream, group, id, std::move(event));
+        });
+  }
+
+  engine::Runtime& rt_;
+  engine::Engine& eng_;
+  std::string name_;
+  net::StreamServerOptions server_opts_;
+  std::optional<std::string> auth_function_;
+  storage::StoreOptions store_opts_;
+  std::unique_ptr<storage::KvStore> store_;
+  std::unique_ptr<net::StreamServer> server_;
+  BoundSet stream_triggers_{true};
+  BoundSet join_triggers_{false};
+  BoundSet leave_triggers_{false};
+};
+
+}  // namespace
+
+std::unique_ptr<engine::BuiltinWorker> make_stream_worker(const config::WorkerEntry& entry,
+                                                          engine::Runtime& rt) {
+  return std::make_unique<StreamWorker>(entry, rt);
+}
+
+}  // namespace iii::workers
