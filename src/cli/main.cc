@@ -94,9 +94,14 @@ int run_engine(const RunOptions& opts) {
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     spdlog::info("received signal {}; shutting down", sig);
+    // Refuse new calls, let workers finish accepted work (stores flush and post their
+    // acknowledgements), then answer what is still pending and close the connections.
+    engine.stop_accepting();
     for (auto& w : workers) w->stop();
-    engine.shutdown();
-    drain_then_stop(io, engine, std::make_shared<asio::steady_timer>(io), 200);
+    asio::post(io, [&io, &engine] {
+      engine.shutdown();
+      drain_then_stop(io, engine, std::make_shared<asio::steady_timer>(io), 200);
+    });
   });
   spdlog::info("engine ready");
   io.run();

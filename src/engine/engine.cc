@@ -191,7 +191,7 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
     if (caller) reply_to_worker(caller, caller_inv_id, function_id, o);
     else if (done) done(std::move(o));
   };
-  if (shutting_down_) {
+  if (shutting_down_ || refusing_) {
     finish(Outcome::fail(std::string(kStoppedCode), "engine is shutting down"));
     return;
   }
@@ -308,6 +308,7 @@ void Engine::disconnect(uint64_t handle) {
 void Engine::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
+  refusing_ = true;
   std::vector<Uuid> keys;
   keys.reserve(pending_.size());
   for (const auto& [k, p] : pending_) keys.push_back(k);

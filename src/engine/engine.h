@@ -187,8 +187,11 @@ class Engine {
   // Called (deferred and coalesced) whenever the set of function ids changed.
   void on_functions_changed(std::function<void()> fn) { functions_observers_.push_back(std::move(fn)); }
 
-  // Graceful shutdown: every pending invocation is answered `invocation_stopped`, every
-  // connection is closed with 1001. Idempotent.
+  // First step of a graceful shutdown: new invocations are refused with `invocation_stopped`
+  // while work already accepted (e.g. storage writes) completes.
+  void stop_accepting() { refusing_ = true; }
+  // Then: every pending invocation is answered `invocation_stopped`, every connection is
+  // closed (1012) after its queued frames are written. Idempotent.
   void shutdown();
   bool shutting_down() const { return shutting_down_; }
 
@@ -261,6 +264,7 @@ class Engine {
   uint64_t next_handle_ = 1;
   int64_t started_at_ms_ = 0;
   bool shutting_down_ = false;
+  bool refusing_ = false;
   EngineStats stats_;
 };
 

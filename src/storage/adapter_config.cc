@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
 namespace iii::storage {
 
 StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
@@ -56,6 +59,17 @@ StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
     }
   }
   return opts;
+}
+
+std::unique_ptr<KvStore> open_store_for(const config::WorkerEntry& entry, const StoreOptions& opts,
+                                        boost::asio::io_context& io) {
+  try {
+    return make_store(opts, [&io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); });
+  } catch (const std::exception& e) {
+    throw config::ConfigError(entry.source + ":" + std::to_string(entry.line) + ": worker '" +
+                              entry.instance_name + "': cannot open the file_based store (file_path '" +
+                              opts.file_path + "'): " + e.what());
+  }
 }
 
 }  // namespace iii::storage

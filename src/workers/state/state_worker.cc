@@ -71,6 +71,7 @@ class StateWorker : public engine::BuiltinWorker {
     config::WorkerConfigReader r(entry);
     opts_ = storage::read_adapter_config(r);
     r.finish();
+    store_ = storage::open_store_for(entry, opts_, rt_.io);  // before any port is bound
     rt_.engine.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -79,10 +80,6 @@ class StateWorker : public engine::BuiltinWorker {
   }
 
   void start() override {
-    auto& io = rt_.io;
-    store_ = storage::make_store(opts_, [&io](std::function<void()> fn) {
-      boost::asio::post(io, std::move(fn));
-    });
     engine::TriggerType tt;
     tt.id = "state";
     tt.description = "Fires when a state key is created, updated or deleted";
@@ -90,7 +87,8 @@ class StateWorker : public engine::BuiltinWorker {
     register_functions();
   }
 
-  void stop() override {}
+  // Flushes every accepted write; their acknowledgements are posted before shutdown ends.
+  void stop() override { store_->close(); }
 
  private:
   void add(const char* id, const char* description, engine::BuiltinHandler h) {

@@ -81,6 +81,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
         r.get_int("max_subscriber_buffer_bytes", 8LL * 1024 * 1024, 64 * 1024, 1LL << 32));
     store_opts_ = storage::read_adapter_config(r);
     r.finish();
+    store_ = storage::open_store_for(entry, store_opts_, rt_.io);  // before any port is bound
     eng_.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -90,9 +91,6 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
 
   void start() override {
     auto& io = rt_.io;
-    store_ = storage::make_store(store_opts_, [&io](std::function<void()> fn) {
-      boost::asio::post(io, std::move(fn));
-    });
     add_type("stream", "Fires on stream item changes and custom events", &stream_triggers_);
     add_type("stream:join", "Called when a client joins a stream subscription; may refuse it",
              &join_triggers_);
@@ -103,6 +101,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
 
   void stop() override {
     if (server_) server_->stop();
+    store_->close();  // flushes accepted writes; their acknowledgements are already posted
   }
 
   // ---- net::StreamServerDelegate ----

@@ -69,7 +69,7 @@ def wait_for(fn: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05
         time.sleep(interval)
 
 
-def config_yaml(listeners: list[dict[str, Any]] | None = None, level: str = "info") -> str:
+def config_yaml(listeners: list[dict[str, Any]] | None = None, level: str = "info", extra_yaml: str = "") -> str:
     listeners = listeners if listeners is not None else [{}]
     out = ["workers:"]
     for listener in listeners:
@@ -78,13 +78,26 @@ def config_yaml(listeners: list[dict[str, Any]] | None = None, level: str = "inf
         out.append("    config: { " + ", ".join(f"{k}: {v}" for k, v in cfg.items()) + " }")
     out.append("  - name: iii-observability")
     out.append(f"    config: {{ level: {level}, format: text }}")
+    if extra_yaml:
+        out.append(extra_yaml.rstrip("\n"))
     return "\n".join(out) + "\n"
 
 
 class Engine:
-    def __init__(self, listeners: list[dict[str, Any]] | None = None, level: str = "info") -> None:
+    def __init__(
+        self,
+        listeners: list[dict[str, Any]] | None = None,
+        level: str = "info",
+        extra_yaml: str = "",
+        dir: str | None = None,
+    ) -> None:
+        """``extra_yaml``: more worker entries appended to the config; ``dir``: run in this (caller-owned,
+        not removed) directory instead of a fresh temporary one, e.g. to restart on the same storage."""
         self.listeners = listeners if listeners is not None else [{}]
         self.level = level
+        self.extra_yaml = extra_yaml
+        self.own_dir = dir is None
+        self.dir = dir
         self.lines: list[str] = []
         self.ports: list[int] = []
         self.proc: subprocess.Popen | None = None
@@ -140,9 +153,10 @@ class Engine:
     def start(self) -> "Engine":
         if not III_BIN.exists():
             raise RuntimeError(f"engine binary not found at {III_BIN} (build it, or set III_BIN)")
-        self.dir = tempfile.mkdtemp(prefix="iii-sys-py-")
+        if self.own_dir:
+            self.dir = tempfile.mkdtemp(prefix="iii-sys-py-")
         self.config_path = Path(self.dir) / "config.yaml"
-        self.config_path.write_text(config_yaml(self.listeners, self.level))
+        self.config_path.write_text(config_yaml(self.listeners, self.level, self.extra_yaml))
         env = {**os.environ, "III_TELEMETRY_ENABLED": "false", "NO_COLOR": "1"}
         self.proc = subprocess.Popen(
             [str(III_BIN), "--config", str(self.config_path)],
@@ -315,6 +329,8 @@ def session(request):
         except Exception:
             pass
     for e in s.engines:
+        if e.proc is None:  # never started (start() raised before Popen)
+            continue
         if e.stopped:
             e.kill()
             continue
@@ -329,7 +345,7 @@ def session(request):
         finally:
             e.kill()
     for e in s.engines:
-        if getattr(e, "dir", None):
+        if getattr(e, "dir", None) and e.own_dir:
             shutil.rmtree(e.dir, ignore_errors=True)
     if errors:
         pytest.fail("teardown problems:\n" + "\n".join(errors), pytrace=False)
@@ -337,8 +353,10 @@ def session(request):
 
 @pytest.fixture
 def start_engine(session):
-    def start(listeners: list[dict[str, Any]] | None = None, level: str = "info") -> Engine:
-        e = Engine(listeners, level)
+    def start(
+        listeners: list[dict[str, Any]] | None = None, level: str = "info", extra_yaml: str = "", dir: str | None = None
+    ) -> Engine:
+        e = Engine(listeners, level, extra_yaml, dir)
         session.engines.append(e)
         return e.start()
 
@@ -434,7 +452,7 @@ def wait_worker_row(client, name: str, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "engine(listeners=..., level=...): engine config for the `engine` fixture")
+    config.addinivalue_line("markers", "engine(listeners=..., level=..., extra_yaml=...): engine config for the `engine` fixture")
 
 
 @pytest.hookimpl(hookwrapper=True)
