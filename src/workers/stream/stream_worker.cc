@@ -230,13 +230,19 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
          json::object{{"type", existed ? "update" : "create"}, {"data", new_value}});
   }
 
-  // A worker serving `stream::<op>(<stream_name>)` overrides storage for that stream.
-  bool custom(const std::string& op, const std::string& stream, const json::value& input,
+  // A worker serving `stream::<op>(<stream_name>)` overrides storage for that stream. It gets
+  // exactly the operation's fields (`fields`), never the caller's extra keys.
+  bool custom(const std::string& op, const std::string& stream, json::object fields,
               Completion done) {
     const std::string fid = "stream::" + op + "(" + stream + ")";
     if (!eng_.functions().contains(fid)) return false;
-    eng_.invoke(fid, input, CallContext{}, std::move(done));
+    eng_.invoke(fid, std::move(fields), CallContext{}, std::move(done));
     return true;
+  }
+
+  static json::object item_fields(const std::string& stream, const std::string& group,
+                                  const std::string& item) {
+    return json::object{{"stream_name", stream}, {"group_id", group}, {"item_id", item}};
   }
 
   void op_get(const json::object& in_obj, Completion done) {
@@ -246,7 +252,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
     auto group = in.required_string("group_id");
     auto item = in.required_string("item_id");
     if (!in.ok()) return done(in.failure());
-    if (custom("get", stream, input, done)) return;
+    if (custom("get", stream, item_fields(stream, group, item), done)) return;
     store_->get(index_of(stream, group), item, [done](auto r) {
       if (!r.ok()) return done(Outcome::fail("STREAM_GET_ERROR", "Failed to get value: " + *r.error));
       done(r.value ? Outcome::ok(std::move(*r.value)) : Outcome::empty());
@@ -259,7 +265,8 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
     auto stream = in.required_string("stream_name");
     auto group = in.required_string("group_id");
     if (!in.ok()) return done(in.failure());
-    if (custom("list", stream, input, done)) return;
+    if (custom("list", stream, json::object{{"stream_name", stream}, {"group_id", group}}, done))
+      return;
     store_->list(index_of(stream, group), [done](auto r) {
       if (!r.ok()) return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
       done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
@@ -299,13 +306,17 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
             done(Outcome::ok(json::object{{"old_value", or_null(old)}, {"new_value", now}}));
             emit_change(stream, group, item, existed, now);
           };
-          if (custom("set", stream, input, [after, done](Outcome o) {
+          json::object fields = item_fields(stream, group, item);
+          fields["data"] = *data;
+          if (custom("set", stream, std::move(fields), [after, done](Outcome o) {
                 const json::object* r = o.result ? o.result->if_object() : nullptr;
                 if (o.error)
                   return done(Outcome::fail("STREAM_SET_ERROR",
-                                            "Failed to invoke function: " + o.error->message));
+                                            "Failed to set value: Failed to invoke function: " +
+                                                o.error->message));
                 if (!r || !r->contains("new_value"))
-                  return done(Outcome::fail("STREAM_SET_ERROR", "Function returned no result"));
+                  return done(Outcome::fail("STREAM_SET_ERROR",
+                                            "Failed to set value: Function returned no result"));
                 std::optional<json::value> old;
                 if (auto* v = r->if_contains("old_value")) old = *v;
                 after(std::move(old), r->at("new_value"));
@@ -330,10 +341,11 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
             if (old && !old->is_null())  // deleting a missing item emits nothing
               emit(stream, group, item, json::object{{"type", "delete"}, {"data", *old}});
           };
-          if (custom("delete", stream, input, [after, done](Outcome o) {
+          if (custom("delete", stream, item_fields(stream, group, item), [after, done](Outcome o) {
                 if (o.error)
                   return done(Outcome::fail("STREAM_DELETE_ERROR",
-                                            "Failed to invoke function: " + o.error->message));
+                                            "Failed to delete value: Failed to invoke function: " +
+                                                o.error->message));
                 const json::object* r = o.result ? o.result->if_object() : nullptr;
                 std::optional<json::value> old;
                 if (r)
@@ -361,17 +373,26 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
             if (!parsed.ok()) in.fail(parsed.error);
           }
           if (!in.ok()) return done(in.failure());
-          if (custom("update", stream, input, [this, stream, group, item, done](Outcome o) {
+          json::object fields = item_fields(stream, group, item);
+          fields["ops"] = *ops;
+          if (custom("update", stream, std::move(fields), [this, stream, group, item, done](Outcome o) {
                 if (o.error)
                   return done(Outcome::fail("STREAM_UPDATE_ERROR",
-                                            "Failed to invoke function: " + o.error->message));
+                                            "Failed to update value: Failed to invoke function: " +
+                                                o.error->message));
                 const json::object* r = o.result ? o.result->if_object() : nullptr;
                 if (!r || !r->contains("new_value"))
-                  return done(Outcome::fail("STREAM_UPDATE_ERROR", "Function returned no result"));
+                  return done(Outcome::fail("STREAM_UPDATE_ERROR",
+                                            "Failed to update value: Function returned no result"));
+                // Normalised like a built-in update result: {old_value, new_value, errors?}.
                 const json::value* old = r->if_contains("old_value");
                 const bool existed = old && !old->is_null();
                 json::value now = r->at("new_value");
-                done(Outcome::ok(*o.result));
+                json::object out{{"old_value", old ? *old : json::value(nullptr)}, {"new_value", now}};
+                if (const json::value* errs = r->if_contains("errors");
+                    errs && errs->is_array() && !errs->get_array().empty())
+                  out["errors"] = *errs;
+                done(Outcome::ok(std::move(out)));
                 emit_change(stream, group, item, existed, now);
               }))
             return;
@@ -392,7 +413,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
           BuiltinInput in("stream::list_groups", input, false);
           auto stream = in.required_string("stream_name");
           if (!in.ok()) return done(in.failure());
-          if (custom("list_groups", stream, input, done)) return;
+          if (custom("list_groups", stream, json::object{{"stream_name", stream}}, done)) return;
           const std::string prefix = "stream:" + stream + ":";
           store_->list_indexes(prefix, [prefix, done](auto r) {
             if (!r.ok())
