@@ -48,6 +48,20 @@ ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::
   return Lookup::kOk;
 }
 
+namespace {
+void end_channel(Channel& ch) {
+  ch.reader_gone = true;
+  if (ch.on_reader_gone) ch.on_reader_gone();
+  ch.close_writer();
+}
+}  // namespace
+
+void ChannelRegistry::close_all() {
+  auto all = std::move(channels_);
+  channels_.clear();
+  for (auto& [id, ch] : all) end_channel(*ch);
+}
+
 size_t ChannelRegistry::sweep(int64_t now_ms) {
   size_t removed = 0;
   for (auto it = channels_.begin(); it != channels_.end();) {
@@ -56,10 +70,7 @@ size_t ChannelRegistry::sweep(int64_t now_ms) {
     if (unclaimed && now_ms - c.created_ms() >= kUnclaimedTtlMs) {
       auto ch = it->second;
       it = channels_.erase(it);
-      // A writer whose reader never came stops; a reader whose writer never came ends.
-      ch->reader_gone = true;
-      if (ch->on_reader_gone) ch->on_reader_gone();
-      ch->close_writer();
+      end_channel(*ch);  // a waiting writer stops; a waiting reader ends
       ++removed;
     } else {
       ++it;

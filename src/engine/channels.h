@@ -79,6 +79,8 @@ class ChannelRegistry {
   // Removes channels older than the TTL where a side never connected (a connected side is told
   // to finish). Returns how many.
   size_t sweep(int64_t now_ms);
+  // Ends every channel (engine shutdown): writers are stopped, readers finish.
+  void close_all();
   size_t size() const { return channels_.size(); }
 
  private:

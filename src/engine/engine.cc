@@ -317,6 +317,7 @@ void Engine::shutdown() {
   // 1012 (service restart), not 1001: the Python SDK's websockets client treats 1000/1001 as a
   // normal end and would not reconnect to the restarted engine.
   for (auto& [h, w] : workers_) w.conn->close(1012, "engine shutting down");
+  channels_.close_all();
 }
 
 void Engine::add_builtin_worker(BuiltinWorkerInfo info) { builtin_workers_.push_back(std::move(info)); }

@@ -66,29 +66,37 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   void on_read(beast::error_code ec) {
     if (ec) return finish();
     dyn_.reset();
+    // Do not let a small frame pin the 64 KiB reserved for reading it while it is buffered.
+    if (buf_.capacity() - buf_.size() > 4096) buf_.shrink_to_fit();
     const bool room = ch_->push(engine::ChannelFrame{std::move(buf_), ws_.got_binary()});
     buf_ = std::string();
     if (ch_->reader_gone) return stop();
-    if (room) do_read();
-    else paused_ = true;  // resumed by on_space when the reader catches up
+    if (room) return do_read();
+    // Paused until on_space: no operation is pending, so hold ourselves alive meanwhile.
+    paused_ = true;
+    self_ = shared_from_this();
   }
 
   void resume() {
     if (!paused_ || done_) return;
     paused_ = false;
+    auto keep = std::move(self_);
     do_read();
   }
 
   // The reader left: nothing more will be delivered, so the writer is told to stop.
   void stop() {
     if (done_) return;
+    paused_ = false;
     ws_.async_close(websocket::close_code::going_away,
                     [self = shared_from_this()](beast::error_code) { self->finish(); });
+    self_.reset();
   }
 
   void finish() {
     if (done_) return;
     done_ = true;
+    auto keep = std::move(self_);
     ch_->on_space = nullptr;
     ch_->on_reader_gone = nullptr;
     ch_->close_writer();
@@ -105,6 +113,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
       dyn_;
   bool paused_ = false;
   bool done_ = false;
+  std::shared_ptr<ChannelWriter> self_;  // set only while paused
 };
 
 class ChannelReader : public std::enable_shared_from_this<ChannelReader> {

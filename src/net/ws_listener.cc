@@ -115,7 +115,7 @@ class WsListener : public Listener {
       spdlog::warn("{}: channel {} refused: {}", opts_->name, id,
                    found == engine::ChannelRegistry::Lookup::kWrongKey ? "wrong access key"
                                                                        : "no such channel");
-      return r->respond(http::status::not_found, "Channel not found\n");
+      return r->respond(http::status::not_found, "Channel not found");
     }
     const bool writer = dir == "write";
     if (writer ? ch->writer_taken : ch->reader_taken) {
