@@ -29,7 +29,7 @@ void configure(websocket::stream<tcp::socket>& ws, const ListenerOptions& opts, 
                         : websocket::stream_base::none();
   t.keep_alive_pings = idle;
   ws.set_option(t);
-  ws.read_message_max(opts.max_message_bytes);
+  ws.read_message_max(0);  // enforced by the writer (see ws_session.cc for why)
   ws.auto_fragment(false);
 }
 
@@ -59,12 +59,28 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
     buf_.clear();
     buf_.reserve(kFrameReserve);
     dyn_.emplace(buf_);  // reads straight into the string that is then moved into the channel
-    ws_.async_read(*dyn_,
-                   [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    read_more();
+  }
+
+  void read_more() {
+    ws_.async_read_some(*dyn_, kFrameReserve, [self = shared_from_this()](beast::error_code ec,
+                                                                          size_t) {
+      self->on_read(ec);
+    });
   }
 
   void on_read(beast::error_code ec) {
     if (ec) return finish();
+    if (buf_.size() > opts_->max_message_bytes) {
+      spdlog::warn("channel {}: writer sent a message larger than max_message_bytes ({} bytes); "
+                   "closing with code 1009", ch_->id(), opts_->max_message_bytes);
+      dyn_.reset();
+      buf_ = std::string();
+      ws_.async_close(websocket::close_code::too_big,
+                      [self = shared_from_this()](beast::error_code) { self->finish(); });
+      return;
+    }
+    if (!ws_.is_message_done()) return read_more();
     dyn_.reset();
     // Do not let a small frame pin the 64 KiB reserved for reading it while it is buffered.
     if (buf_.capacity() - buf_.size() > 4096) buf_.shrink_to_fit();

@@ -18,6 +18,7 @@ namespace {
 
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr size_t kReadBufferKeep = 64 * 1024;  // larger read buffers are released after use
+constexpr size_t kReadChunk = 512 * 1024;      // bytes per read while a message arrives
 
 std::string_view buffer_view(const beast::flat_buffer& b) {
   auto d = b.data();
@@ -43,7 +44,9 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
                          : websocket::stream_base::none();
     t.keep_alive_pings = opts_.idle_timeout.count() > 0;
     ws_.set_option(t);
-    ws_.read_message_max(opts_.max_message_bytes);
+    // The size limit is enforced here, not by Beast: Beast's failure path tears the socket
+    // down while the peer may still be sending, which loses the 1009 close frame (RST).
+    ws_.read_message_max(0);
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
@@ -88,25 +91,34 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
   }
 
   void do_read() {
-    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->on_read(ec);
-    });
+    ws_.async_read_some(buffer_, kReadChunk,
+                        [self = shared_from_this()](beast::error_code ec, size_t) {
+                          self->on_read(ec);
+                        });
   }
 
   void on_read(beast::error_code ec) {
     if (ec) return on_read_error(ec);
+    if (buffer_.size() > opts_.max_message_bytes) return refuse_oversized();
+    if (!ws_.is_message_done()) return do_read();
     handler_->on_frame(id_, buffer_view(buffer_), ws_.got_binary());
     buffer_.consume(buffer_.size());
     if (buffer_.capacity() > kReadBufferKeep) buffer_ = beast::flat_buffer();
     if (!closed_) do_read();
   }
 
+  // Closes with 1009. Beast's close operation reads (and discards) the rest of the message
+  // until the peer's close frame, so the peer sees the close code instead of a reset.
+  void refuse_oversized() {
+    spdlog::warn(
+        "{}: {} sent a message larger than max_message_bytes ({} bytes); closing with code 1009",
+        opts_.name, who(), opts_.max_message_bytes);
+    buffer_ = beast::flat_buffer();
+    close(static_cast<uint16_t>(websocket::close_code::too_big), "message too big");
+  }
+
   void on_read_error(beast::error_code ec) {
-    if (ec == websocket::error::message_too_big) {
-      spdlog::warn(
-          "{}: {} sent a message larger than max_message_bytes ({} bytes); closed with code 1009",
-          opts_.name, who(), opts_.max_message_bytes);
-    } else if (ec == beast::error::timeout) {
+    if (ec == beast::error::timeout) {
       spdlog::warn("{}: {} sent nothing for {} ms (no pong to our ping); connection closed",
                    opts_.name, who(), opts_.idle_timeout.count());
     } else if (ec != websocket::error::closed && ec != asio::error::eof &&
