@@ -18,6 +18,15 @@ const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
 // ---------------------------------------------------------------------------------------------------------
 // helpers
 
+// Memory bounds are properties of the release binary. Under AddressSanitizer (III_SANITIZED=1,
+// set by scripts/test.sh for the asan run) RSS is dominated by the sanitizer's redzones and
+// quarantine, so those runs check everything else (data integrity, order, close codes) and the
+// release run of the same tests asserts the bounds.
+const SANITIZED = process.env.III_SANITIZED === '1';
+function assertMemoryBound(ok, message) {
+  if (!SANITIZED) assert.ok(ok, message);
+}
+
 /** VmRSS of `pid` in bytes. */
 function rssBytes(pid) {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -269,7 +278,7 @@ engineTest('buffer_size 100000 is clamped: 300,000 small frames with no reader k
   const during = rssBytes(pid);
   console.log(`# clamp: engine RSS before ${mb(before)} MB, with ${N} x ${FRAME} B frames pending ${mb(during)} MB ` +
     `(writer still has ${mb(writer.ws.bufferedAmount)} MB unsent)`);
-  assert.ok(during - before < 12 * MiB,
+  assertMemoryBound(during - before < 12 * MiB,
     `engine RSS grew by ${mb(during - before)} MB with a buffer_size=100000 channel and no reader`);
 
   // Everything still arrives once a reader connects.
@@ -305,7 +314,7 @@ engineTest('tiny frames: 16 full channels of 1-byte frames keep the engine memor
   const grown = rssBytes(pid) - before;
   const dataGrown = vmData() - dataBefore;
   console.log(`# tiny frames: 16 x 1024 one-byte frames buffered => engine RSS +${mb(grown)} MB, VmData +${mb(dataGrown)} MB`);
-  assert.ok(grown < 32 * MiB,
+  assertMemoryBound(grown < 32 * MiB,
     `engine RSS grew by ${mb(grown)} MB (VmData by ${mb(dataGrown)} MB) to hold 16 x 1024 one-byte frames (16 KiB of payload)`);
 
   // And all of it is delivered.
@@ -673,7 +682,7 @@ engineTest('backpressure: a stalled reader stops the engine reading the writer; 
     `engine RSS start ${mb(sampler.stats.start)} MB, max while stalled ${mb(stalled)} MB`);
   // 16 MiB in the channel + one frame in flight + kernel socket buffers on both hops.
   assert.ok(accepted < 64 * MiB, `the engine kept reading a writer whose reader is stalled (${mb(accepted)} MB accepted)`);
-  assert.ok(stalled - sampler.stats.start < 64 * MiB,
+  assertMemoryBound(stalled - sampler.stats.start < 64 * MiB,
     `engine RSS grew by ${mb(stalled - sampler.stats.start)} MB while the reader was stalled`);
 
   // Resume the reader: everything arrives intact, then the writer's close ends the stream.
@@ -688,7 +697,7 @@ engineTest('backpressure: a stalled reader stops the engine reading the writer; 
   const s = sampler.stop();
   console.log(`# backpressure: engine RSS min ${mb(s.min)} MB, max ${mb(s.max)} MB over ${s.samples} samples`);
   assert.equal(rh.digest('hex'), expectedSha, 'data must arrive intact after backpressure');
-  assert.ok(s.max - s.start < 64 * MiB, `engine RSS grew by ${mb(s.max - s.start)} MB`);
+  assertMemoryBound(s.max - s.start < 64 * MiB, `engine RSS grew by ${mb(s.max - s.start)} MB`);
 });
 
 // ---------------------------------------------------------------------------------------------------------
@@ -731,7 +740,7 @@ engineTest('1 GiB from one worker process to another through a channel: intact, 
   assert.equal(r.sha256, w.sha256, 'reader SHA-256 must equal the writer\'s');
   assert.deepEqual(r.texts, []);
   assert.ok(s.samples >= Math.floor(secs * 5), `RSS sampled only ${s.samples} times in ${secs.toFixed(1)} s`);
-  assert.ok(s.max - s.start < 100 * 1e6,
+  assertMemoryBound(s.max - s.start < 100 * 1e6,
     `engine RSS grew by ${mb(s.max - s.start)} MB during the transfer (limit 100 MB)`);
   // Independent check that the writer really sent the agreed pattern.
   assert.equal(w.sha256, patternSha256(SEED, TOTAL, CHUNK), 'writer SHA-256 vs the expected pattern');
