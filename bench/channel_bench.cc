@@ -1,7 +1,7 @@
 // Data-channel throughput: writer -> engine -> reader, compared with a raw loopback TCP copy.
 //
 //   channel_bench --url ws://127.0.0.1:49134 [--bytes 1073741824] [--chunk-bytes 65536]
-//                 [--buffer-size 64] [--runs 1] [--engine-pid PID] [--skip-raw]
+//                 [--buffer-size 64] [--runs 1] [--engine-pid PID] [--skip-raw] [--timeout-s 120]
 //
 // Each run creates a channel with `engine::channels::create {buffer_size}` (through the SDK),
 // opens a raw WebSocket writer (`/ws/channels/<id>?key=..&dir=write`) and reader (`dir=read`)
@@ -16,9 +16,16 @@
 // The channel path crosses loopback twice and the engine copies each frame once, so on a
 // machine with few cores it cannot reach 100 % of that ceiling.
 //
-// With --engine-pid the engine's VmRSS is sampled every 100 ms during each channel transfer.
+// A transfer that has not finished after --timeout-s seconds is aborted: both sides' byte
+// counts are printed and the run fails instead of hanging.
+//
+// With --engine-pid the engine's VmRSS is sampled every 100 ms during each channel transfer,
+// and the engine's CPU time for the transfer is reported (ms per GB, and the throughput one
+// engine core could sustain), which unlike MB/s hardly depends on other load on the machine.
 // MB/s are 10^6 bytes per second. Prints a human line and a JSON line per run, and with
 // --runs > 1 a summary (medians) at the end.
+#include <sys/socket.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -30,10 +37,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,13 +69,14 @@ struct Flags {
   int runs = 1;
   long engine_pid = 0;
   bool skip_raw = false;
+  double timeout_s = 120;  // per transfer; on expiry the progress is printed and the run fails
 };
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: channel_bench [--url ws://127.0.0.1:49134] [--bytes N] [--chunk-bytes N]\n"
-               "                     [--buffer-size N] [--runs N] [--engine-pid PID] "
-               "[--skip-raw]\n");
+               "                     [--buffer-size N] [--runs N] [--engine-pid PID] [--skip-raw]\n"
+               "                     [--timeout-s S]\n");
   std::exit(code);
 }
 
@@ -105,6 +116,7 @@ Flags parse_flags(int argc, char** argv) {
     else if (name == "--buffer-size") f.buffer_size = parse_int(name, value);
     else if (name == "--runs") f.runs = static_cast<int>(parse_int(name, value));
     else if (name == "--engine-pid") f.engine_pid = static_cast<long>(parse_int(name, value));
+    else if (name == "--timeout-s") f.timeout_s = static_cast<double>(parse_int(name, value));
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -121,6 +133,24 @@ long rss_kib(long pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
   return -1;
+}
+
+// CPU time (user + system) consumed so far by all threads of a process, in ns, from
+// /proc/<pid>/task/*/schedstat; -1 if unreadable.
+int64_t cpu_ns(long pid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int64_t total = 0;
+  bool any = false;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(t.path() / "schedstat");
+    long long ns = 0;
+    if (in >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  return any ? total : -1;
 }
 
 // Samples an engine's RSS every 100 ms until stopped.
@@ -174,6 +204,7 @@ struct TransferResult {
   std::string error;
   int64_t received = 0;
   double seconds = 0;
+  double engine_cpu_s = -1;  // engine CPU time during the transfer (with --engine-pid)
   double mb_s() const { return seconds > 0 ? received / seconds / 1e6 : 0; }
 };
 
@@ -262,11 +293,36 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
   if (!writer) return r;
 
   std::atomic<int64_t> t0_ns{0};
+  std::atomic<int64_t> written{0}, received{0};
+  std::atomic<bool> writer_done{false}, reader_done{false};
   std::string writer_error;
   const int64_t chunks = flags.bytes / flags.chunk_bytes;
   const int64_t tail = flags.bytes % flags.chunk_bytes;
 
   RssSampler sampler(flags.engine_pid);
+  const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
+
+  // Watchdog: a stuck transfer is reported with its progress, then both sockets are shut down
+  // (which unblocks the blocking calls) so the run fails instead of hanging.
+  std::mutex wd_mu;
+  std::condition_variable wd_cv;
+  bool finished = false;
+  bool timed_out = false;
+  std::thread watchdog([&] {
+    std::unique_lock lock(wd_mu);
+    if (wd_cv.wait_for(lock, std::chrono::duration<double>(flags.timeout_s),
+                       [&] { return finished; }))
+      return;
+    timed_out = true;
+    std::fprintf(stderr,
+                 "channel transfer stuck after %.0f s: writer sent %lld bytes (%s), reader got "
+                 "%lld bytes (%s)\n",
+                 flags.timeout_s, static_cast<long long>(written.load()),
+                 writer_done ? "finished" : "blocked", static_cast<long long>(received.load()),
+                 reader_done ? "done" : "blocked");
+    ::shutdown(writer->next_layer().native_handle(), SHUT_RDWR);
+    ::shutdown(reader->next_layer().native_handle(), SHUT_RDWR);
+  });
 
   std::thread reader_thread([&] {
     beast::flat_buffer buf;
@@ -281,8 +337,10 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
         r.error = "frame " + std::to_string(expected) + " arrived out of order or corrupted";
       ++expected;
       r.received += static_cast<int64_t>(n);
+      received.store(r.received, std::memory_order_relaxed);
       buf.consume(n);
     }
+    reader_done = true;
     const auto t1 = Clock::now();
     if (ec != websocket::error::closed && r.error.empty())
       r.error = "reader: " + ec.message();
@@ -300,6 +358,7 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
     for (int64_t i = 0; i < chunks && !ec; ++i) {
       put_seq(chunk, static_cast<uint64_t>(i));
       writer->write(asio::buffer(chunk), ec);
+      written.fetch_add(flags.chunk_bytes, std::memory_order_relaxed);
     }
     if (!ec && tail > 0) {
       chunk.resize(static_cast<size_t>(std::max<int64_t>(tail, 8)));
@@ -308,13 +367,26 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
     }
     if (ec) {
       writer_error = "writer: " + ec.message();
+      writer_done = true;
       return;
     }
     writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"), ec);
+    writer_done = true;
   });
 
   writer_thread.join();
   reader_thread.join();
+  {
+    std::lock_guard lock(wd_mu);
+    finished = true;
+  }
+  wd_cv.notify_all();
+  watchdog.join();
+  if (timed_out) r.error = "timed out" + (writer_error.empty() ? "" : " (" + writer_error + ")");
+  if (cpu_before >= 0) {
+    const int64_t cpu_after = cpu_ns(flags.engine_pid);
+    if (cpu_after >= 0) r.engine_cpu_s = (cpu_after - cpu_before) / 1e9;
+  }
   auto [mn, mx] = sampler.stop();
   *rss_min = mn;
   *rss_max = mx;
@@ -445,17 +517,24 @@ int main(int argc, char** argv) {
         run + 1, static_cast<long long>(flags.bytes), static_cast<long long>(flags.chunk_bytes),
         static_cast<long long>(flags.buffer_size), ch.mb_s(), ch.seconds, raw.mb_s(), raw.seconds,
         ratio * 100);
+    // Engine CPU per GB, and the rate the engine could sustain if it had a core to itself.
+    const double cpu_ms_per_gb =
+        ch.engine_cpu_s > 0 ? ch.engine_cpu_s * 1e3 / (ch.received / 1e9) : -1;
+    const double cpu_bound_mb_s = ch.engine_cpu_s > 0 ? ch.received / ch.engine_cpu_s / 1e6 : -1;
     if (flags.engine_pid)
-      std::printf("  engine RSS min=%ld KiB max=%ld KiB", rss_min, rss_max);
+      std::printf("  engine RSS min=%ld KiB max=%ld KiB  engine CPU %.3f s (%.0f ms/GB, "
+                  "%.0f MB/s per engine core)",
+                  rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb, cpu_bound_mb_s);
     std::printf("\n");
     std::printf(
         "{\"bench\":\"channel\",\"run\":%d,\"bytes\":%lld,\"chunk_bytes\":%lld,"
         "\"buffer_size\":%lld,\"engine_mb_s\":%.1f,\"engine_s\":%.4f,\"raw_tcp_mb_s\":%.1f,"
         "\"raw_tcp_s\":%.4f,\"ratio\":%.3f,\"engine_rss_min_kib\":%ld,\"engine_rss_max_kib\":%ld,"
-        "\"ok\":%s}\n",
+        "\"engine_cpu_s\":%.4f,\"engine_cpu_ms_per_gb\":%.1f,\"ok\":%s}\n",
         run + 1, static_cast<long long>(flags.bytes), static_cast<long long>(flags.chunk_bytes),
         static_cast<long long>(flags.buffer_size), ch.mb_s(), ch.seconds, raw.mb_s(), raw.seconds,
-        ratio, rss_min, rss_max, ch.ok && (flags.skip_raw || raw.ok) ? "true" : "false");
+        ratio, rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb,
+        ch.ok && (flags.skip_raw || raw.ok) ? "true" : "false");
     std::fflush(stdout);
   }
   if (flags.runs > 1) {

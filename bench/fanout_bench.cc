@@ -19,7 +19,8 @@
 //   * connect: just before the probe's TCP connect (an upper bound: it adds the TCP
 //     handshake and the HTTP upgrade);
 //   * close: for the disconnect half, just before the probe sends its Close frame.
-// Prints a human line and a JSON line per N with p50/p90/p99/max in microseconds.
+// Prints a human line and a JSON line per N with p50/p90/p99/max in microseconds. With
+// --engine-pid the engine's CPU time per round is reported too (load-independent).
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -32,6 +33,8 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -58,12 +61,14 @@ struct Flags {
   int rounds = 200;
   int warmup_rounds = 10;
   int timeout_ms = 10000;
+  long engine_pid = 0;  // report the engine's CPU time per round
 };
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: fanout_bench [--url ws://127.0.0.1:49134] [--fanout N[,N...]]\n"
-               "                    [--rounds N] [--warmup-rounds N] [--timeout-ms MS]\n");
+               "                    [--rounds N] [--warmup-rounds N] [--timeout-ms MS]\n"
+               "                    [--engine-pid PID]\n");
   std::exit(code);
 }
 
@@ -107,6 +112,7 @@ Flags parse_flags(int argc, char** argv) {
     else if (name == "--rounds") f.rounds = std::atoi(value.c_str());
     else if (name == "--warmup-rounds") f.warmup_rounds = std::atoi(value.c_str());
     else if (name == "--timeout-ms") f.timeout_ms = std::atoi(value.c_str());
+    else if (name == "--engine-pid") f.engine_pid = std::atol(value.c_str());
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -181,6 +187,24 @@ double percentile(std::vector<double> v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+}
+
+// CPU time (user + system) consumed so far by all threads of a process, in ns, from
+// /proc/<pid>/task/*/schedstat; -1 if unreadable.
+int64_t cpu_ns(long pid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int64_t total = 0;
+  bool any = false;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(t.path() / "schedstat");
+    long long ns = 0;
+    if (in >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  return any ? total : -1;
 }
 
 // Polls engine::triggers::list until all N triggers are stored (registertrigger has no reply).
@@ -324,13 +348,23 @@ int main(int argc, char** argv) {
 
     std::vector<Sample> samples;
     int failures = 0;
+    const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
+    int completed_rounds = 0;
     for (int r = 0; r < flags.warmup_rounds + flags.rounds; ++r) {
       Sample s{};
       if (!probe_round(*url, eps, rec, static_cast<int>(n), timeout, &s)) {
         if (++failures > 3) break;
         continue;
       }
+      ++completed_rounds;
       if (r >= flags.warmup_rounds) samples.push_back(s);
+    }
+    // Engine CPU per round (warm-up included): one connect and one disconnect, each fanned out
+    // to N functions, plus the probe's upgrade. -1 without --engine-pid.
+    double engine_cpu_us_round = -1;
+    if (cpu_before >= 0 && completed_rounds > 0) {
+      const int64_t cpu_after = cpu_ns(flags.engine_pid);
+      if (cpu_after >= 0) engine_cpu_us_round = (cpu_after - cpu_before) / 1e3 / completed_rounds;
     }
     std::vector<double> reg, con, disc;
     for (const auto& s : samples) {
@@ -348,13 +382,17 @@ int main(int argc, char** argv) {
         static_cast<long long>(n), samples.size(), percentile(reg, 0.5), percentile(reg, 0.9),
         percentile(reg, 0.99), mx(reg), percentile(con, 0.5), percentile(con, 0.99),
         percentile(disc, 0.5), percentile(disc, 0.99), failures);
+    if (engine_cpu_us_round >= 0)
+      std::printf("  engine CPU %.1f us per round (%.2f us per handler invocation)\n",
+                  engine_cpu_us_round, engine_cpu_us_round / (2.0 * n));
     std::printf(
         "{\"bench\":\"fanout\",\"fanout\":%lld,\"rounds\":%zu,\"p50_us\":%.1f,\"p90_us\":%.1f,"
         "\"p99_us\":%.1f,\"max_us\":%.1f,\"connect_p50_us\":%.1f,\"connect_p99_us\":%.1f,"
-        "\"disconnect_p50_us\":%.1f,\"disconnect_p99_us\":%.1f,\"failures\":%d}\n",
+        "\"disconnect_p50_us\":%.1f,\"disconnect_p99_us\":%.1f,\"engine_cpu_us_per_round\":%.1f,"
+        "\"failures\":%d}\n",
         static_cast<long long>(n), samples.size(), percentile(reg, 0.5), percentile(reg, 0.9),
         percentile(reg, 0.99), mx(reg), percentile(con, 0.5), percentile(con, 0.99),
-        percentile(disc, 0.5), percentile(disc, 0.99), failures);
+        percentile(disc, 0.5), percentile(disc, 0.99), engine_cpu_us_round, failures);
     std::fflush(stdout);
     if (failures) exit_code = 1;
     worker->shutdown();

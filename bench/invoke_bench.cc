@@ -7,7 +7,8 @@
 //   invoke_bench --url ws://127.0.0.1:49134 --concurrency 1,64 --payload-bytes 100,1048576
 //
 // Lists run every combination. Prints a human-readable line and a one-line JSON summary per
-// combination.
+// combination. With --engine-pid the engine's CPU time per call is reported too (from
+// /proc/<pid>/task/*/schedstat), a figure that depends far less on other load than latency.
 #include <algorithm>
 #include <atomic>
 #include <boost/json/serialize.hpp>
@@ -16,6 +17,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <iostream>
 #include <string>
@@ -36,13 +39,14 @@ struct Flags {
   double duration_s = 5;
   double warmup_s = 1;
   int timeout_ms = 30000;
+  long engine_pid = 0;  // report the engine's CPU time per call
 };
 
 [[noreturn]] void usage(int code) {
   std::fprintf(code ? stderr : stdout,
                "usage: invoke_bench [--url ws://127.0.0.1:49134] [--concurrency N[,N...]]\n"
                "                    [--payload-bytes N[,N...]] [--duration-s S] [--warmup-s S]\n"
-               "                    [--timeout-ms MS]\n");
+               "                    [--timeout-ms MS] [--engine-pid PID]\n");
   std::exit(code);
 }
 
@@ -97,6 +101,7 @@ Flags parse_flags(int argc, char** argv) {
     else if (name == "--duration-s") f.duration_s = parse_double(name, value);
     else if (name == "--warmup-s") f.warmup_s = parse_double(name, value);
     else if (name == "--timeout-ms") f.timeout_ms = static_cast<int>(parse_double(name, value));
+    else if (name == "--engine-pid") f.engine_pid = static_cast<long>(parse_double(name, value));
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -115,6 +120,7 @@ struct Run {
   Clock::time_point measure_start, measure_end;
   std::vector<int64_t> latencies_ns;
   int64_t completed_in_window = 0;
+  int64_t completed_total = 0;  // including warm-up, for the engine CPU per call
   int64_t errors = 0;
   std::string first_error;
   int64_t lanes_active = 0;
@@ -127,11 +133,14 @@ void issue(Run* run) {
     const auto t1 = Clock::now();
     if (!outcome.ok()) {
       if (run->errors++ == 0) run->first_error = outcome.error->what();
-    } else if (t1 >= run->measure_start && t1 <= run->measure_end) {
-      ++run->completed_in_window;
-      if (t0 >= run->measure_start)
-        run->latencies_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0)
-                                        .count());
+    } else {
+      ++run->completed_total;
+      if (t1 >= run->measure_start && t1 <= run->measure_end) {
+        ++run->completed_in_window;
+        if (t0 >= run->measure_start)
+          run->latencies_ns.push_back(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+      }
     }
     if (t1 < run->measure_end) {
       issue(run);
@@ -139,6 +148,24 @@ void issue(Run* run) {
       run->done.set_value();
     }
   });
+}
+
+// CPU time (user + system) consumed so far by all threads of a process, in ns, from
+// /proc/<pid>/task/*/schedstat; -1 if unreadable.
+int64_t cpu_ns(long pid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int64_t total = 0;
+  bool any = false;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(t.path() / "schedstat");
+    long long ns = 0;
+    if (in >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  return any ? total : -1;
 }
 
 double percentile_us(const std::vector<int64_t>& sorted, double q) {
@@ -213,10 +240,17 @@ int main(int argc, char** argv) {
       run.latencies_ns.reserve(1 << 20);
       run.lanes_active = concurrency;
       auto finished = run.done.get_future();
+      const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
       // Only the first call of each lane is issued from this thread; every later one (and all
       // bookkeeping in Run) happens in callbacks on the caller's I/O thread.
       for (int64_t i = 0; i < concurrency; ++i) issue(&run);
       finished.wait();
+      // Engine CPU per completed call (warm-up included); -1 without --engine-pid.
+      double engine_cpu_us = -1;
+      if (cpu_before >= 0 && run.completed_total > 0) {
+        const int64_t cpu_after = cpu_ns(flags.engine_pid);
+        if (cpu_after >= 0) engine_cpu_us = (cpu_after - cpu_before) / 1e3 / run.completed_total;
+      }
 
       auto& lat = run.latencies_ns;
       std::sort(lat.begin(), lat.end());
@@ -229,16 +263,20 @@ int main(int argc, char** argv) {
           "p99=%.1fus max=%.1fus  (samples=%zu errors=%lld)\n",
           static_cast<long long>(concurrency), static_cast<long long>(payload_bytes), calls_per_s,
           p50, p90, p99, max_us, lat.size(), static_cast<long long>(run.errors));
+      if (engine_cpu_us >= 0)
+        std::printf("  engine CPU %.1f us per call (%.0f calls/s per engine core)\n",
+                    engine_cpu_us, engine_cpu_us > 0 ? 1e6 / engine_cpu_us : 0.0);
       if (run.errors) std::printf("  first error: %s\n", run.first_error.c_str());
       // Hand-formatted so numbers stay plain decimals (Boost.JSON would print 2E0).
       std::printf(
           "{\"bench\":\"invoke\",\"url\":%s,\"concurrency\":%lld,\"payload_bytes\":%lld,"
           "\"duration_s\":%g,\"calls\":%lld,\"calls_per_s\":%.1f,\"p50_us\":%.1f,"
-          "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"errors\":%lld}\n",
+          "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"engine_cpu_us_per_call\":%.2f,"
+          "\"errors\":%lld}\n",
           json::serialize(json::value(flags.url)).c_str(), static_cast<long long>(concurrency),
           static_cast<long long>(payload_bytes), flags.duration_s,
           static_cast<long long>(run.completed_in_window), calls_per_s, p50, p90, p99, max_us,
-          static_cast<long long>(run.errors));
+          engine_cpu_us, static_cast<long long>(run.errors));
       std::fflush(stdout);
       if (run.errors) exit_code = 1;
     }

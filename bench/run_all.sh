@@ -4,6 +4,8 @@
 #
 #   bench/run_all.sh [BUILD_DIR] [OUT_FILE]     (defaults: build/bench, /tmp/iii-bench.jsonl)
 #
+# The JSON lines go to OUT_FILE, the human-readable output of every tool to OUT_FILE.log.
+#
 # Build first:
 #   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIII_BUILD_TESTS=OFF
 #   ninja -C build/bench iii invoke_bench idle_workers channel_bench fanout_bench startup_bench
@@ -14,6 +16,7 @@ set -euo pipefail
 
 BUILD=${1:-build/bench}
 OUT=${2:-/tmp/iii-bench.jsonl}
+LOG=$OUT.log
 REPEAT=${REPEAT:-3}
 PORT=${PORT:-49600}
 URL=ws://127.0.0.1:$PORT
@@ -45,40 +48,46 @@ stop_engine() {
     ENGINE_PID=
   fi
 }
-note() { echo "== $*" >&2; echo "{\"note\":\"$*\",\"uptime\":\"$(uptime | sed 's/.*load/load/')\"}" >>"$OUT"; }
+note() {
+  local load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  echo "== $* (load $load)" | tee -a "$LOG" >&2
+  echo "{\"note\":\"$*\",\"loadavg\":\"$load\"}" >>"$OUT"
+}
 
 : >"$OUT"
+: >"$LOG"
 echo "{\"machine\":{\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\"}}" >>"$OUT"
 
 for r in $(seq "$REPEAT"); do
   note "invoke run $r"
   start_engine
   "$BUILD/bench/invoke_bench" --url "$URL" --concurrency 1,64 --payload-bytes 100,1048576 \
-    --duration-s 5 --warmup-s 1 | grep '^{' >>"$OUT"
+    --duration-s 5 --warmup-s 1 --engine-pid "$ENGINE_PID" | tee -a "$LOG" | grep '^{' >>"$OUT" || true
   stop_engine
 
   note "idle workers run $r"
   start_engine
   sleep 0.5
   "$BUILD/bench/idle_workers" --url "$URL" --count 1000 --engine-pid "$ENGINE_PID" --hold-s 1 |
-    tee -a "$WORK/idle.txt" >&2
+    tee -a "$LOG" | sed -n 's/.*delta \(-\?[0-9]*\) KiB, \([0-9.]*\) KiB per connection.*/{"bench":"idle_workers","count":1000,"delta_kib":\1,"kib_per_conn":\2}/p' >>"$OUT" || true
   stop_engine
 
   note "channel run $r"
   start_engine
-  "$BUILD/bench/channel_bench" --url "$URL" --bytes 1073741824 --engine-pid "$ENGINE_PID" |
-    grep '^{' >>"$OUT"
+  "$BUILD/bench/channel_bench" --url "$URL" --bytes 1073741824 --engine-pid "$ENGINE_PID" \
+    --timeout-s 30 2>&1 | tee -a "$LOG" | grep '^{' >>"$OUT" || true
   stop_engine
 
   note "fanout run $r"
   start_engine
-  "$BUILD/bench/fanout_bench" --url "$URL" --fanout 1,128 --rounds 200 | grep '^{' >>"$OUT"
+  "$BUILD/bench/fanout_bench" --url "$URL" --fanout 1,128 --rounds 200 --engine-pid "$ENGINE_PID" | tee -a "$LOG" |
+    grep '^{' >>"$OUT" || true
   stop_engine
 done
 
 note "startup"
 "$BUILD/bench/startup_bench" --binary "$BUILD/iii" --config "$WORK/cfg.yaml" --runs 20 |
-  grep '^{' >>"$OUT"
+  tee -a "$LOG" | grep '^{' >>"$OUT" || true
 
-grep -h 'RSS' "$WORK/idle.txt" | sed 's/^/idle_workers: /' >&2
-echo "results in $OUT" >&2
+echo "results in $OUT and $LOG" >&2
