@@ -2,10 +2,26 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/buffered_read_stream.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include "engine/engine.h"
+
+// Beast closes a WebSocket through teardown() on its next layer, found by argument-dependent
+// lookup, so the overloads for the buffered socket below live in Asio's namespace.
+namespace boost::asio {
+using BufferedSocket = buffered_read_stream<ip::tcp::socket>;
+
+inline void teardown(beast::role_type role, BufferedSocket& s, beast::error_code& ec) {
+  beast::websocket::teardown(role, s.next_layer(), ec);
+}
+
+template <class TeardownHandler>
+void async_teardown(beast::role_type role, BufferedSocket& s, TeardownHandler&& handler) {
+  beast::websocket::async_teardown(role, s.next_layer(), std::forward<TeardownHandler>(handler));
+}
+}  // namespace boost::asio
 
 namespace iii::net {
 
@@ -18,8 +34,12 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr size_t kFrameReserve = 64 * 1024;  // the SDKs send 64 KiB binary frames
+// The writer's socket is read through a buffer that holds several such frames: one recvmsg
+// then serves several frames instead of each frame costing two (header, then payload).
+constexpr size_t kWriterReadBuffer = 256 * 1024;
 
-void configure(websocket::stream<tcp::socket>& ws, const ListenerOptions& opts, bool pings) {
+template <class NextLayer>
+void configure(websocket::stream<NextLayer>& ws, const ListenerOptions& opts, bool pings) {
   websocket::stream_base::timeout t{};
   t.handshake_timeout = std::chrono::seconds(10);
   // A paused writer has no read pending, so only the reader side runs the liveness check.
@@ -37,7 +57,13 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
  public:
   ChannelWriter(tcp::socket&& s, std::shared_ptr<engine::Channel> ch, engine::Engine& eng,
                 std::shared_ptr<const ListenerOptions> opts)
-      : ws_(std::move(s)), ch_(std::move(ch)), engine_(eng), opts_(std::move(opts)) {}
+      : executor_(s.get_executor()),
+        ws_(executor_, kWriterReadBuffer),  // buffered_read_stream takes its argument by lvalue
+        ch_(std::move(ch)),
+        engine_(eng),
+        opts_(std::move(opts)) {
+    ws_.next_layer().next_layer() = std::move(s);
+  }
 
   void start(http::request<http::empty_body>&& req) {
     configure(ws_, *opts_, false);
@@ -120,7 +146,8 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
     beast::get_lowest_layer(ws_).close(ignored);
   }
 
-  websocket::stream<tcp::socket> ws_;
+  asio::any_io_executor executor_;
+  websocket::stream<asio::BufferedSocket> ws_;
   std::shared_ptr<engine::Channel> ch_;
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
