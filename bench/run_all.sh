@@ -8,7 +8,8 @@
 #
 # Build first:
 #   cmake -S . -B build/bench -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIII_BUILD_TESTS=OFF
-#   ninja -C build/bench iii invoke_bench idle_workers channel_bench fanout_bench startup_bench
+#   ninja -C build/bench iii invoke_bench idle_workers channel_bench fanout_bench startup_bench \
+#     loopback_floor
 #
 # REPEAT (default 3) sets how often each measurement is repeated; docs/performance.md reports
 # the median of the repetitions. PORT (default 49600) is the engine's listener port.
@@ -60,6 +61,10 @@ note() {
 echo "{\"machine\":{\"nproc\":$(nproc),\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')\",\"kernel\":\"$(uname -r)\"}}" >>"$OUT"
 
 for r in $(seq "$REPEAT"); do
+  # The same paths with no engine at all: this machine's floors for the figures below.
+  note "loopback floor run $r"
+  "$BUILD/bench/loopback_floor" --mode rtt,relay,copy,fanout | tee -a "$LOG" | grep '^{' >>"$OUT" || true
+
   note "invoke run $r"
   start_engine
   "$BUILD/bench/invoke_bench" --url "$URL" --concurrency 1,64 --payload-bytes 100,1048576 \
