@@ -7,6 +7,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include "engine/engine.h"
+#include "net/frame_socket.h"
 
 // Beast closes a WebSocket through teardown() on its next layer, found by argument-dependent
 // lookup, so the overloads for the buffered socket below live in Asio's namespace.
@@ -37,6 +38,8 @@ constexpr size_t kFrameReserve = 64 * 1024;  // the SDKs send 64 KiB binary fram
 // The writer's socket is read through a buffer that holds several such frames: one recvmsg
 // then serves several frames instead of each frame costing two (header, then payload).
 constexpr size_t kWriterReadBuffer = 256 * 1024;
+// Frames handed to the reader's socket at a time; whatever is queued goes out in one sendmsg.
+constexpr size_t kReaderInFlight = 512 * 1024;
 
 template <class NextLayer>
 void configure(websocket::stream<NextLayer>& ws, const ListenerOptions& opts, bool pings) {
@@ -167,10 +170,14 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
 
   void start(http::request<http::empty_body>&& req) {
     configure(ws_, *opts_, true);
+    ws_.next_layer().set_owner(weak_from_this());
     ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
       if (ec) return self->gone();
       std::weak_ptr<ChannelReader> weak = self;
       self->ch_->on_data = [weak] {
+        if (auto s = weak.lock()) s->pump();
+      };
+      self->ws_.next_layer().on_written = [weak] {
         if (auto s = weak.lock()) s->pump();
       };
       self->do_read();
@@ -188,23 +195,16 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
     });
   }
 
+  // Moves frames from the channel to the socket, at most kReaderInFlight bytes ahead of what
+  // the reader has taken; FrameSocket::on_written calls back here as the socket drains.
   void pump() {
-    if (writing_ || done_) return;
-    if (!ch_->empty()) {
+    if (done_ || !ws_.is_open()) return;
+    FrameSocket& out = ws_.next_layer();
+    while (!ch_->empty() && out.queued_bytes() < kReaderInFlight) {
       engine::ChannelFrame f = ch_->pop();
-      current_ = std::move(f.data);
-      ws_.binary(f.binary);
-      writing_ = true;
-      ws_.async_write(asio::buffer(current_),
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
-                        self->writing_ = false;
-                        self->current_ = std::string();
-                        if (ec) return self->gone();
-                        self->pump();
-                      });
-      return;
+      out.send_frame(f.binary, std::make_shared<const std::string>(std::move(f.data)));
     }
-    if (ch_->writer_closed()) {
+    if (ch_->empty() && ch_->writer_closed()) {  // the Close frame queues behind the data
       done_ = true;
       engine_.channels().remove(ch_->id());
       ws_.async_close(websocket::close_code::normal,
@@ -224,17 +224,16 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
 
   void shutdown() {
     ch_->on_data = nullptr;
+    ws_.next_layer().on_written = nullptr;
     beast::error_code ignored;
     beast::get_lowest_layer(ws_).close(ignored);
   }
 
-  websocket::stream<tcp::socket> ws_;
+  websocket::stream<FrameSocket> ws_;
   std::shared_ptr<engine::Channel> ch_;
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
   beast::flat_buffer ignored_;
-  std::string current_;
-  bool writing_ = false;
   bool done_ = false;
 };
 

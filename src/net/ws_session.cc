@@ -4,7 +4,8 @@
 
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
-#include <deque>
+
+#include "net/frame_socket.h"
 
 namespace iii::net {
 
@@ -50,31 +51,33 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
+    ws_.next_layer().set_owner(weak_from_this());
     ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
       self->on_accept(ec);
     });
   }
 
+  // Frames are queued in the FrameSocket and written in order; whatever has queued up by the
+  // time the socket can take more goes out in one sendmsg.
   void send(engine::SharedFrame frame) override {
-    if (closed_ || close_requested_) return;
-    queued_bytes_ += frame->size();
-    if (queued_bytes_ > opts_.max_outbound_bytes) {
+    if (closed_ || close_requested_ || !ws_.is_open()) return;
+    FrameSocket& out = ws_.next_layer();
+    if (out.queued_bytes() + frame->size() > opts_.max_outbound_bytes) {
       spdlog::warn("{}: {} is not reading ({} bytes queued); closing the connection", opts_.name,
-                   who(), queued_bytes_);
-      queued_bytes_ -= frame->size();
+                   who(), out.queued_bytes() + frame->size());
       close(opts_.overflow_close_code, "outbound queue full");
       return;
     }
-    queue_.push_back(std::move(frame));
-    if (!writing_) do_write();
+    out.send_frame(false, std::move(frame));
   }
 
+  // The Close frame is queued behind the frames already sent, so they are delivered first.
   void close(uint16_t code, std::string_view reason) override {
     if (closed_ || close_requested_) return;
     close_requested_ = true;
-    close_reason_ =
-        websocket::close_reason(static_cast<websocket::close_code>(code), std::string(reason));
-    if (!writing_) do_close();
+    ws_.async_close(
+        websocket::close_reason(static_cast<websocket::close_code>(code), std::string(reason)),
+        [self = shared_from_this()](beast::error_code) { self->finish(); });
   }
 
  private:
@@ -131,43 +134,12 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
   void finish() {
     if (closed_) return;
     closed_ = true;
-    queue_.clear();
-    queued_bytes_ = 0;
     if (open_) handler_->on_close(id_);
     beast::error_code ignored;
     beast::get_lowest_layer(ws_).close(ignored);  // wakes any pending operation
   }
 
-  void do_write() {
-    writing_ = true;
-    ws_.text(true);
-    const auto& frame = *queue_.front();
-    ws_.async_write(asio::buffer(frame), [self = shared_from_this()](beast::error_code ec, size_t) {
-      self->on_write(ec);
-    });
-  }
-
-  void on_write(beast::error_code ec) {
-    writing_ = false;
-    if (ec) {
-      spdlog::debug("{}: write to {} failed: {}", opts_.name, who(), ec.message());
-      return finish();
-    }
-    if (closed_) return;
-    queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
-    if (!queue_.empty()) do_write();
-    else if (close_requested_) do_close();
-  }
-
-  void do_close() {
-    if (closed_) return;
-    ws_.async_close(close_reason_, [self = shared_from_this()](beast::error_code) {
-      self->finish();
-    });
-  }
-
-  websocket::stream<tcp::socket> ws_;
+  websocket::stream<FrameSocket> ws_;
   std::shared_ptr<const SessionOptions> opts_ptr_;  // keeps the options alive past the listener
   const SessionOptions& opts_;
   std::shared_ptr<SessionHandler> handler_;
@@ -175,12 +147,8 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
   uint64_t id_ = 0;
   bool open_ = false;
   beast::flat_buffer buffer_;
-  std::deque<engine::SharedFrame> queue_;
-  size_t queued_bytes_ = 0;
-  bool writing_ = false;
   bool close_requested_ = false;
   bool closed_ = false;
-  websocket::close_reason close_reason_;
 };
 
 }  // namespace

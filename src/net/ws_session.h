@@ -1,5 +1,6 @@
-// One WebSocket connection with exactly one write in flight (Beast chat-multi style), reused
-// by the worker listener and the stream server. What the frames mean is up to the handler.
+// One WebSocket connection with one write in flight (Beast chat-multi style; FrameSocket queues
+// the writes and batches them), reused by the worker listener and the stream server. What the
+// frames mean is up to the handler.
 // Internal to src/net.
 #pragma once
 

@@ -1,0 +1,123 @@
+#include "net/frame_socket.h"
+
+namespace iii::net {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+constexpr size_t kMaxBatchBuffers = 64;         // Asio gathers at most 64 buffers per sendmsg
+constexpr size_t kMaxBatchBytes = 1024 * 1024;  // bytes handed to one write
+constexpr size_t kAsioWriteCap = 65536;         // asio::transfer_all's bytes per write_some
+
+// Every byte, with no 64 KiB limit per sendmsg (asio::transfer_all has one).
+struct TransferAllUnbounded {
+  size_t operator()(const error_code& ec, size_t) const {
+    return ec ? 0 : std::numeric_limits<size_t>::max();
+  }
+};
+
+}  // namespace
+
+void FrameSocket::send_frame(bool binary, Payload payload) {
+  if (failed_) return;
+  Entry e;
+  const uint64_t n = payload->size();
+  e.header[0] = static_cast<unsigned char>(0x80 | (binary ? 0x2 : 0x1));  // FIN + opcode
+  if (n < 126) {
+    e.header[1] = static_cast<unsigned char>(n);
+    e.header_size = 2;
+  } else if (n <= 0xFFFF) {
+    e.header[1] = 126;
+    e.header[2] = static_cast<unsigned char>(n >> 8);
+    e.header[3] = static_cast<unsigned char>(n);
+    e.header_size = 4;
+  } else {
+    e.header[1] = 127;
+    for (int i = 0; i < 8; ++i) e.header[2 + i] = static_cast<unsigned char>(n >> (56 - 8 * i));
+    e.header_size = 10;
+  }
+  e.bytes = e.header_size + n;
+  e.payload = std::move(payload);
+  push(std::move(e));
+}
+
+void FrameSocket::push_beast(Entry e) {
+  if (failed_) {
+    e.done(asio::error::broken_pipe, 0);
+    return;
+  }
+  if (completing_beast_) {
+    // asio::async_write hands over at most 64 KiB per call and asks for the rest from inside
+    // the handler of the part just written. That continuation of Beast's frame goes first,
+    // ahead of session frames queued meanwhile; on_write starts the next write. (Beast's
+    // frames here are control frames and the upgrade response, far below 64 KiB.)
+    queued_bytes_ += e.bytes;
+    queue_.push_front(std::move(e));
+    return;
+  }
+  push(std::move(e));
+}
+
+void FrameSocket::push(Entry e) {
+  queued_bytes_ += e.bytes;
+  queue_.push_back(std::move(e));
+  start_write();
+}
+
+void FrameSocket::start_write() {
+  if (writing_ || failed_ || queue_.empty()) return;
+  writing_ = true;
+  in_flight_.clear();
+  size_t buffers = 0, bytes = 0;
+  while (!queue_.empty()) {
+    const Entry& e = queue_.front();
+    const size_t n = e.payload ? 2 : e.beast.size();
+    if (!in_flight_.empty() &&
+        (buffers + n > kMaxBatchBuffers || bytes + e.bytes > kMaxBatchBytes))
+      break;
+    buffers += n;
+    bytes += e.bytes;
+    in_flight_.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  // The buffers point into the entries, so they are taken once in_flight_ stops moving.
+  gather_.clear();
+  for (const Entry& e : in_flight_) {
+    if (e.payload) {
+      gather_.emplace_back(e.header.data(), e.header_size);
+      if (!e.payload->empty()) gather_.emplace_back(e.payload->data(), e.payload->size());
+    } else {
+      gather_.insert(gather_.end(), e.beast.begin(), e.beast.end());
+    }
+  }
+  asio::async_write(socket_, gather_, TransferAllUnbounded{},
+                    [this, keep = owner_.lock()](error_code ec, size_t) { on_write(ec); });
+}
+
+void FrameSocket::on_write(error_code ec) {
+  writing_ = false;
+  std::vector<Entry> done = std::move(in_flight_);
+  in_flight_.clear();
+  for (const Entry& e : done) queued_bytes_ -= e.bytes;
+  if (ec) {
+    failed_ = true;
+    for (Entry& e : queue_) done.push_back(std::move(e));
+    queue_.clear();
+    queued_bytes_ = 0;
+    error_code ignored;
+    socket_.close(ignored);  // the session's pending read ends and cleans up
+  }
+  for (Entry& e : done) {
+    if (!e.done) continue;
+    completing_beast_ = !ec && e.bytes >= kAsioWriteCap;  // only such a write can continue
+    e.done(ec, ec ? 0 : e.bytes);
+    completing_beast_ = false;
+  }
+  if (failed_) return;
+  start_write();
+  if (on_written) on_written();
+}
+
+}  // namespace iii::net
