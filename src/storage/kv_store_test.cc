@@ -1,6 +1,7 @@
 #include "storage/kv_store.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -209,6 +210,72 @@ TEST(SqliteStore, AcknowledgedWritesSurviveReopen) {
   EXPECT_EQ(sync.list("state:s"), R"([{"x":[1,2]},true,3])");
   EXPECT_TRUE(fs::exists(dir / "state_store.db"));
   store.reset();
+  fs::remove_all(dir);
+}
+
+std::string table_sql(const std::string& db_path, const char* table) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE type='table' AND name=?1", -1, &st,
+                     nullptr);
+  sqlite3_bind_text(st, 1, table, -1, SQLITE_TRANSIENT);
+  std::string sql;
+  if (sqlite3_step(st) == SQLITE_ROW)
+    sql = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return sql;
+}
+
+TEST(SqliteStore, NewStoresKeepRowsInARowidTable) {
+  const fs::path dir = fs::temp_directory_path() / ("iii-kv-layout-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = dir.string();
+  {
+    TestLoop loop;
+    auto store = make_store(o, loop.poster());
+    Sync{*store, loop}.set("state:s", "a", J("1"));
+  }
+  const std::string sql = table_sql((dir / "iii_kv.sqlite3").string(), "kv");
+  EXPECT_NE(sql.find("PRIMARY KEY (idx, key)"), std::string::npos) << sql;
+  EXPECT_EQ(sql.find("WITHOUT ROWID"), std::string::npos) << sql;
+  fs::remove_all(dir);
+}
+
+// Stores written by earlier builds have a WITHOUT ROWID `kv` table; they open and work as is.
+TEST(SqliteStore, OpensStoresWithTheEarlierTableLayout) {
+  const fs::path dir = fs::temp_directory_path() / ("iii-kv-old-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string path = (dir / "old.db").string();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const char* setup =
+        "CREATE TABLE kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, value "
+        "TEXT NOT NULL, PRIMARY KEY (idx, key)) WITHOUT ROWID;"
+        "CREATE INDEX kv_order ON kv (idx, seq);"
+        "CREATE TABLE kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) WITHOUT ROWID;"
+        "INSERT INTO kv VALUES ('state:s', 'a', 1, '{\"x\":1}');"
+        "INSERT INTO kv_indexes VALUES ('state:s', 1);";
+    ASSERT_EQ(sqlite3_exec(db, setup, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = path;
+  {
+    TestLoop loop;
+    auto store = make_store(o, loop.poster());
+    Sync sync{*store, loop};
+    EXPECT_EQ(json::serialize(*sync.get("state:s", "a")), R"({"x":1})");
+    sync.set("state:s", "b", J("2"));
+    EXPECT_EQ(sync.list("state:s"), R"([{"x":1},2])");
+  }
+  EXPECT_NE(table_sql(path, "kv").find("WITHOUT ROWID"), std::string::npos);
   fs::remove_all(dir);
 }
 

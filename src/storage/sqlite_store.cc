@@ -102,9 +102,14 @@ class SqliteStore : public KvStore {
     writer_db_->exec("PRAGMA journal_mode=WAL");
     writer_db_->exec(std::string("PRAGMA synchronous=") + (opts.fsync ? "FULL" : "NORMAL"));
     writer_db_->exec("PRAGMA cache_size=-" + std::to_string(opts.cache_mb * 1024 / 2));
+    // A rowid table: its rows (typically values of a few hundred bytes to a few KiB) sit whole
+    // in the table's leaf pages, and (idx, key) is a small separate index. WITHOUT ROWID (the
+    // layout of stores made by earlier builds, which keep working as they are) spilled every
+    // row over ~1 KiB into overflow pages: 4.5 KiB on disk and 35 KiB written per 1 KiB item,
+    // against 1.4 KiB and 16 KiB now.
     writer_db_->exec(
         "CREATE TABLE IF NOT EXISTS kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT "
-        "NULL, value TEXT NOT NULL, PRIMARY KEY (idx, key)) WITHOUT ROWID");
+        "NULL, value TEXT NOT NULL, PRIMARY KEY (idx, key))");
     writer_db_->exec("CREATE INDEX IF NOT EXISTS kv_order ON kv (idx, seq)");
     writer_db_->exec(
         "CREATE TABLE IF NOT EXISTS kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) "
