@@ -40,12 +40,29 @@ void FrameSocket::send_frame(bool binary, Payload payload) {
   }
   e.bytes = e.header_size + n;
   e.payload = std::move(payload);
+  if (!writing_ && queue_.empty()) {
+    // Nothing is ahead of this frame: write it now, without an asynchronous operation and its
+    // completion (most frames go out like this); only what the socket does not take is queued.
+    const std::array<asio::const_buffer, 2> bufs{asio::buffer(e.header.data(), e.header_size),
+                                                 asio::buffer(*e.payload)};
+    if (!direct_) {
+      error_code ignored;
+      socket_.non_blocking(true, ignored);
+      direct_ = true;
+    }
+    error_code ec;
+    const size_t written = socket_.write_some(bufs, ec);
+    if (!ec && written == e.bytes) return;
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again) return fail();
+    e.skip = ec ? 0 : written;
+  }
   push(std::move(e));
 }
 
 void FrameSocket::push_beast(Entry e) {
-  if (failed_) {
-    e.done(asio::error::broken_pipe, 0);
+  if (failed_) {  // completes later: never from inside the initiating call
+    asio::post(socket_.get_executor(),
+               [done = std::move(e.done)] { done(asio::error::broken_pipe, 0); });
     return;
   }
   if (completing_beast_) {
@@ -60,8 +77,17 @@ void FrameSocket::push_beast(Entry e) {
   push(std::move(e));
 }
 
+// The connection is unusable: drop what is queued and close the socket, which ends the
+// session's pending read, and the session cleans up from there.
+void FrameSocket::fail() {
+  failed_ = true;
+  queued_bytes_ = 0;
+  error_code ignored;
+  socket_.close(ignored);
+}
+
 void FrameSocket::push(Entry e) {
-  queued_bytes_ += e.bytes;
+  queued_bytes_ += e.bytes - e.skip;
   queue_.push_back(std::move(e));
   start_write();
 }
@@ -78,7 +104,7 @@ void FrameSocket::start_write() {
         (buffers + n > kMaxBatchBuffers || bytes + e.bytes > kMaxBatchBytes))
       break;
     buffers += n;
-    bytes += e.bytes;
+    bytes += e.bytes - e.skip;
     in_flight_.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
@@ -86,8 +112,12 @@ void FrameSocket::start_write() {
   gather_.clear();
   for (const Entry& e : in_flight_) {
     if (e.payload) {
-      gather_.emplace_back(e.header.data(), e.header_size);
-      if (!e.payload->empty()) gather_.emplace_back(e.payload->data(), e.payload->size());
+      // `skip` bytes of it went out in send_frame's direct write.
+      if (e.skip < e.header_size)
+        gather_.emplace_back(e.header.data() + e.skip, e.header_size - e.skip);
+      const size_t from = e.skip > e.header_size ? e.skip - e.header_size : 0;
+      if (from < e.payload->size())
+        gather_.emplace_back(e.payload->data() + from, e.payload->size() - from);
     } else {
       gather_.insert(gather_.end(), e.beast.begin(), e.beast.end());
     }
@@ -100,14 +130,11 @@ void FrameSocket::on_write(error_code ec) {
   writing_ = false;
   std::vector<Entry> done = std::move(in_flight_);
   in_flight_.clear();
-  for (const Entry& e : done) queued_bytes_ -= e.bytes;
+  for (const Entry& e : done) queued_bytes_ -= e.bytes - e.skip;
   if (ec) {
-    failed_ = true;
     for (Entry& e : queue_) done.push_back(std::move(e));
     queue_.clear();
-    queued_bytes_ = 0;
-    error_code ignored;
-    socket_.close(ignored);  // the session's pending read ends and cleans up
+    fail();
   }
   for (Entry& e : done) {
     if (!e.done) continue;

@@ -89,11 +89,13 @@ class FrameSocket {
     Payload payload;                                  // a session frame, or
     std::vector<boost::asio::const_buffer> beast;     // one of Beast's writes
     size_t bytes = 0;                                 // header + payload, or Beast's bytes
+    size_t skip = 0;  // bytes of a session frame already written by send_frame's direct write
     std::function<void(boost::system::error_code, size_t)> done;  // Beast's handler
   };
 
   void push_beast(Entry e);
   void push(Entry e);
+  void fail();
   void start_write();
   void on_write(boost::system::error_code ec);
 
@@ -106,6 +108,7 @@ class FrameSocket {
   bool writing_ = false;
   bool completing_beast_ = false;  // inside one of Beast's handlers (see push_beast)
   bool failed_ = false;
+  bool direct_ = false;  // the socket is in non-blocking mode for send_frame's direct writes
 };
 
 // Beast closes a stream through teardown() on its next layer, found by argument-dependent

@@ -1,6 +1,7 @@
 #include "protocol/codec.h"
 
 #include <boost/json/parse.hpp>
+#include <boost/json/parser.hpp>
 #include <boost/json/value.hpp>
 
 #include "protocol/json_writer.h"
@@ -165,9 +166,17 @@ bool is_uuid(std::string_view s) {
 }
 
 DecodeResult decode(std::string_view frame) {
+  // One parser per thread: its internal stack is kept from one message to the next instead of
+  // being allocated for each (json::parse builds a new parser every call).
+  thread_local json::parser parser;
   boost::system::error_code ec;
-  json::value v = json::parse(frame, ec);
-  if (ec) return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
+  parser.reset();
+  parser.write(frame.data(), frame.size(), ec);
+  if (ec) {
+    parser.reset();
+    return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
+  }
+  json::value v = parser.release();
   if (!v.is_object())
     return DecodeError{"a message must be a JSON object", "", std::nullopt, std::nullopt};
   return decode(std::move(v.get_object()));
