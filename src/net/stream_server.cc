@@ -160,15 +160,12 @@ class Core : public std::enable_shared_from_this<Core> {
                const std::optional<std::string>& item, const engine::SharedFrame& frame) {
     auto it = index_.find(group_key(stream, group));
     if (it == index_.end()) return;
-    // Copy: a send may close a slow client, which edits the index.
+    // A snapshot of the targets (reference counts only): a send that closes a slow client may
+    // edit the index, and a target removed meanwhile is marked inactive.
     const auto targets = it->second;
-    for (const auto& [cid, sid] : targets) {
-      auto c = clients_.find(cid);
-      if (c == clients_.end()) continue;
-      auto s = c->second.subs.find(sid);
-      if (s == c->second.subs.end()) continue;
-      if (s->second.item_id && (!item || *s->second.item_id != *item)) continue;
-      c->second.conn->send(frame);
+    for (const auto& t : targets) {
+      if (!t->active || (t->item_id && (!item || *t->item_id != *item))) continue;
+      t->conn->send(frame);
     }
   }
 
@@ -184,6 +181,14 @@ class Core : public std::enable_shared_from_this<Core> {
     json::value context;
     std::map<std::string, StreamSubscription> subs;
   };
+  // One subscription in the fan-out index: what publish needs, without looking anything up.
+  struct Target {
+    uint64_t client;
+    std::string subscription_id;
+    std::shared_ptr<engine::Connection> conn;
+    std::optional<std::string> item_id;
+    bool active = true;
+  };
 
   void subscribe(uint64_t id, Client& c, const StreamSubscription& sub) {
     if (auto old = c.subs.find(sub.subscription_id); old != c.subs.end()) {
@@ -191,21 +196,24 @@ class Core : public std::enable_shared_from_this<Core> {
       c.subs.erase(old);
     }
     c.subs[sub.subscription_id] = sub;
-    index_[group_key(sub.stream_name, sub.group_id)].emplace_back(id, sub.subscription_id);
+    index_[group_key(sub.stream_name, sub.group_id)].push_back(std::make_shared<Target>(
+        Target{id, sub.subscription_id, c.conn, sub.item_id}));
   }
 
   void unindex(uint64_t id, const StreamSubscription& sub) {
     auto it = index_.find(group_key(sub.stream_name, sub.group_id));
     if (it == index_.end()) return;
-    std::erase_if(it->second, [&](const auto& e) {
-      return e.first == id && e.second == sub.subscription_id;
+    std::erase_if(it->second, [&](const std::shared_ptr<Target>& t) {
+      if (t->client != id || t->subscription_id != sub.subscription_id) return false;
+      t->active = false;
+      return true;
     });
     if (it->second.empty()) index_.erase(it);
   }
 
   StreamServerDelegate& delegate_;
   std::unordered_map<uint64_t, Client> clients_;
-  std::unordered_map<std::string, std::vector<std::pair<uint64_t, std::string>>> index_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Target>>> index_;
   uint64_t next_id_ = 0;
 };
 
