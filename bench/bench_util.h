@@ -1,5 +1,5 @@
-// Small helpers shared by stream_fanout_bench, state_bench and store_rss_bench: flag parsing,
-// percentiles, and /proc sampling of the engine process (RSS, CPU time per thread).
+// Small helpers shared by the benchmarks: flag parsing, percentiles, and /proc sampling of the
+// engine process (RSS, CPU time in total and per thread).
 #pragma once
 
 #include <dirent.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -138,6 +139,24 @@ inline int64_t proc_io(int pid, const char* field) {
     if (line.rfind(prefix, 0) == 0) return std::strtoll(line.c_str() + prefix.size(), nullptr, 10);
   }
   return -1;
+}
+
+// CPU time (user + system) consumed so far by all threads of a process, in ns, from
+// /proc/<pid>/task/*/schedstat; -1 if unreadable.
+inline int64_t cpu_ns(long pid) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int64_t total = 0;
+  bool any = false;
+  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(t.path() / "schedstat");
+    long long ns = 0;
+    if (in >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  return any ? total : -1;
 }
 
 struct ThreadCpu {

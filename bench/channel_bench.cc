@@ -41,14 +41,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "../sdk/cpp/src/support.h"  // ws:// URL parsing shared with the SDK
+#include "bench_util.h"
 #include "iii/iii.h"
 
 namespace {
@@ -126,33 +125,6 @@ Flags parse_flags(int argc, char** argv) {
   return f;
 }
 
-// VmRSS of a process in KiB, or -1.
-long rss_kib(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-  return -1;
-}
-
-// CPU time (user + system) consumed so far by all threads of a process, in ns, from
-// /proc/<pid>/task/*/schedstat; -1 if unreadable.
-int64_t cpu_ns(long pid) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  int64_t total = 0;
-  bool any = false;
-  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(t.path() / "schedstat");
-    long long ns = 0;
-    if (in >> ns) {
-      total += ns;
-      any = true;
-    }
-  }
-  return any ? total : -1;
-}
-
 // Samples an engine's RSS every 100 ms until stopped.
 class RssSampler {
  public:
@@ -160,7 +132,7 @@ class RssSampler {
     if (!pid_) return;
     thread_ = std::thread([this] {
       while (!stop_.load()) {
-        long v = rss_kib(pid_);
+        long v = bench::proc_status_kib(static_cast<int>(pid_), "VmRSS");
         if (v >= 0) {
           min_ = min_ < 0 ? v : std::min(min_, v);
           max_ = std::max(max_, v);
@@ -300,7 +272,7 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
   const int64_t tail = flags.bytes % flags.chunk_bytes;
 
   RssSampler sampler(flags.engine_pid);
-  const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
+  const int64_t cpu_before = flags.engine_pid ? bench::cpu_ns(flags.engine_pid) : -1;
 
   // Watchdog: a stuck transfer is reported with its progress, then both sockets are shut down
   // (which unblocks the blocking calls) so the run fails instead of hanging.
@@ -384,7 +356,7 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
   watchdog.join();
   if (timed_out) r.error = "timed out" + (writer_error.empty() ? "" : " (" + writer_error + ")");
   if (cpu_before >= 0) {
-    const int64_t cpu_after = cpu_ns(flags.engine_pid);
+    const int64_t cpu_after = bench::cpu_ns(flags.engine_pid);
     if (cpu_after >= 0) r.engine_cpu_s = (cpu_after - cpu_before) / 1e9;
   }
   auto [mn, mx] = sampler.stop();

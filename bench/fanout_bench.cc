@@ -33,8 +33,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -43,6 +41,7 @@
 #include <vector>
 
 #include "../sdk/cpp/src/support.h"  // ws:// URL parsing shared with the SDK
+#include "bench_util.h"
 #include "iii/iii.h"
 
 namespace {
@@ -189,24 +188,6 @@ double percentile(std::vector<double> v, double q) {
   return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
 }
 
-// CPU time (user + system) consumed so far by all threads of a process, in ns, from
-// /proc/<pid>/task/*/schedstat; -1 if unreadable.
-int64_t cpu_ns(long pid) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  int64_t total = 0;
-  bool any = false;
-  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(t.path() / "schedstat");
-    long long ns = 0;
-    if (in >> ns) {
-      total += ns;
-      any = true;
-    }
-  }
-  return any ? total : -1;
-}
-
 // Polls engine::triggers::list until all N triggers are stored (registertrigger has no reply).
 bool wait_for_triggers(iii::III& worker, int64_t n, int timeout_ms) {
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -348,7 +329,7 @@ int main(int argc, char** argv) {
 
     std::vector<Sample> samples;
     int failures = 0;
-    const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
+    const int64_t cpu_before = flags.engine_pid ? bench::cpu_ns(flags.engine_pid) : -1;
     int completed_rounds = 0;
     for (int r = 0; r < flags.warmup_rounds + flags.rounds; ++r) {
       Sample s{};
@@ -363,7 +344,7 @@ int main(int argc, char** argv) {
     // to N functions, plus the probe's upgrade. -1 without --engine-pid.
     double engine_cpu_us_round = -1;
     if (cpu_before >= 0 && completed_rounds > 0) {
-      const int64_t cpu_after = cpu_ns(flags.engine_pid);
+      const int64_t cpu_after = bench::cpu_ns(flags.engine_pid);
       if (cpu_after >= 0) engine_cpu_us_round = (cpu_after - cpu_before) / 1e3 / completed_rounds;
     }
     std::vector<double> reg, con, disc;

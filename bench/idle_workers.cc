@@ -21,7 +21,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +28,7 @@
 #include <vector>
 
 #include "../sdk/cpp/src/support.h"  // ws:// URL parsing shared with the SDK
+#include "bench_util.h"
 
 namespace {
 
@@ -84,15 +84,6 @@ Flags parse_flags(int argc, char** argv) {
   }
   if (f.count < 0) usage(2);
   return f;
-}
-
-// VmRSS of a process in KiB, or -1.
-long rss_kib(long pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-  return -1;
 }
 
 void raise_fd_limit(int needed) {
@@ -246,7 +237,7 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const long rss_before = flags.engine_pid ? rss_kib(flags.engine_pid) : -1;
+  const long rss_before = flags.engine_pid ? bench::proc_status_kib(static_cast<int>(flags.engine_pid), "VmRSS") : -1;
   if (flags.engine_pid) std::printf("engine RSS before: %ld KiB\n", rss_before);
 
   Swarm swarm(ioc, flags, *url, endpoints);
@@ -267,7 +258,7 @@ int main(int argc, char** argv) {
     settle.async_wait([&](error_code e) {
       if (e) return;
       if (flags.engine_pid) {
-        long after = rss_kib(flags.engine_pid);
+        long after = bench::proc_status_kib(static_cast<int>(flags.engine_pid), "VmRSS");
         std::printf("engine RSS after: %ld KiB (delta %ld KiB, %.1f KiB per connection)\n", after,
                     after - rss_before,
                     swarm.ready() ? double(after - rss_before) / swarm.ready() : 0.0);

@@ -17,14 +17,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <future>
 #include <iostream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "iii/iii.h"
 
 namespace {
@@ -150,24 +149,6 @@ void issue(Run* run) {
   });
 }
 
-// CPU time (user + system) consumed so far by all threads of a process, in ns, from
-// /proc/<pid>/task/*/schedstat; -1 if unreadable.
-int64_t cpu_ns(long pid) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  int64_t total = 0;
-  bool any = false;
-  for (const auto& t : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(t.path() / "schedstat");
-    long long ns = 0;
-    if (in >> ns) {
-      total += ns;
-      any = true;
-    }
-  }
-  return any ? total : -1;
-}
-
 double percentile_us(const std::vector<int64_t>& sorted, double q) {
   if (sorted.empty()) return 0;
   size_t idx = std::min(sorted.size() - 1, static_cast<size_t>(q * sorted.size()));
@@ -240,7 +221,7 @@ int main(int argc, char** argv) {
       run.latencies_ns.reserve(1 << 20);
       run.lanes_active = concurrency;
       auto finished = run.done.get_future();
-      const int64_t cpu_before = flags.engine_pid ? cpu_ns(flags.engine_pid) : -1;
+      const int64_t cpu_before = flags.engine_pid ? bench::cpu_ns(flags.engine_pid) : -1;
       // Only the first call of each lane is issued from this thread; every later one (and all
       // bookkeeping in Run) happens in callbacks on the caller's I/O thread.
       for (int64_t i = 0; i < concurrency; ++i) issue(&run);
@@ -248,7 +229,7 @@ int main(int argc, char** argv) {
       // Engine CPU per completed call (warm-up included); -1 without --engine-pid.
       double engine_cpu_us = -1;
       if (cpu_before >= 0 && run.completed_total > 0) {
-        const int64_t cpu_after = cpu_ns(flags.engine_pid);
+        const int64_t cpu_after = bench::cpu_ns(flags.engine_pid);
         if (cpu_after >= 0) engine_cpu_us = (cpu_after - cpu_before) / 1e3 / run.completed_total;
       }
 

@@ -20,7 +20,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +33,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "bench_util.h"
 
 namespace {
 
@@ -101,16 +102,10 @@ bool write_all(int fd, const char* p, size_t n) {
   return true;
 }
 
-double cpu_seconds(int who) {
-  rusage u{};
-  getrusage(who, &u);
-  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-double pct(std::vector<double>& v, double p) {
+// p50 and p99 of unsorted samples.
+std::pair<double, double> p50_p99(std::vector<double>& v) {
   std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[std::min(v.size() - 1, static_cast<size_t>(p * v.size()))];
+  return {bench::percentile(v, 0.5), bench::percentile(v, 0.99)};
 }
 
 constexpr size_t kMsg = 100;
@@ -133,7 +128,7 @@ void round_trips(int fd, int samples, const char* mode) {
     if (i >= samples / 10)
       us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  const double p50 = pct(us, 0.5), p99 = pct(us, 0.99);
+  const auto [p50, p99] = p50_p99(us);
   std::printf("%-6s 100 B: p50=%.1fus p99=%.1fus (samples=%d)\n", mode, p50, p99, samples);
   std::printf("{\"bench\":\"loopback_floor\",\"mode\":\"%s\",\"p50_us\":%.1f,\"p99_us\":%.1f}\n",
               mode, p50, p99);
@@ -180,7 +175,7 @@ void mode_copy(long long bytes) {
   int lfd = listen_loopback(1, &port);
   int out = connect_loopback(port);
   int in = accept_one(lfd);
-  const double cpu0 = cpu_seconds(RUSAGE_SELF);
+  const double cpu0 = bench::self_cpu_seconds();
   const auto t0 = Clock::now();
   std::atomic<long long> received{0};
   std::thread reader([&] {
@@ -195,7 +190,7 @@ void mode_copy(long long bytes) {
   shutdown(out, SHUT_WR);
   reader.join();
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double cpu = cpu_seconds(RUSAGE_SELF) - cpu0;
+  const double cpu = bench::self_cpu_seconds() - cpu0;
   const double gb = static_cast<double>(received.load()) / 1e9;
   std::printf("copy   %.2f GB in 64 KiB calls: %.1f MB/s, CPU %.0f ms/GB (sender + receiver, "
               "%.2f cores)\n",
@@ -250,7 +245,7 @@ void mode_fanout(int n, int rounds) {
   char ev[kEvent];
   std::memset(ev, 'e', sizeof ev);
   std::vector<double> round_us;
-  const double cpu0 = cpu_seconds(RUSAGE_SELF);
+  const double cpu0 = bench::self_cpu_seconds();
   const auto start = Clock::now();
   for (int r = 0; r < rounds; ++r) {
     const auto t0 = Clock::now();
@@ -263,8 +258,8 @@ void mode_fanout(int n, int rounds) {
   const double events_s = static_cast<double>(rounds) * n /
                          std::chrono::duration<double>(Clock::now() - start).count();
   const double cpu_us_per_send =
-      (cpu_seconds(RUSAGE_SELF) - cpu0) * 1e6 / (static_cast<double>(rounds) * n);
-  const double p50 = pct(round_us, 0.5), p99 = pct(round_us, 0.99);
+      (bench::self_cpu_seconds() - cpu0) * 1e6 / (static_cast<double>(rounds) * n);
+  const auto [p50, p99] = p50_p99(round_us);
   std::printf("fanout %d sockets x %d rounds back to back: %.0f events/s; one send() costs the "
               "sender %.2f us CPU; first send to last receive p50=%.0fus p99=%.0fus\n",
               n, rounds, events_s, cpu_us_per_send, p50, p99);
@@ -283,32 +278,25 @@ void mode_fanout(int n, int rounds) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string modes = "rtt,relay,copy,fanout";
-  int samples = 30000, fanout = 1000, rounds = 200;
-  long long copy_bytes = 4LL << 30;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const char* v = i + 1 < argc ? argv[i + 1] : nullptr;
-    if (a == "--mode" && v) modes = argv[++i];
-    else if (a == "--samples" && v) samples = std::atoi(argv[++i]);
-    else if (a == "--copy-bytes" && v) copy_bytes = std::atoll(argv[++i]);
-    else if (a == "--fanout" && v) fanout = std::atoi(argv[++i]);
-    else if (a == "--rounds" && v) rounds = std::atoi(argv[++i]);
-    else {
-      std::fprintf(stderr,
-                   "usage: loopback_floor [--mode rtt,relay,copy,fanout] [--samples N] "
-                   "[--copy-bytes N] [--fanout N] [--rounds N]\n");
-      return 2;
-    }
-  }
-  if (samples < 10 || fanout < 1 || rounds < 1 || copy_bytes < (1 << 16)) {
-    std::fprintf(stderr, "loopback_floor: invalid argument\n");
-    return 2;
-  }
-  const std::string m = "," + modes + ",";
-  if (m.find(",rtt,") != std::string::npos) mode_rtt(samples);
-  if (m.find(",relay,") != std::string::npos) mode_relay(samples);
-  if (m.find(",copy,") != std::string::npos) mode_copy(copy_bytes);
-  if (m.find(",fanout,") != std::string::npos) mode_fanout(fanout, rounds);
+  const bench::Flags flags(argc, argv,
+                           {"--mode", "--samples", "--copy-bytes", "--fanout", "--rounds"},
+                           "usage: loopback_floor [--mode rtt,relay,copy,fanout] [--samples N] "
+                           "[--copy-bytes N] [--fanout N] [--rounds N]\n");
+  const auto modes = flags.words("--mode", {"rtt", "relay", "copy", "fanout"});
+  const int samples = static_cast<int>(flags.integer("--samples", 30000));
+  const int fanout = static_cast<int>(flags.integer("--fanout", 1000));
+  const int rounds = static_cast<int>(flags.integer("--rounds", 200));
+  const long long copy_bytes = flags.integer("--copy-bytes", 4LL << 30);
+  if (samples < 10 || fanout < 1 || rounds < 1 || copy_bytes < (1 << 16))
+    flags.fail("loopback_floor: invalid argument");
+  for (const std::string& m : modes)
+    if (m != "rtt" && m != "relay" && m != "copy" && m != "fanout") flags.fail("unknown mode " + m);
+  const auto has = [&](const char* m) {
+    return std::find(modes.begin(), modes.end(), m) != modes.end();
+  };
+  if (has("rtt")) mode_rtt(samples);
+  if (has("relay")) mode_relay(samples);
+  if (has("copy")) mode_copy(copy_bytes);
+  if (has("fanout")) mode_fanout(fanout, rounds);
   return 0;
 }
