@@ -45,11 +45,6 @@ void FrameSocket::send_frame(bool binary, Payload payload) {
     // completion (most frames go out like this); only what the socket does not take is queued.
     const std::array<asio::const_buffer, 2> bufs{asio::buffer(e.header.data(), e.header_size),
                                                  asio::buffer(*e.payload)};
-    if (!direct_) {
-      error_code ignored;
-      socket_.non_blocking(true, ignored);
-      direct_ = true;
-    }
     error_code ec;
     const size_t written = socket_.write_some(bufs, ec);
     if (!ec && written == e.bytes) return;

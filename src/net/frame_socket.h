@@ -39,7 +39,12 @@ class FrameSocket {
   using next_layer_type = tcp::socket;
   using Payload = std::shared_ptr<const std::string>;
 
-  explicit FrameSocket(tcp::socket&& socket) : socket_(std::move(socket)) {}
+  // The socket is put in non-blocking mode for send_frame's direct writes (Asio's asynchronous
+  // operations work the same either way).
+  explicit FrameSocket(tcp::socket&& socket) : socket_(std::move(socket)) {
+    boost::system::error_code ignored;
+    socket_.non_blocking(true, ignored);
+  }
   FrameSocket(const FrameSocket&) = delete;
   FrameSocket& operator=(const FrameSocket&) = delete;
 
@@ -108,7 +113,6 @@ class FrameSocket {
   bool writing_ = false;
   bool completing_beast_ = false;  // inside one of Beast's handlers (see push_beast)
   bool failed_ = false;
-  bool direct_ = false;  // the socket is in non-blocking mode for send_frame's direct writes
 };
 
 // Beast closes a stream through teardown() on its next layer, found by argument-dependent

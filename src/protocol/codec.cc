@@ -172,10 +172,7 @@ DecodeResult decode(std::string_view frame) {
   boost::system::error_code ec;
   parser.reset();
   parser.write(frame.data(), frame.size(), ec);
-  if (ec) {
-    parser.reset();
-    return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
-  }
+  if (ec) return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
   json::value v = parser.release();
   if (!v.is_object())
     return DecodeError{"a message must be a JSON object", "", std::nullopt, std::nullopt};
