@@ -6,8 +6,18 @@
 
 namespace iii::engine {
 
+ChannelFrame ChannelFrame::message(std::string bytes, bool binary) {
+  auto held = std::make_shared<const std::string>(std::move(bytes));
+  ChannelFrame f;
+  f.data = held->data();
+  f.size = held->size();
+  f.owner = std::move(held);
+  f.binary = binary;
+  return f;
+}
+
 bool Channel::push(ChannelFrame f) {
-  bytes_ += f.data.size();
+  bytes_ += f.size;
   frames_.push_back(std::move(f));
   if (on_data) on_data();
   return !full();
@@ -23,7 +33,7 @@ ChannelFrame Channel::pop() {
   const bool was_full = full();
   ChannelFrame f = std::move(frames_.front());
   frames_.pop_front();
-  bytes_ -= f.data.size();
+  bytes_ -= f.size;
   if (was_full && !full() && on_space) on_space();
   return f;
 }

@@ -9,13 +9,25 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 namespace iii::engine {
 
+// What the writer sent: a whole message, or one fragment of one. The relay forwards bytes as
+// it reads them, without waiting for the rest of a message or copying them; `owner` keeps the
+// bytes alive (a block of the relay's read buffer).
 struct ChannelFrame {
-  std::string data;
+  std::shared_ptr<const void> owner;
+  const char* data = nullptr;
+  size_t size = 0;
   bool binary = true;
+  bool first = true;  // starts a message (else continues the one before)
+  bool last = true;   // ends its message
+
+  // A whole message holding its own bytes.
+  static ChannelFrame message(std::string bytes, bool binary);
+  std::string_view view() const { return {data, size}; }
 };
 
 class Channel {

@@ -32,17 +32,17 @@ TEST(Channels, BoundedQueueSignalsBackpressureAndOrder) {
   int data_signals = 0, space_signals = 0;
   ch.on_data = [&] { ++data_signals; };
   ch.on_space = [&] { ++space_signals; };
-  EXPECT_TRUE(ch.push({"a", false}));
-  EXPECT_FALSE(ch.push({"b", true}));  // full: the writer must pause
+  EXPECT_TRUE(ch.push(ChannelFrame::message("a", false)));
+  EXPECT_FALSE(ch.push(ChannelFrame::message("b", true)));  // full: the writer must pause
   EXPECT_TRUE(ch.full());
   EXPECT_EQ(data_signals, 2);
   auto first = ch.pop();
-  EXPECT_EQ(first.data, "a");
+  EXPECT_EQ(first.view(), "a");
   EXPECT_FALSE(first.binary);
   EXPECT_EQ(space_signals, 1);  // room again: the writer resumes
   ch.close_writer();
   EXPECT_FALSE(ch.drained());
-  EXPECT_EQ(ch.pop().data, "b");
+  EXPECT_EQ(ch.pop().view(), "b");
   EXPECT_TRUE(ch.drained());
 }
 

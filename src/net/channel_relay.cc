@@ -2,27 +2,21 @@
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/buffered_read_stream.hpp>
+#include <array>
+#include <cstring>
+#include <deque>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
 #include "engine/engine.h"
+#include "net/client_frame_parser.h"
 #include "net/frame_socket.h"
-
-// Beast closes a WebSocket through teardown() on its next layer, found by argument-dependent
-// lookup, so the overloads for the buffered socket below live in Asio's namespace.
-namespace boost::asio {
-using BufferedSocket = buffered_read_stream<ip::tcp::socket>;
-
-inline void teardown(beast::role_type role, BufferedSocket& s, beast::error_code& ec) {
-  beast::websocket::teardown(role, s.next_layer(), ec);
-}
-
-template <class TeardownHandler>
-void async_teardown(beast::role_type role, BufferedSocket& s, TeardownHandler&& handler) {
-  beast::websocket::async_teardown(role, s.next_layer(), std::forward<TeardownHandler>(handler));
-}
-}  // namespace boost::asio
 
 namespace iii::net {
 
@@ -34,10 +28,6 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr size_t kFrameReserve = 64 * 1024;  // the SDKs send 64 KiB binary frames
-// The writer's socket is read through a buffer that holds several such frames: one recvmsg
-// then serves several frames instead of each frame costing two (header, then payload).
-constexpr size_t kWriterReadBuffer = 256 * 1024;
 // Frames handed to the reader's socket at a time; whatever is queued goes out in one sendmsg.
 constexpr size_t kReaderInFlight = 512 * 1024;
 
@@ -56,21 +46,58 @@ void configure(websocket::stream<NextLayer>& ws, const ListenerOptions& opts, bo
   ws.auto_fragment(false);
 }
 
+// The writer's socket is read into blocks of this pool. A block stays alive while a frame read
+// into it is queued in the channel or being written to the reader, and then comes back for
+// another read: no allocation, page fault or zero-fill per frame.
+class BlockPool : public std::enable_shared_from_this<BlockPool> {
+ public:
+  static constexpr size_t kBlockBytes = 256 * 1024;  // about four of the SDKs' 64 KiB frames
+  static constexpr size_t kMaxIdle = 8;
+
+  std::shared_ptr<char> get() {
+    std::unique_ptr<char[]> block;
+    if (idle_.empty()) {
+      block = std::make_unique_for_overwrite<char[]>(kBlockBytes);
+    } else {
+      block = std::move(idle_.back());
+      idle_.pop_back();
+    }
+    return std::shared_ptr<char>(block.release(), [pool = weak_from_this()](char* p) {
+      auto self = pool.lock();
+      if (self && self->idle_.size() < kMaxIdle)
+        self->idle_.emplace_back(p);
+      else
+        delete[] p;
+    });
+  }
+
+ private:
+  std::vector<std::unique_ptr<char[]>> idle_;
+};
+
+// The writer side. Beast answers the upgrade; the frames that follow are read by
+// ClientFrameParser straight out of the pool's blocks and unmasked in place, and each piece
+// goes into the channel pointing into its block. The reader's socket then sends it from there:
+// between the two sockets the bytes are touched once, by the unmasking.
 class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
  public:
   ChannelWriter(tcp::socket&& s, std::shared_ptr<engine::Channel> ch, engine::Engine& eng,
                 std::shared_ptr<const ListenerOptions> opts)
-      : executor_(s.get_executor()),
-        ws_(executor_, kWriterReadBuffer),  // buffered_read_stream takes its argument by lvalue
+      : socket_(std::move(s)),
         ch_(std::move(ch)),
         engine_(eng),
-        opts_(std::move(opts)) {
-    ws_.next_layer().next_layer() = std::move(s);
-  }
+        opts_(std::move(opts)),
+        parser_(opts_->max_message_bytes),
+        pool_(std::make_shared<BlockPool>()),
+        timer_(socket_.get_executor()) {}
 
   void start(http::request<http::empty_body>&& req) {
-    configure(ws_, *opts_, false);
-    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
+    auto ws = std::make_shared<websocket::stream<tcp::socket>>(std::move(socket_));
+    configure(*ws, *opts_, false);
+    ws->async_accept(req, [self = shared_from_this(), ws](beast::error_code ec) {
+      self->socket_ = std::move(ws->next_layer());
+      // The stream goes once its operation has fully returned.
+      asio::post(self->socket_.get_executor(), [ws] {});
       if (ec) return self->finish();
       std::weak_ptr<ChannelWriter> weak = self;
       self->ch_->on_space = [weak] {
@@ -79,85 +106,199 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
       self->ch_->on_reader_gone = [weak] {
         if (auto s = weak.lock()) s->stop();
       };
-      self->do_read();
+      self->read_more();
     });
   }
 
  private:
-  void do_read() {
-    buf_.clear();
-    buf_.reserve(kFrameReserve);
-    dyn_.emplace(buf_);  // reads straight into the string that is then moved into the channel
-    read_more();
-  }
+  static constexpr size_t kMinRead = 16 * 1024;  // a block with less room left is replaced
+  static constexpr size_t kMaxQueuedControl = 16;
+  static constexpr auto kCloseTimeout = std::chrono::seconds(5);
+
+  bool low_on_room() const { return BlockPool::kBlockBytes - filled_ < kMinRead; }
 
   void read_more() {
-    ws_.async_read_some(*dyn_, kFrameReserve, [self = shared_from_this()](beast::error_code ec,
-                                                                          size_t) {
-      self->on_read(ec);
-    });
+    if (!block_ || low_on_room()) next_block();
+    reading_ = true;
+    socket_.async_read_some(
+        asio::buffer(block_.get() + filled_, BlockPool::kBlockBytes - filled_),
+        [self = shared_from_this()](beast::error_code ec, size_t n) { self->on_read(ec, n); });
   }
 
-  void on_read(beast::error_code ec) {
-    if (ec) return finish();
-    if (buf_.size() > opts_->max_message_bytes) {
-      spdlog::warn("channel {}: writer sent a message larger than max_message_bytes ({} bytes); "
-                   "closing with code 1009", ch_->id(), opts_->max_message_bytes);
-      dyn_.reset();
-      buf_ = std::string();
-      ws_.async_close(websocket::close_code::too_big,
-                      [self = shared_from_this()](beast::error_code) { self->finish(); });
-      return;
+  // Moves what the parser has not taken yet (at most a partial header or control frame: a
+  // block low on room is always flushed first) to the start of a fresh block.
+  void next_block() {
+    auto next = pool_->get();
+    const size_t pending = filled_ - parsed_;
+    BOOST_ASSERT(pending <= ClientFrameParser::kMaxPending);
+    if (pending > 0) std::memcpy(next.get(), block_.get() + parsed_, pending);
+    block_ = std::move(next);
+    filled_ = pending;
+    parsed_ = 0;
+  }
+
+  void on_read(beast::error_code ec, size_t n) {
+    reading_ = false;
+    if (closing_) return drain(ec);
+    if (ec) return finish();  // gone without a Close: whatever it sent is delivered, then EOF
+    filled_ += n;
+    parse();
+  }
+
+  void parse() {
+    const bool flush = low_on_room();
+    for (;;) {
+      if (closing_ || done_) return;
+      if (ch_->reader_gone) return stop();
+      if (ch_->full()) return pause();
+      const ClientFrameParser::Item it =
+          parser_.next(block_.get() + parsed_, block_.get() + filled_, flush);
+      parsed_ += it.consumed;
+      switch (it.kind) {
+        case ClientFrameParser::Kind::kNeedMore:
+          return read_more();
+        case ClientFrameParser::Kind::kData: {
+          engine::ChannelFrame f;
+          f.owner = block_;
+          f.data = it.data;
+          f.size = it.size;
+          f.binary = !it.text;
+          f.first = it.first;
+          f.last = it.last;
+          ch_->push(std::move(f));
+          break;
+        }
+        case ClientFrameParser::Kind::kPing:
+          send_control(0xA, 0, std::string_view(it.data, it.size));
+          break;
+        case ClientFrameParser::Kind::kPong:
+          break;
+        case ClientFrameParser::Kind::kClose:  // answered with the same code (1000 for none)
+          return close(it.code == 1005 ? 1000 : it.code);
+        case ClientFrameParser::Kind::kError:
+          spdlog::warn("channel {}: writer sent {}; closing with code {}", ch_->id(), it.error,
+                       it.code);
+          return close(it.code);
+      }
     }
-    if (!ws_.is_message_done()) return read_more();
-    dyn_.reset();
-    // Do not let a small frame pin the 64 KiB reserved for reading it while it is buffered.
-    if (buf_.capacity() - buf_.size() > 4096) buf_.shrink_to_fit();
-    const bool room = ch_->push(engine::ChannelFrame{std::move(buf_), ws_.got_binary()});
-    buf_ = std::string();
-    if (ch_->reader_gone) return stop();
-    if (room) return do_read();
-    // Paused until on_space: no operation is pending, so hold ourselves alive meanwhile.
+  }
+
+  // The channel is full: nothing is read until on_space. No operation is pending meanwhile, so
+  // the writer holds itself alive.
+  void pause() {
     paused_ = true;
     self_ = shared_from_this();
   }
 
+  // on_space comes from inside the reader's pump; parsing from a fresh handler keeps the
+  // frames pushed now behind the one the reader is sending.
   void resume() {
     if (!paused_ || done_) return;
     paused_ = false;
-    auto keep = std::move(self_);
-    do_read();
+    asio::post(socket_.get_executor(), [self = std::move(self_)] { self->parse(); });
   }
 
   // The reader left: nothing more will be delivered, so the writer is told to stop.
-  void stop() {
-    if (done_) return;
+  void stop() { close(1001); }
+
+  void send_control(uint8_t opcode, uint16_t code, std::string_view payload) {
+    if (close_queued_) return;  // nothing follows our Close
+    if (opcode != 0x8 && control_out_.size() >= kMaxQueuedControl) return;  // not reading
+    std::string frame;
+    frame.push_back(static_cast<char>(0x80 | opcode));
+    frame.push_back(static_cast<char>(payload.size() + (code ? 2 : 0)));
+    if (code) {
+      frame.push_back(static_cast<char>(code >> 8));
+      frame.push_back(static_cast<char>(code & 0xFF));
+    }
+    frame.append(payload);
+    control_out_.push_back(std::move(frame));
+    close_queued_ = opcode == 0x8;
+    if (!writing_) write_control();
+  }
+
+  void write_control() {
+    writing_ = true;
+    asio::async_write(socket_, asio::buffer(control_out_.front()),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        self->writing_ = false;
+                        const bool close_sent = self->control_out_.front()[0] ==
+                                                static_cast<char>(0x88);
+                        self->control_out_.pop_front();
+                        if (self->done_) return;
+                        if (ec) {  // the pending read sees the broken connection too
+                          if (self->closing_) self->finish();
+                          return;
+                        }
+                        if (close_sent) {
+                          beast::error_code ignored;
+                          self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+                          return;
+                        }
+                        if (!self->control_out_.empty()) self->write_control();
+                      });
+  }
+
+  // Ends the writer's side with a Close frame (after any Pong queued before it). The TCP
+  // connection is then shut down for sending and read to its end, everything read discarded,
+  // until the client closes it or kCloseTimeout passes.
+  void close(uint16_t code) {
+    if (closing_ || done_) return;
+    closing_ = true;
     paused_ = false;
-    ws_.async_close(websocket::close_code::going_away,
-                    [self = shared_from_this()](beast::error_code) { self->finish(); });
-    self_.reset();
+    auto keep = std::move(self_);
+    release_channel();
+    send_control(0x8, code, {});
+    timer_.expires_after(kCloseTimeout);
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->finish();
+    });
+    if (!reading_) drain({});
+  }
+
+  void drain(beast::error_code ec) {
+    if (ec || done_) return finish();
+    reading_ = true;
+    socket_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](
+                                                        beast::error_code ec, size_t) {
+      self->on_read(ec, 0);
+    });
+  }
+
+  // No more frames will come: the reader gets what is queued, then its Close.
+  void release_channel() {
+    ch_->on_space = nullptr;
+    ch_->on_reader_gone = nullptr;
+    ch_->close_writer();
   }
 
   void finish() {
     if (done_) return;
     done_ = true;
     auto keep = std::move(self_);
-    ch_->on_space = nullptr;
-    ch_->on_reader_gone = nullptr;
-    ch_->close_writer();
+    release_channel();
     beast::error_code ignored;
-    beast::get_lowest_layer(ws_).close(ignored);
+    timer_.cancel();
+    socket_.close(ignored);
   }
 
-  asio::any_io_executor executor_;
-  websocket::stream<asio::BufferedSocket> ws_;
+  tcp::socket socket_;
   std::shared_ptr<engine::Channel> ch_;
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
-  std::string buf_;
-  std::optional<asio::dynamic_string_buffer<char, std::char_traits<char>, std::allocator<char>>>
-      dyn_;
+  ClientFrameParser parser_;
+  std::shared_ptr<BlockPool> pool_;
+  std::shared_ptr<char> block_;  // being read into
+  size_t filled_ = 0;            // bytes of block_ read from the socket
+  size_t parsed_ = 0;            // bytes of block_ taken by the parser
+  std::deque<std::string> control_out_;  // Pongs and our Close, one write at a time
+  std::array<char, 4096> discard_{};
+  asio::steady_timer timer_;
+  bool reading_ = false;
+  bool writing_ = false;
   bool paused_ = false;
+  bool closing_ = false;
+  bool close_queued_ = false;
   bool done_ = false;
   std::shared_ptr<ChannelWriter> self_;  // set only while paused
 };
@@ -202,7 +343,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
     FrameSocket& out = ws_.next_layer();
     while (!ch_->empty() && out.queued_bytes() < kReaderInFlight) {
       engine::ChannelFrame f = ch_->pop();
-      out.send_frame(f.binary, std::make_shared<const std::string>(std::move(f.data)));
+      out.send_fragment(f.binary, f.first, f.last, std::move(f.owner), f.data, f.size);
     }
     if (ch_->empty() && ch_->writer_closed()) {  // the Close frame queues behind the data
       done_ = true;

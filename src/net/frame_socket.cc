@@ -21,10 +21,19 @@ struct TransferAllUnbounded {
 }  // namespace
 
 void FrameSocket::send_frame(bool binary, Payload payload) {
+  const char* data = payload->data();
+  const size_t size = payload->size();
+  send_fragment(binary, true, true, std::move(payload), data, size);
+}
+
+void FrameSocket::send_fragment(bool binary, bool first, bool last,
+                                std::shared_ptr<const void> owner, const char* data,
+                                size_t size) {
   if (failed_) return;
   Entry e;
-  const uint64_t n = payload->size();
-  e.header[0] = static_cast<unsigned char>(0x80 | (binary ? 0x2 : 0x1));  // FIN + opcode
+  const uint64_t n = size;
+  const unsigned opcode = first ? (binary ? 0x2 : 0x1) : 0x0;  // else a continuation
+  e.header[0] = static_cast<unsigned char>((last ? 0x80 : 0x00) | opcode);  // FIN + opcode
   if (n < 126) {
     e.header[1] = static_cast<unsigned char>(n);
     e.header_size = 2;
@@ -39,12 +48,15 @@ void FrameSocket::send_frame(bool binary, Payload payload) {
     e.header_size = 10;
   }
   e.bytes = e.header_size + n;
-  e.payload = std::move(payload);
+  e.frame = true;
+  e.owner = std::move(owner);
+  e.data = data;
+  e.size = size;
   if (!writing_ && queue_.empty()) {
     // Nothing is ahead of this frame: write it now, without an asynchronous operation and its
     // completion (most frames go out like this); only what the socket does not take is queued.
     const std::array<asio::const_buffer, 2> bufs{asio::buffer(e.header.data(), e.header_size),
-                                                 asio::buffer(*e.payload)};
+                                                 asio::buffer(e.data, e.size)};
     error_code ec;
     const size_t written = socket_.write_some(bufs, ec);
     if (!ec && written == e.bytes) return;
@@ -94,7 +106,7 @@ void FrameSocket::start_write() {
   size_t buffers = 0, bytes = 0;
   while (!queue_.empty()) {
     const Entry& e = queue_.front();
-    const size_t n = e.payload ? 2 : e.beast.size();
+    const size_t n = e.frame ? 2 : e.beast.size();
     if (!in_flight_.empty() &&
         (buffers + n > kMaxBatchBuffers || bytes + e.bytes > kMaxBatchBytes))
       break;
@@ -106,13 +118,12 @@ void FrameSocket::start_write() {
   // The buffers point into the entries, so they are taken once in_flight_ stops moving.
   gather_.clear();
   for (const Entry& e : in_flight_) {
-    if (e.payload) {
-      // `skip` bytes of it went out in send_frame's direct write.
+    if (e.frame) {
+      // `skip` bytes of it went out in send_fragment's direct write.
       if (e.skip < e.header_size)
         gather_.emplace_back(e.header.data() + e.skip, e.header_size - e.skip);
       const size_t from = e.skip > e.header_size ? e.skip - e.header_size : 0;
-      if (from < e.payload->size())
-        gather_.emplace_back(e.payload->data() + from, e.payload->size() - from);
+      if (from < e.size) gather_.emplace_back(e.data + from, e.size - from);
     } else {
       gather_.insert(gather_.end(), e.beast.begin(), e.beast.end());
     }

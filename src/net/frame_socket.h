@@ -80,6 +80,12 @@ class FrameSocket {
   // `websocket::stream::is_open()` first: nothing may follow a Close frame.
   void send_frame(bool binary, Payload payload);
 
+  // Queues one data frame of [data, data + size), which `owner` keeps alive until it is
+  // written: a whole message (`first` and `last`), or one fragment of one (RFC 6455 §5.4).
+  // Fragments of one message must not be interleaved with other messages.
+  void send_fragment(bool binary, bool first, bool last, std::shared_ptr<const void> owner,
+                     const char* data, size_t size);
+
   // Bytes queued or being written (session frames and Beast's writes).
   size_t queued_bytes() const { return queued_bytes_; }
   // The object that owns this socket; a write in progress keeps it alive until it completes.
@@ -91,10 +97,13 @@ class FrameSocket {
   struct Entry {
     std::array<unsigned char, 10> header{};
     uint8_t header_size = 0;
-    Payload payload;                                  // a session frame, or
+    bool frame = false;                               // a session frame, or
     std::vector<boost::asio::const_buffer> beast;     // one of Beast's writes
+    std::shared_ptr<const void> owner;                // keeps a session frame's bytes alive
+    const char* data = nullptr;
+    size_t size = 0;
     size_t bytes = 0;                                 // header + payload, or Beast's bytes
-    size_t skip = 0;  // bytes of a session frame already written by send_frame's direct write
+    size_t skip = 0;  // bytes of a session frame already written by the direct write
     std::function<void(boost::system::error_code, size_t)> done;  // Beast's handler
   };
 
