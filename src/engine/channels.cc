@@ -19,8 +19,11 @@ ChannelFrame ChannelFrame::message(std::string bytes, bool binary) {
 bool Channel::push(ChannelFrame f) {
   bytes_ += f.size;
   frames_.push_back(std::move(f));
-  if (on_data) on_data();
   return !full();
+}
+
+void Channel::publish() {
+  if (!frames_.empty() && on_data) on_data();
 }
 
 void Channel::close_writer() {

@@ -41,8 +41,10 @@ class Channel {
   int64_t created_ms() const { return created_ms_; }
 
   // Writer side. push() returns false when the buffer is full after this frame: the writer
-  // must stop reading its socket until `on_space` is called.
+  // must stop reading its socket until `on_space` is called. The reader is woken by publish(),
+  // once for everything pushed since, so that it can send it all in one write.
   bool push(ChannelFrame f);
+  void publish();
   bool full() const { return frames_.size() >= capacity_ || bytes_ >= kMaxBufferedBytes; }
   void close_writer();  // no more frames will come
   bool writer_closed() const { return writer_closed_; }

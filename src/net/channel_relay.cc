@@ -147,6 +147,11 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
 
   void parse() {
     const bool flush = low_on_room();
+    // The reader is woken once, for all that this pass pushes (see Channel::publish).
+    struct Publish {
+      engine::Channel& ch;
+      ~Publish() { ch.publish(); }
+    } publish{*ch_};
     for (;;) {
       if (closing_ || done_) return;
       if (ch_->reader_gone) return stop();
@@ -341,10 +346,12 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
   void pump() {
     if (done_ || !ws_.is_open()) return;
     FrameSocket& out = ws_.next_layer();
+    out.hold();  // what is taken here leaves in one sendmsg
     while (!ch_->empty() && out.queued_bytes() < kReaderInFlight) {
       engine::ChannelFrame f = ch_->pop();
       out.send_fragment(f.binary, f.first, f.last, std::move(f.owner), f.data, f.size);
     }
+    out.release();
     if (ch_->empty() && ch_->writer_closed()) {  // the Close frame queues behind the data
       done_ = true;
       engine_.channels().remove(ch_->id());

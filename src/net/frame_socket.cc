@@ -52,7 +52,7 @@ void FrameSocket::send_fragment(bool binary, bool first, bool last,
   e.owner = std::move(owner);
   e.data = data;
   e.size = size;
-  if (!writing_ && queue_.empty()) {
+  if (!writing_ && !held_ && queue_.empty()) {
     // Nothing is ahead of this frame: write it now, without an asynchronous operation and its
     // completion (most frames go out like this); only what the socket does not take is queued.
     const std::array<asio::const_buffer, 2> bufs{asio::buffer(e.header.data(), e.header_size),
@@ -96,7 +96,48 @@ void FrameSocket::fail() {
 void FrameSocket::push(Entry e) {
   queued_bytes_ += e.bytes - e.skip;
   queue_.push_back(std::move(e));
+  if (!held_) start_write();
+}
+
+void FrameSocket::release() {
+  held_ = false;
+  if (writing_ || failed_ || queue_.empty()) return;
+  // The frames at the front leave now in one non-blocking gather write, as a single frame
+  // does in send_fragment; the rest (and any of Beast's writes) go through start_write.
+  gather_.clear();
+  for (const Entry& e : queue_) {
+    if (!e.frame || gather_.size() + 2 > kMaxBatchBuffers) break;
+    append_gather(e);
+  }
+  if (!gather_.empty()) {
+    error_code ec;
+    size_t written = socket_.write_some(gather_, ec);
+    if (ec) written = 0;  // a real error is met again, and handled, by start_write's write
+    queued_bytes_ -= written;
+    while (written > 0) {
+      Entry& e = queue_.front();
+      const size_t left = e.bytes - e.skip;
+      if (written < left) {
+        e.skip += written;
+        break;
+      }
+      written -= left;
+      queue_.pop_front();
+    }
+  }
   start_write();
+}
+
+void FrameSocket::append_gather(const Entry& e) {
+  if (e.frame) {
+    // `skip` bytes of it went out in a direct write already.
+    if (e.skip < e.header_size)
+      gather_.emplace_back(e.header.data() + e.skip, e.header_size - e.skip);
+    const size_t from = e.skip > e.header_size ? e.skip - e.header_size : 0;
+    if (from < e.size) gather_.emplace_back(e.data + from, e.size - from);
+  } else {
+    gather_.insert(gather_.end(), e.beast.begin(), e.beast.end());
+  }
 }
 
 void FrameSocket::start_write() {
@@ -117,17 +158,7 @@ void FrameSocket::start_write() {
   }
   // The buffers point into the entries, so they are taken once in_flight_ stops moving.
   gather_.clear();
-  for (const Entry& e : in_flight_) {
-    if (e.frame) {
-      // `skip` bytes of it went out in send_fragment's direct write.
-      if (e.skip < e.header_size)
-        gather_.emplace_back(e.header.data() + e.skip, e.header_size - e.skip);
-      const size_t from = e.skip > e.header_size ? e.skip - e.header_size : 0;
-      if (from < e.size) gather_.emplace_back(e.data + from, e.size - from);
-    } else {
-      gather_.insert(gather_.end(), e.beast.begin(), e.beast.end());
-    }
-  }
+  for (const Entry& e : in_flight_) append_gather(e);
   asio::async_write(socket_, gather_, TransferAllUnbounded{},
                     [this, keep = owner_.lock()](error_code ec, size_t) { on_write(ec); });
 }

@@ -86,6 +86,11 @@ class FrameSocket {
   void send_fragment(bool binary, bool first, bool last, std::shared_ptr<const void> owner,
                      const char* data, size_t size);
 
+  // Between hold() and release(), frames are only queued; release() writes them together in
+  // one gather sendmsg (what the socket does not take goes on asynchronously).
+  void hold() { held_ = true; }
+  void release();
+
   // Bytes queued or being written (session frames and Beast's writes).
   size_t queued_bytes() const { return queued_bytes_; }
   // The object that owns this socket; a write in progress keeps it alive until it completes.
@@ -111,6 +116,7 @@ class FrameSocket {
   void push(Entry e);
   void fail();
   void start_write();
+  void append_gather(const Entry& e);
   void on_write(boost::system::error_code ec);
 
   tcp::socket socket_;
@@ -120,6 +126,7 @@ class FrameSocket {
   std::vector<boost::asio::const_buffer> gather_;
   size_t queued_bytes_ = 0;
   bool writing_ = false;
+  bool held_ = false;
   bool completing_beast_ = false;  // inside one of Beast's handlers (see push_beast)
   bool failed_ = false;
 };
