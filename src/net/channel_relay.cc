@@ -346,12 +346,18 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
   void pump() {
     if (done_ || !ws_.is_open()) return;
     FrameSocket& out = ws_.next_layer();
-    out.hold();  // what is taken here leaves in one sendmsg
-    while (!ch_->empty() && out.queued_bytes() < kReaderInFlight) {
-      engine::ChannelFrame f = ch_->pop();
-      out.send_fragment(f.binary, f.first, f.last, std::move(f.owner), f.data, f.size);
+    for (;;) {
+      out.hold();  // what is taken here leaves in one sendmsg
+      while (!ch_->empty() && out.queued_bytes() < kReaderInFlight) {
+        engine::ChannelFrame f = ch_->pop();
+        out.send_fragment(f.binary, f.first, f.last, std::move(f.owner), f.data, f.size);
+      }
+      const bool bounded = !ch_->empty();
+      out.release();
+      // Stopped at the bound: if the socket took it all at once there is no write to call back
+      // when it completes, so take more now; otherwise on_written will.
+      if (!bounded || out.queued_bytes() >= kReaderInFlight) break;
     }
-    out.release();
     if (ch_->empty() && ch_->writer_closed()) {  // the Close frame queues behind the data
       done_ = true;
       engine_.channels().remove(ch_->id());

@@ -1,0 +1,252 @@
+// The channel relays behind a real listener, driven by real Beast clients over loopback:
+// messages (fragmented, text, larger than a read block) arrive whole and in order through a
+// small buffer, a reader that connects after the writer has finished still gets everything,
+// and the writer's Ping, protocol errors, oversized messages and a departed reader are answered
+// with the right control frames.
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/engine.h"
+#include "net/ws_listener.h"
+
+namespace iii::net {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using Client = websocket::stream<tcp::socket>;
+
+struct Message {
+  bool binary;
+  std::string data;
+  bool operator==(const Message&) const = default;
+};
+
+std::string pattern(size_t n, int seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (seed * 7 + i) % 26);
+  return s;
+}
+
+// Shuts the clients' sockets down if a test has not finished in time, so that a stuck relay
+// fails the test instead of hanging it.
+class Watchdog {
+ public:
+  explicit Watchdog(std::vector<Client*> clients) : clients_(std::move(clients)) {
+    thread_ = std::thread([this] {
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, std::chrono::seconds(20), [this] { return done_; })) return;
+      ADD_FAILURE() << "the relay stalled";
+      for (Client* c : clients_) ::shutdown(c->next_layer().native_handle(), SHUT_RDWR);
+    });
+  }
+  ~Watchdog() {
+    {
+      std::lock_guard lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::vector<Client*> clients_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+class ChannelRelayTest : public ::testing::Test {
+ protected:
+  // Channels are created before the engine thread starts: the registry is the engine's.
+  engine::ChannelRefs create(int64_t buffer_size) {
+    return engine_.channels().create(buffer_size, 0);
+  }
+
+  void start(ListenerOptions opts = {}) {
+    opts.host = "127.0.0.1";
+    opts.port = 0;
+    listener_ = start_ws_listener(io_, engine_, opts);
+    port_ = listener_->port();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+
+  void TearDown() override {
+    if (!thread_.joinable()) return;
+    asio::post(io_, [this] { listener_->stop(); });
+    io_.stop();
+    thread_.join();
+  }
+
+  std::unique_ptr<Client> open(asio::io_context& ioc, const engine::ChannelRefs& ch,
+                               const char* dir) {
+    auto ws = std::make_unique<Client>(ioc);
+    ws->next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
+    ws->read_message_max(0);
+    ws->auto_fragment(false);
+    ws->handshake("127.0.0.1", "/ws/channels/" + ch.channel_id + "?key=" + ch.access_key +
+                                   "&dir=" + dir);
+    return ws;
+  }
+
+  // Reads until the relay closes; returns the messages and sets the close reason.
+  static std::vector<Message> read_all(Client& ws, websocket::close_reason* reason) {
+    std::vector<Message> got;
+    for (;;) {
+      beast::flat_buffer buf;
+      beast::error_code ec;
+      ws.read(buf, ec);
+      if (ec) {
+        EXPECT_EQ(ec, websocket::error::closed) << ec.message();
+        *reason = ws.reason();
+        return got;
+      }
+      got.push_back({ws.got_binary(), beast::buffers_to_string(buf.data())});
+    }
+  }
+
+  asio::io_context io_{1};
+  engine::Engine engine_;
+  std::unique_ptr<Listener> listener_;
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+TEST_F(ChannelRelayTest, MessagesArriveWholeAndInOrderThroughASmallBuffer) {
+  const auto ch = create(2);  // the writer pauses and resumes many times
+  start();
+  std::vector<Message> sent;
+  for (int i = 0; i < 48; ++i) sent.push_back({true, pattern(64 * 1024, i)});
+  sent.insert(sent.begin() + 10, {false, "a text message between binary ones \xC3\xA9"});
+  sent.insert(sent.begin() + 20, {true, pattern(3 * 1024 * 1024 + 5, 99)});  // > one block
+  sent.push_back({true, ""});
+  const Message fragmented{false, "sent in three fragments"};
+
+  asio::io_context cw, cr;
+  auto reader = open(cr, ch, "read");
+  auto writer = open(cw, ch, "write");
+  Watchdog dog({reader.get(), writer.get()});
+  std::vector<Message> got;
+  websocket::close_reason reader_close;
+  std::thread rt([&] { got = read_all(*reader, &reader_close); });
+
+  for (size_t i = 0; i < sent.size(); ++i) {
+    writer->binary(sent[i].binary);
+    writer->write(asio::buffer(sent[i].data));
+    if (i == 5) writer->ping("are you there");
+  }
+  writer->text(true);
+  writer->write_some(false, asio::buffer(fragmented.data.substr(0, 4)));
+  writer->ping("are you there");  // a control frame inside a fragmented message
+  writer->write_some(false, asio::buffer(fragmented.data.substr(4, 10)));
+  writer->write_some(true, asio::buffer(fragmented.data.substr(14)));
+  sent.push_back(fragmented);
+  writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"));
+  // Beast's close reads to the relay's Close answer (past the Pongs).
+  EXPECT_EQ(writer->reason().code, websocket::close_code::normal);
+  rt.join();
+  ASSERT_EQ(got.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i) EXPECT_TRUE(got[i] == sent[i]) << "message " << i;
+  EXPECT_EQ(reader_close.code, websocket::close_code::normal);
+}
+
+TEST_F(ChannelRelayTest, AReaderThatComesLateGetsEverythingTheWriterLeft) {
+  const auto ch = create(64);
+  start();
+  asio::io_context cw, cr;
+  auto writer = open(cw, ch, "write");
+  std::vector<Message> sent;
+  for (int i = 0; i < 40; ++i) sent.push_back({true, pattern(64 * 1024, i)});  // 2.5 MiB
+  writer->binary(true);
+  for (const auto& m : sent) writer->write(asio::buffer(m.data));
+  writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"));
+  auto reader = open(cr, ch, "read");
+  Watchdog dog({reader.get()});
+  websocket::close_reason reason;
+  const auto got = read_all(*reader, &reason);
+  ASSERT_EQ(got.size(), sent.size());
+  for (size_t i = 0; i < sent.size(); ++i)
+    ASSERT_TRUE(got[i] == sent[i]) << "message " << i << ": " << got[i].binary << " "
+                                   << got[i].data.size() << " " << got[i].data.substr(0, 20);
+  EXPECT_EQ(reason.code, websocket::close_code::normal);
+}
+
+// The writer reads after the relay has closed on it: Beast reports the relay's close code.
+websocket::close_reason close_seen_by(Client& writer) {
+  beast::flat_buffer buf;
+  beast::error_code ec;
+  writer.read(buf, ec);
+  EXPECT_EQ(ec, websocket::error::closed) << ec.message();
+  return writer.reason();
+}
+
+TEST_F(ChannelRelayTest, AProtocolErrorClosesTheWriterWith1002AndEndsTheReader) {
+  const auto ch = create(8);
+  start();
+  asio::io_context cw, cr;
+  auto reader = open(cr, ch, "read");
+  auto writer = open(cw, ch, "write");
+  Watchdog dog({reader.get(), writer.get()});
+  writer->write(asio::buffer(std::string("before")));
+  // A masked binary frame with RSV1 set, though no extension was negotiated.
+  const unsigned char bad[] = {0xC2, 0x81, 1, 2, 3, 4, 'x' ^ 1};
+  asio::write(writer->next_layer(), asio::buffer(bad));
+  EXPECT_EQ(close_seen_by(*writer).code, websocket::close_code::protocol_error);
+  websocket::close_reason reason;
+  const auto got = read_all(*reader, &reason);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, "before");
+}
+
+TEST_F(ChannelRelayTest, AMessageOverTheLimitClosesTheWriterWith1009) {
+  const auto ch = create(8);
+  ListenerOptions opts;
+  opts.max_message_bytes = 1024 * 1024;
+  start(opts);
+  asio::io_context cw, cr;
+  auto reader = open(cr, ch, "read");
+  auto writer = open(cw, ch, "write");
+  Watchdog dog({reader.get(), writer.get()});
+  writer->write(asio::buffer(pattern(1024 * 1024, 1)));  // at the limit: delivered
+  beast::error_code ec;
+  writer->write(asio::buffer(pattern(1024 * 1024 + 1, 2)), ec);  // one byte over
+  EXPECT_EQ(close_seen_by(*writer).code, websocket::close_code::too_big);
+  websocket::close_reason reason;
+  const auto got = read_all(*reader, &reason);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data.size(), 1024u * 1024);
+}
+
+TEST_F(ChannelRelayTest, TheWriterGetsPongsAndIsToldWhenTheReaderLeaves) {
+  const auto ch = create(8);
+  start();
+  asio::io_context cw, cr;
+  auto reader = open(cr, ch, "read");
+  auto writer = open(cw, ch, "write");
+  Watchdog dog({reader.get(), writer.get()});
+  int pongs = 0;
+  writer->control_callback([&](websocket::frame_type kind, beast::string_view payload) {
+    if (kind == websocket::frame_type::pong && payload == "are you there") ++pongs;
+  });
+  writer->ping("are you there");
+  writer->write(asio::buffer(std::string("x")));
+  beast::flat_buffer buf;
+  reader->read(buf);  // the relay has read the Ping (it came first) and queued the Pong
+  reader->close(websocket::close_code::normal);
+  EXPECT_EQ(close_seen_by(*writer).code, websocket::close_code::going_away);
+  EXPECT_EQ(pongs, 1);
+}
+
+}  // namespace
+}  // namespace iii::net
