@@ -3,13 +3,13 @@
 //   channel_bench --url ws://127.0.0.1:49134 [--bytes 1073741824] [--chunk-bytes 65536]
 //                 [--buffer-size 64] [--runs 1] [--engine-pid PID] [--skip-raw] [--timeout-s 120]
 //
-// Each run creates a channel with `engine::channels::create {buffer_size}` (through the SDK),
-// opens a raw WebSocket writer (`/ws/channels/<id>?key=..&dir=write`) and reader (`dir=read`)
-// on two threads of this process, and pushes --bytes in binary frames of --chunk-bytes (64 KiB
-// like the official SDKs; client frames are masked as RFC 6455 requires). Throughput is taken
-// at the reader: from just before the writer's first frame until the reader has the last byte
-// and the engine's Close frame. The first 8 bytes of every frame carry its sequence number, so
-// the reader checks that frames arrive complete and in order.
+// Each run creates a channel with the C++ SDK (`create_channel`, i.e. engine::channels::create
+// {buffer_size}), and its ChannelWriter and ChannelReader run on two threads of this process:
+// the writer pushes --bytes in binary messages of --chunk-bytes (64 KiB like the official SDKs;
+// client frames are masked as RFC 6455 requires) and ends the stream. Throughput is taken at
+// the reader: from just before the writer's first message until the reader has the last byte
+// and the engine's Close frame. The first 8 bytes of every message carry its sequence number,
+// so the reader checks that messages arrive complete and in order.
 //
 // The ceiling is the same transfer (same total, same chunk size) over one plain loopback TCP
 // connection between two threads of this process, measured the same way (first write to EOF).
@@ -24,16 +24,10 @@
 // engine core could sustain), which unlike MB/s hardly depends on other load on the machine.
 // MB/s are 10^6 bytes per second. Prints a human line and a JSON line per run, and with
 // --runs > 1 a summary (medians) at the end.
-#include <sys/socket.h>
-
-#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/websocket/stream.hpp>
-#include <boost/json.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,20 +36,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "../sdk/cpp/src/support.h"  // ws:// URL parsing shared with the SDK
 #include "bench_util.h"
 #include "iii/iii.h"
 
 namespace {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
-namespace json = boost::json;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
 using Clock = std::chrono::steady_clock;
@@ -182,88 +173,15 @@ struct TransferResult {
 
 // ---------------------------------------------------------------- channel through the engine
 
-struct ChannelRef {
-  std::string id, key;
-};
-
-bool create_channel(iii::III& client, int64_t buffer_size, ChannelRef* out, std::string* error) {
-  try {
-    iii::TriggerRequest req;
-    req.function_id = "engine::channels::create";
-    req.payload = json::object{{"buffer_size", buffer_size}};
-    req.timeout_ms = 10000;
-    auto res = client.trigger(req);
-    if (!res || !res->is_object()) {
-      *error = "engine::channels::create returned no object";
-      return false;
-    }
-    const auto& writer = res->as_object().at("writer").as_object();
-    out->id = std::string(writer.at("channel_id").as_string());
-    out->key = std::string(writer.at("access_key").as_string());
-    return true;
-  } catch (const std::exception& e) {
-    *error = std::string("engine::channels::create failed: ") + e.what();
-    return false;
-  }
-}
-
-std::string url_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
-using WsStream = websocket::stream<tcp::socket>;
-
-// Synchronous connect + upgrade of one channel side.
-std::unique_ptr<WsStream> open_side(asio::io_context& ioc, const iii::detail::WsUrl& url,
-                                    const tcp::resolver::results_type& eps, const ChannelRef& ch,
-                                    const char* dir, int64_t chunk_bytes, std::string* error) {
-  auto ws = std::make_unique<WsStream>(ioc);
-  error_code ec;
-  asio::connect(ws->next_layer(), eps, ec);
-  if (ec) {
-    *error = std::string("connect: ") + ec.message();
-    return nullptr;
-  }
-  ws->next_layer().set_option(tcp::no_delay(true), ec);
-  // Mask whole frames in one pass and send each as one frame (Beast's defaults would mask
-  // through a 4 KiB buffer and fragment).
-  ws->auto_fragment(false);
-  ws->write_buffer_bytes(static_cast<size_t>(chunk_bytes));
-  ws->read_message_max(0);
-  const std::string target =
-      "/ws/channels/" + ch.id + "?key=" + url_encode(ch.key) + "&dir=" + dir;
-  ws->handshake(url.host_header, target, ec);
-  if (ec) {
-    *error = std::string("upgrade (") + dir + "): " + ec.message();
-    return nullptr;
-  }
-  return ws;
-}
-
-TransferResult run_channel(iii::III& client, const Flags& flags, const iii::detail::WsUrl& url,
-                           const tcp::resolver::results_type& eps, long* rss_min,
-                           long* rss_max) {
+TransferResult run_channel(iii::III& client, const Flags& flags, long* rss_min, long* rss_max) {
   TransferResult r;
-  ChannelRef ch;
-  if (!create_channel(client, flags.buffer_size, &ch, &r.error)) return r;
-
-  asio::io_context ioc_w, ioc_r;
-  auto reader = open_side(ioc_r, url, eps, ch, "read", flags.chunk_bytes, &r.error);
-  if (!reader) return r;
-  auto writer = open_side(ioc_w, url, eps, ch, "write", flags.chunk_bytes, &r.error);
-  if (!writer) return r;
-
+  std::optional<iii::Channel> ch;
+  try {
+    ch.emplace(client.create_channel(flags.buffer_size));
+  } catch (const std::exception& e) {
+    r.error = std::string("create_channel failed: ") + e.what();
+    return r;
+  }
   std::atomic<int64_t> t0_ns{0};
   std::atomic<int64_t> written{0}, received{0};
   std::atomic<bool> writer_done{false}, reader_done{false};
@@ -274,48 +192,44 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
   RssSampler sampler(flags.engine_pid);
   const int64_t cpu_before = flags.engine_pid ? bench::cpu_ns(flags.engine_pid) : -1;
 
-  // Watchdog: a stuck transfer is reported with its progress, then both sockets are shut down
-  // (which unblocks the blocking calls) so the run fails instead of hanging.
+  // Watchdog: a stuck transfer is reported with its progress and ends the process (the SDK's
+  // blocking calls cannot be interrupted from outside).
   std::mutex wd_mu;
   std::condition_variable wd_cv;
   bool finished = false;
-  bool timed_out = false;
   std::thread watchdog([&] {
     std::unique_lock lock(wd_mu);
     if (wd_cv.wait_for(lock, std::chrono::duration<double>(flags.timeout_s),
                        [&] { return finished; }))
       return;
-    timed_out = true;
     std::fprintf(stderr,
                  "channel transfer stuck after %.0f s: writer sent %lld bytes (%s), reader got "
                  "%lld bytes (%s)\n",
                  flags.timeout_s, static_cast<long long>(written.load()),
                  writer_done ? "finished" : "blocked", static_cast<long long>(received.load()),
                  reader_done ? "done" : "blocked");
-    ::shutdown(writer->next_layer().native_handle(), SHUT_RDWR);
-    ::shutdown(reader->next_layer().native_handle(), SHUT_RDWR);
+    std::fflush(stderr);
+    std::_Exit(3);
   });
 
+  // The reader connects first, as a worker handed the reader ref usually would.
   std::thread reader_thread([&] {
-    beast::flat_buffer buf;
-    buf.reserve(static_cast<size_t>(flags.chunk_bytes) * 2);
     uint64_t expected = 0;
-    error_code ec;
-    for (;;) {
-      reader->read(buf, ec);
-      if (ec) break;
-      const size_t n = buf.size();
-      if (n >= 8 && get_seq(buf.data().data()) != expected && r.error.empty())
-        r.error = "frame " + std::to_string(expected) + " arrived out of order or corrupted";
-      ++expected;
-      r.received += static_cast<int64_t>(n);
-      received.store(r.received, std::memory_order_relaxed);
-      buf.consume(n);
+    bool binary;
+    std::string_view data;
+    try {
+      while (ch->reader.next(&binary, &data)) {
+        if (data.size() >= 8 && get_seq(data.data()) != expected && r.error.empty())
+          r.error = "message " + std::to_string(expected) + " arrived out of order or corrupted";
+        ++expected;
+        r.received += static_cast<int64_t>(data.size());
+        received.store(r.received, std::memory_order_relaxed);
+      }
+    } catch (const std::exception& e) {
+      if (r.error.empty()) r.error = std::string("reader: ") + e.what();
     }
     reader_done = true;
     const auto t1 = Clock::now();
-    if (ec != websocket::error::closed && r.error.empty())
-      r.error = "reader: " + ec.message();
     r.seconds = std::chrono::duration<double>(
                     t1.time_since_epoch() - std::chrono::nanoseconds(t0_ns.load()))
                     .count();
@@ -323,26 +237,23 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
 
   std::thread writer_thread([&] {
     std::string chunk = make_chunk(flags.chunk_bytes);
-    writer->binary(true);
-    error_code ec;
     t0_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
                 .count();
-    for (int64_t i = 0; i < chunks && !ec; ++i) {
-      put_seq(chunk, static_cast<uint64_t>(i));
-      writer->write(asio::buffer(chunk), ec);
-      written.fetch_add(flags.chunk_bytes, std::memory_order_relaxed);
+    try {
+      for (int64_t i = 0; i < chunks; ++i) {
+        put_seq(chunk, static_cast<uint64_t>(i));
+        ch->writer.write(chunk);
+        written.fetch_add(flags.chunk_bytes, std::memory_order_relaxed);
+      }
+      if (tail > 0) {
+        chunk.resize(static_cast<size_t>(std::max<int64_t>(tail, 8)));
+        put_seq(chunk, static_cast<uint64_t>(chunks));
+        ch->writer.write(std::string_view(chunk.data(), static_cast<size_t>(tail)));
+      }
+      ch->writer.end();
+    } catch (const std::exception& e) {
+      writer_error = std::string("writer: ") + e.what();
     }
-    if (!ec && tail > 0) {
-      chunk.resize(static_cast<size_t>(std::max<int64_t>(tail, 8)));
-      put_seq(chunk, static_cast<uint64_t>(chunks));
-      writer->write(asio::buffer(chunk.data(), static_cast<size_t>(tail)), ec);
-    }
-    if (ec) {
-      writer_error = "writer: " + ec.message();
-      writer_done = true;
-      return;
-    }
-    writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"), ec);
     writer_done = true;
   });
 
@@ -354,7 +265,6 @@ TransferResult run_channel(iii::III& client, const Flags& flags, const iii::deta
   }
   wd_cv.notify_all();
   watchdog.join();
-  if (timed_out) r.error = "timed out" + (writer_error.empty() ? "" : " (" + writer_error + ")");
   if (cpu_before >= 0) {
     const int64_t cpu_after = bench::cpu_ns(flags.engine_pid);
     if (cpu_after >= 0) r.engine_cpu_s = (cpu_after - cpu_before) / 1e9;
@@ -440,21 +350,6 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   Flags flags = parse_flags(argc, argv);
-  std::string error;
-  auto url = iii::detail::parse_ws_url(flags.url, &error);
-  if (!url) {
-    std::fprintf(stderr, "%s\n", error.c_str());
-    return 2;
-  }
-  asio::io_context resolve_ioc;
-  tcp::resolver resolver(resolve_ioc);
-  error_code ec;
-  auto eps = resolver.resolve(url->host, url->port, ec);
-  if (ec) {
-    std::fprintf(stderr, "cannot resolve %s: %s\n", url->host.c_str(), ec.message().c_str());
-    return 1;
-  }
-
   iii::InitOptions opts;
   opts.worker_name = "channel-bench";
   auto client = iii::register_worker(flags.url, opts);
@@ -468,7 +363,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   for (int run = 0; run < flags.runs; ++run) {
     long rss_min = -1, rss_max = -1;
-    TransferResult ch = run_channel(*client, flags, *url, eps, &rss_min, &rss_max);
+    TransferResult ch = run_channel(*client, flags, &rss_min, &rss_max);
     TransferResult raw;
     if (!flags.skip_raw) raw = run_raw_tcp(flags);
     if (!ch.ok) {

@@ -14,7 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include "config/config.h"
+#include "engine/builtin_worker.h"
 #include "engine/engine.h"
+#include "iii/iii.h"
 #include "net/ws_listener.h"
 
 namespace iii::net {
@@ -77,6 +80,13 @@ class ChannelRelayTest : public ::testing::Test {
   void start(ListenerOptions opts = {}) {
     opts.host = "127.0.0.1";
     opts.port = 0;
+    // engine::channels::create and the other engine functions, for the SDK test.
+    config::WorkerEntry entry;
+    entry.name = entry.instance_name = "iii-engine-functions";
+    entry.config = YAML::Node(YAML::NodeType::Map);
+    for (const auto& type : engine::worker_types())
+      if (type.name == entry.name) functions_ = type.factory(entry, runtime_);
+    functions_->start();
     listener_ = start_ws_listener(io_, engine_, opts);
     port_ = listener_->port();
     thread_ = std::thread([this] { io_.run(); });
@@ -118,6 +128,8 @@ class ChannelRelayTest : public ::testing::Test {
 
   asio::io_context io_{1};
   engine::Engine engine_;
+  engine::Runtime runtime_{io_, engine_};
+  std::unique_ptr<engine::BuiltinWorker> functions_;
   std::unique_ptr<Listener> listener_;
   uint16_t port_ = 0;
   std::thread thread_;
@@ -246,6 +258,54 @@ TEST_F(ChannelRelayTest, TheWriterGetsPongsAndIsToldWhenTheReaderLeaves) {
   reader->close(websocket::close_code::normal);
   EXPECT_EQ(close_seen_by(*writer).code, websocket::close_code::going_away);
   EXPECT_EQ(pongs, 1);
+}
+
+// The C++ SDK's channel API end to end: create_channel through the engine, a writer and a
+// reader opened from the refs, binary data split into 64 KiB messages and masked by the SDK,
+// text messages in between, and the end of the stream.
+TEST_F(ChannelRelayTest, CppSdkChannelsCarryBinaryAndTextMessages) {
+  start();
+  auto client = iii::register_worker("ws://127.0.0.1:" + std::to_string(port_));
+  ASSERT_TRUE(client->wait_connected(std::chrono::seconds(5))) << client->last_error();
+  iii::Channel ch = client->create_channel(4);
+  EXPECT_EQ(ch.writer_ref.direction, "write");
+  EXPECT_EQ(ch.reader_ref.direction, "read");
+  EXPECT_EQ(ch.writer_ref.channel_id, ch.reader_ref.channel_id);
+  // A ref survives a trip through JSON, as it does inside a payload.
+  auto back = iii::ChannelRef::from_json(ch.reader_ref.to_json());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->access_key, ch.reader_ref.access_key);
+  EXPECT_FALSE(iii::ChannelRef::from_json(boost::json::value{{"channel_id", "x"}}));
+
+  const std::string first = pattern(3 * 1024 * 1024 + 7, 5), second = pattern(100, 6);
+  std::thread writer([&] {
+    ch.writer.write(first);  // 49 messages of at most 64 KiB
+    ch.writer.send_message("status: half way");
+    ch.writer.write(second);
+    ch.writer.end();
+  });
+  iii::ChannelReader reader = client->channel_reader(*back);
+  std::vector<std::string> texts;
+  size_t messages = 0;
+  bool binary;
+  std::string_view data;
+  std::string all;
+  while (reader.next(&binary, &data)) {
+    ++messages;
+    if (binary) {
+      EXPECT_LE(data.size(), 64u * 1024);
+      all.append(data);
+    } else {
+      texts.emplace_back(data);
+      EXPECT_EQ(all.size(), first.size());  // in order with the binary data
+    }
+  }
+  writer.join();
+  EXPECT_TRUE(all == first + second);
+  EXPECT_EQ(texts, std::vector<std::string>{"status: half way"});
+  EXPECT_EQ(messages, 49u + 1 + 1);
+  EXPECT_FALSE(reader.next());  // stays at the end
+  client->shutdown();
 }
 
 }  // namespace

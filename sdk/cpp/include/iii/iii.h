@@ -20,12 +20,14 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace iii {
 
 namespace detail {
 class Client;
 struct ReplyState;
+struct ChannelSocket;
 }  // namespace detail
 
 // A function result. An empty optional means "no result": the `result` field is omitted on
@@ -162,6 +164,79 @@ class TriggerRef {
   std::string id_;
 };
 
+// ---- Channels: streams of binary and text messages between two workers through the engine
+// (`/ws/channels/{id}`), like the Node/Python SDKs' createChannel / ChannelWriter /
+// ChannelReader. Each end is a blocking object with its own socket; use it from one thread.
+
+// One end's access reference, as engine::channels::create returns it and as it travels inside
+// payloads (a worker receiving one opens the matching end with ChannelWriter/ChannelReader).
+struct ChannelRef {
+  std::string channel_id;
+  std::string access_key;
+  std::string direction;  // "write" or "read"
+
+  boost::json::value to_json() const;
+  // Nullopt unless `v` has string channel_id and access_key and direction "write" or "read".
+  static std::optional<ChannelRef> from_json(const boost::json::value& v);
+};
+
+struct ChannelMessage {
+  bool binary = true;
+  std::string data;
+};
+
+// The writing end. Connects on the first call. Throws std::runtime_error when the channel
+// cannot be reached or the engine has closed it (e.g. because its reader left).
+class ChannelWriter {
+ public:
+  // `engine_url` is the worker endpoint (e.g. "ws://127.0.0.1:49134").
+  ChannelWriter(std::string engine_url, ChannelRef ref);
+  ~ChannelWriter();  // drops the connection if end()/close() was not called
+  ChannelWriter(ChannelWriter&&) noexcept;
+  ChannelWriter& operator=(ChannelWriter&&) noexcept;
+
+  // Binary data, sent as messages of at most 64 KiB each (as the Node and Python SDKs do).
+  void write(std::string_view bytes);
+  // One text message.
+  void send_message(std::string_view text);
+  // No more data: closes with 1000 "stream_complete" (what ending the Node stream sends).
+  void end();
+  // Closes with 1000 "channel_close" (the SDKs' writer.close()).
+  void close();
+  const ChannelRef& ref() const;
+
+ private:
+  std::unique_ptr<detail::ChannelSocket> s_;
+};
+
+// The reading end. Connects on the first read; the engine keeps what was written before.
+class ChannelReader {
+ public:
+  ChannelReader(std::string engine_url, ChannelRef ref);
+  ~ChannelReader();
+  ChannelReader(ChannelReader&&) noexcept;
+  ChannelReader& operator=(ChannelReader&&) noexcept;
+
+  // The next message, or nullopt once the writer is done and everything was read.
+  std::optional<ChannelMessage> next();
+  // The same without a copy: `data` stays valid until the next call. False at the end.
+  bool next(bool* binary, std::string_view* data);
+  // All binary data until the end; text messages go to `on_text` when given.
+  std::string read_all(const std::function<void(std::string_view)>& on_text = {});
+  void close();
+  const ChannelRef& ref() const;
+
+ private:
+  std::unique_ptr<detail::ChannelSocket> s_;
+};
+
+struct Channel {
+  ChannelWriter writer;
+  ChannelReader reader;
+  ChannelRef writer_ref;
+  ChannelRef reader_ref;
+};
+
 class III {
  public:
   ~III();  // shutdown()
@@ -183,6 +258,13 @@ class III {
   // Non-blocking call. The payload is serialised before this returns, so `request` may be
   // reused. The callback runs on the SDK I/O thread (immediately for void calls).
   void trigger_async(const TriggerRequest& request, TriggerCallback callback);
+
+  // Creates a channel (engine::channels::create; buffer_size in messages, engine default 64).
+  // Throws InvocationError like trigger().
+  Channel create_channel(std::optional<int64_t> buffer_size = std::nullopt);
+  // Opens an end from a reference received in a payload.
+  ChannelWriter channel_writer(ChannelRef ref) const { return ChannelWriter(url_, std::move(ref)); }
+  ChannelReader channel_reader(ChannelRef ref) const { return ChannelReader(url_, std::move(ref)); }
 
   // Waits until the socket is open and the engine's `workerregistered` arrived. Returns false
   // on timeout, after shutdown(), or once reconnecting has given up.
