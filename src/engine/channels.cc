@@ -64,7 +64,8 @@ ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::
 namespace {
 void end_channel(Channel& ch) {
   ch.reader_gone = true;
-  if (ch.on_reader_gone) ch.on_reader_gone();
+  // A copy: the writer clears the callback while it runs.
+  if (auto gone = ch.on_reader_gone) gone();
   ch.close_writer();
 }
 }  // namespace

@@ -370,7 +370,8 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
     if (!done_) {
       done_ = true;
       ch_->reader_gone = true;
-      if (ch_->on_reader_gone) ch_->on_reader_gone();
+      // A copy: the writer clears the callback while it runs.
+      if (auto writer_stop = ch_->on_reader_gone) writer_stop();
       engine_.channels().remove(ch_->id());
     }
     shutdown();

@@ -308,5 +308,41 @@ TEST_F(ChannelRelayTest, CppSdkChannelsCarryBinaryAndTextMessages) {
   client->shutdown();
 }
 
+// The SDK's writer learns when the engine has closed the channel on it: at end() (a refused
+// frame is answered with 1007 before the writer's own Close), and while writing (its reader
+// left: 1001, noticed within about 1 MiB).
+TEST_F(ChannelRelayTest, CppSdkWriterReportsTheEnginesClose) {
+  start();
+  auto client = iii::register_worker("ws://127.0.0.1:" + std::to_string(port_));
+  ASSERT_TRUE(client->wait_connected(std::chrono::seconds(5))) << client->last_error();
+
+  iii::Channel bad = client->create_channel();
+  bad.writer.write("fine");
+  bad.writer.send_message("\xff\xfe not UTF-8");
+  try {
+    bad.writer.end();
+    ADD_FAILURE() << "end() did not report the engine's Close";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("code 1007"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(bad.reader.read_all(), "fine");  // what came before is delivered
+
+  iii::Channel ch = client->create_channel();
+  ch.writer.write("first");
+  ASSERT_TRUE(ch.reader.next());
+  ch.reader.close();
+  const std::string chunk = pattern(64 * 1024, 3);
+  std::string error;
+  for (int i = 0; i < 1024 && error.empty(); ++i) {  // at most 64 MiB
+    try {
+      ch.writer.write(chunk);
+    } catch (const std::runtime_error& e) {
+      error = e.what();
+    }
+  }
+  EXPECT_NE(error.find("code 1001"), std::string::npos) << error;
+  client->shutdown();
+}
+
 }  // namespace
 }  // namespace iii::net

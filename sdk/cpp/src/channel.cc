@@ -140,6 +140,25 @@ struct ChannelSocket {
       sent += ws.next_layer().write_some(asio::buffer(out.data() + sent, h + n - sent), ec);
       if (ec) fail("write failed (the engine closed the channel?)", ec);
     }
+    // The engine sends a writer nothing but its Close (a departed reader, a refused frame), so
+    // any byte waiting here means the channel is over. Checked about once per MiB.
+    unchecked += h + n;
+    if (unchecked >= kCheckEvery) {
+      unchecked = 0;
+      if (ws.next_layer().available(ec) > 0) closed_by_engine();
+    }
+  }
+
+  [[noreturn]] void closed_by_engine() {
+    beast::flat_buffer ignored;
+    beast::error_code ec;
+    ws.read(ignored, ec);  // Beast answers the Close
+    done = true;
+    const websocket::close_reason& why = ws.reason();
+    std::string what = "channel " + ref.channel_id + ": closed by the engine (code " +
+                       std::to_string(why.code);
+    if (!why.reason.empty()) what += " " + std::string(why.reason.data(), why.reason.size());
+    throw std::runtime_error(what + ")");
   }
 
   void close(const char* reason) {
@@ -150,6 +169,12 @@ struct ChannelSocket {
     ws.close(websocket::close_reason(websocket::close_code::normal, reason), ec);
     if (ec && ec != websocket::error::closed)
       throw std::runtime_error("channel " + ref.channel_id + ": close failed: " + ec.message());
+    // The engine answers a writer's Close with the same code; anything else means it had
+    // closed the channel first, and data written since then was not delivered.
+    const auto code = ws.reason().code;
+    if (code != websocket::close_code::normal)
+      throw std::runtime_error("channel " + ref.channel_id + ": closed by the engine (code " +
+                               std::to_string(code) + ")");
   }
 
   ChannelRef ref;
@@ -159,6 +184,8 @@ struct ChannelSocket {
   bool open = false;
   bool done = false;
   std::vector<char> out;  // the writer's frame being sent
+  size_t unchecked = 0;   // bytes sent since the last look for the engine's Close
+  static constexpr size_t kCheckEvery = 1024 * 1024;
   websocket::detail::generator prng = websocket::detail::make_prng(true);
   beast::flat_buffer in;  // the reader's last message
 };

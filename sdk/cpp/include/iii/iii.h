@@ -186,7 +186,8 @@ struct ChannelMessage {
 };
 
 // The writing end. Connects on the first call. Throws std::runtime_error when the channel
-// cannot be reached or the engine has closed it (e.g. because its reader left).
+// cannot be reached or the engine has closed it (e.g. because its reader left, or it refused a
+// frame); a write notices the engine's Close within about 1 MiB.
 class ChannelWriter {
  public:
   // `engine_url` is the worker endpoint (e.g. "ws://127.0.0.1:49134").
@@ -200,8 +201,11 @@ class ChannelWriter {
   // One text message.
   void send_message(std::string_view text);
   // No more data: closes with 1000 "stream_complete" (what ending the Node stream sends).
+  // Returns once the engine has answered, which it does after taking everything written
+  // before: while the channel's buffer is full that waits for the reader, so read from
+  // another thread or process. Throws if the engine had closed the channel first.
   void end();
-  // Closes with 1000 "channel_close" (the SDKs' writer.close()).
+  // Closes with 1000 "channel_close" (the SDKs' writer.close()); waits like end().
   void close();
   const ChannelRef& ref() const;
 
