@@ -26,9 +26,10 @@ void Channel::publish() {
   if (!frames_.empty() && on_data) on_data();
 }
 
-void Channel::close_writer() {
+void Channel::close_writer(WriterEnd how) {
   if (writer_closed_) return;
   writer_closed_ = true;
+  writer_end_ = how;
   if (on_data) on_data();
 }
 
@@ -62,18 +63,18 @@ ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::
 }
 
 namespace {
-void end_channel(Channel& ch) {
+void end_channel(Channel& ch, Channel::WriterEnd how) {
   ch.reader_gone = true;
+  ch.close_writer(how);  // first: the writer, told to stop below, would say it broke off
   // A copy: the writer clears the callback while it runs.
   if (auto gone = ch.on_reader_gone) gone();
-  ch.close_writer();
 }
 }  // namespace
 
 void ChannelRegistry::close_all() {
   auto all = std::move(channels_);
   channels_.clear();
-  for (auto& [id, ch] : all) end_channel(*ch);
+  for (auto& [id, ch] : all) end_channel(*ch, Channel::WriterEnd::kShutdown);
 }
 
 size_t ChannelRegistry::sweep(int64_t now_ms) {
@@ -84,7 +85,7 @@ size_t ChannelRegistry::sweep(int64_t now_ms) {
     if (unclaimed && now_ms - c.created_ms() >= kUnclaimedTtlMs) {
       auto ch = it->second;
       it = channels_.erase(it);
-      end_channel(*ch);  // a waiting writer stops; a waiting reader ends
+      end_channel(*ch, Channel::WriterEnd::kBrokenOff);  // a waiting writer stops, a reader ends
       ++removed;
     } else {
       ++it;

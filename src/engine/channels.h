@@ -46,8 +46,11 @@ class Channel {
   bool push(ChannelFrame f);
   void publish();
   bool full() const { return frames_.size() >= capacity_ || bytes_ >= kMaxBufferedBytes; }
-  void close_writer();  // no more frames will come
+  // No more frames will come; `how` tells the reader whether the data is complete.
+  enum class WriterEnd { kFinished, kBrokenOff, kShutdown };
+  void close_writer(WriterEnd how = WriterEnd::kFinished);
   bool writer_closed() const { return writer_closed_; }
+  WriterEnd writer_end() const { return writer_end_; }
 
   // Reader side.
   bool empty() const { return frames_.empty(); }
@@ -72,6 +75,7 @@ class Channel {
   std::deque<ChannelFrame> frames_;
   size_t bytes_ = 0;
   bool writer_closed_ = false;
+  WriterEnd writer_end_ = WriterEnd::kFinished;
 };
 
 struct ChannelRefs {
@@ -93,7 +97,8 @@ class ChannelRegistry {
   // Removes channels older than the TTL where a side never connected (a connected side is told
   // to finish). Returns how many.
   size_t sweep(int64_t now_ms);
-  // Ends every channel (engine shutdown): writers are stopped, readers finish.
+  // Ends every channel (engine shutdown): writers are stopped, readers are closed after what
+  // was buffered.
   void close_all();
   size_t size() const { return channels_.size(); }
 

@@ -66,5 +66,19 @@ TEST(Channels, SweepRemovesOnlyOldHalfConnectedChannels) {
   EXPECT_EQ(reg.size(), 2u);  // b (connected) and c (young)
 }
 
+TEST(Channels, ShutdownTellsTheReaderTheEngineStoppedNotThatTheWriterBrokeOff) {
+  ChannelRegistry reg;
+  std::shared_ptr<Channel> ch;
+  auto refs = reg.create(4, 0);
+  reg.find(refs.channel_id, refs.access_key, ch);
+  ch->writer_taken = ch->reader_taken = true;
+  // The writer relay, told to stop, ends its side as broken off.
+  ch->on_reader_gone = [&] { ch->close_writer(Channel::WriterEnd::kBrokenOff); };
+  reg.close_all();
+  EXPECT_TRUE(ch->writer_closed());
+  EXPECT_EQ(ch->writer_end(), Channel::WriterEnd::kShutdown);
+  EXPECT_EQ(reg.size(), 0u);
+}
+
 }  // namespace
 }  // namespace iii::engine

@@ -179,11 +179,11 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
         case ClientFrameParser::Kind::kPong:
           break;
         case ClientFrameParser::Kind::kClose:  // answered with the same code (1000 for none)
-          return close(it.code == 1005 ? 1000 : it.code);
+          return close(it.code == 1005 ? 1000 : it.code, engine::Channel::WriterEnd::kFinished);
         case ClientFrameParser::Kind::kError:
           spdlog::warn("channel {}: writer sent {}; closing with code {}", ch_->id(), it.error,
                        it.code);
-          return close(it.code);
+          return close(it.code, engine::Channel::WriterEnd::kBrokenOff);
       }
     }
   }
@@ -204,7 +204,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   }
 
   // The reader left: nothing more will be delivered, so the writer is told to stop.
-  void stop() { close(1001); }
+  void stop() { close(1001, engine::Channel::WriterEnd::kBrokenOff); }
 
   void send_control(uint8_t opcode, uint16_t code, std::string_view payload) {
     if (close_queued_) return;  // nothing follows our Close
@@ -247,12 +247,12 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   // Ends the writer's side with a Close frame (after any Pong queued before it). The TCP
   // connection is then shut down for sending and read to its end, everything read discarded,
   // until the client closes it or kCloseTimeout passes.
-  void close(uint16_t code) {
+  void close(uint16_t code, engine::Channel::WriterEnd how) {
     if (closing_ || done_) return;
     closing_ = true;
     paused_ = false;
     auto keep = std::move(self_);
-    release_channel();
+    release_channel(how);
     send_control(0x8, code, {});
     timer_.expires_after(kCloseTimeout);
     timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
@@ -271,17 +271,18 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   }
 
   // No more frames will come: the reader gets what is queued, then its Close.
-  void release_channel() {
+  void release_channel(engine::Channel::WriterEnd how) {
     ch_->on_space = nullptr;
     ch_->on_reader_gone = nullptr;
-    ch_->close_writer();
+    ch_->close_writer(how);
   }
 
   void finish() {
     if (done_) return;
     done_ = true;
     auto keep = std::move(self_);
-    release_channel();
+    // Without our Close exchange first, the writer broke off (a no-op after close()).
+    release_channel(engine::Channel::WriterEnd::kBrokenOff);
     beast::error_code ignored;
     timer_.cancel();
     socket_.close(ignored);
@@ -307,6 +308,21 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   bool done_ = false;
   std::shared_ptr<ChannelWriter> self_;  // set only while paused
 };
+
+// The reader's Close says whether it got everything (the official SDKs end the stream on any
+// Close; the original sends one without a code in every case).
+websocket::close_reason reader_close(engine::Channel::WriterEnd how) {
+  switch (how) {
+    case engine::Channel::WriterEnd::kFinished:
+      return websocket::close_reason(websocket::close_code::normal);
+    case engine::Channel::WriterEnd::kShutdown:
+      return websocket::close_reason(websocket::close_code::going_away, "engine shutting down");
+    case engine::Channel::WriterEnd::kBrokenOff:
+      break;
+  }
+  return websocket::close_reason(websocket::close_code::internal_error,
+                                 "the writer ended without finishing");
+}
 
 class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
  public:
@@ -361,7 +377,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
     if (ch_->empty() && ch_->writer_closed()) {  // the Close frame queues behind the data
       done_ = true;
       engine_.channels().remove(ch_->id());
-      ws_.async_close(websocket::close_code::normal,
+      ws_.async_close(reader_close(ch_->writer_end()),
                       [self = shared_from_this()](beast::error_code) { self->shutdown(); });
     }
   }

@@ -219,6 +219,22 @@ TEST_F(ChannelRelayTest, AProtocolErrorClosesTheWriterWith1002AndEndsTheReader) 
   const auto got = read_all(*reader, &reason);
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].data, "before");
+  EXPECT_EQ(reason.code, websocket::close_code::internal_error);  // not a complete stream
+}
+
+TEST_F(ChannelRelayTest, AWriterThatDropsItsConnectionLeavesTheReaderAnIncompleteStream) {
+  const auto ch = create(8);
+  start();
+  asio::io_context cw, cr;
+  auto reader = open(cr, ch, "read");
+  auto writer = open(cw, ch, "write");
+  Watchdog dog({reader.get()});
+  writer->write(asio::buffer(std::string("partial")));
+  writer->next_layer().close();  // no Close frame
+  websocket::close_reason reason;
+  const auto got = read_all(*reader, &reason);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(reason.code, websocket::close_code::internal_error);
 }
 
 TEST_F(ChannelRelayTest, AMessageOverTheLimitClosesTheWriterWith1009) {
@@ -325,7 +341,16 @@ TEST_F(ChannelRelayTest, CppSdkWriterReportsTheEnginesClose) {
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("code 1007"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(bad.reader.read_all(), "fine");  // what came before is delivered
+  // What came before is delivered, then the reader learns the stream was cut short.
+  auto before = bad.reader.next();
+  ASSERT_TRUE(before);
+  EXPECT_EQ(before->data, "fine");
+  try {
+    bad.reader.next();
+    ADD_FAILURE() << "the reader took a broken-off stream for a complete one";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("code 1011"), std::string::npos) << e.what();
+  }
 
   iii::Channel ch = client->create_channel();
   ch.writer.write("first");

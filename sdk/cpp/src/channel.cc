@@ -224,9 +224,17 @@ bool ChannelReader::next(bool* binary, std::string_view* data) {
   s.in.consume(s.in.size());
   beast::error_code ec;
   s.ws.read(s.in, ec);
-  if (ec == websocket::error::closed) {  // the engine's Close: everything was delivered
+  if (ec == websocket::error::closed) {
     s.done = true;
-    return false;
+    // 1000 (or no code, as the original engine sends): the writer finished and everything
+    // was delivered. Any other code: the stream was cut short.
+    const websocket::close_reason& why = s.ws.reason();
+    if (why.code == websocket::close_code::normal || why.code == websocket::close_code::none)
+      return false;
+    std::string what = "channel " + s.ref.channel_id + ": ended early (code " +
+                       std::to_string(why.code);
+    if (!why.reason.empty()) what += " " + std::string(why.reason.data(), why.reason.size());
+    throw std::runtime_error(what + ")");
   }
   if (ec) s.fail("read failed", ec);
   *binary = s.ws.got_binary();

@@ -221,7 +221,8 @@ class ChannelReader {
   ChannelReader(ChannelReader&&) noexcept;
   ChannelReader& operator=(ChannelReader&&) noexcept;
 
-  // The next message, or nullopt once the writer is done and everything was read.
+  // The next message, or nullopt once the writer is done and everything was read. Throws
+  // std::runtime_error when the stream was cut short (the writer broke off, the engine stopped).
   std::optional<ChannelMessage> next();
   // The same without a copy: `data` stays valid until the next call. False at the end.
   bool next(bool* binary, std::string_view* data);
