@@ -17,6 +17,7 @@
 #include "engine/engine.h"
 #include "net/client_frame_parser.h"
 #include "net/frame_socket.h"
+#include "net/ws_frame_header.h"
 
 namespace iii::net {
 
@@ -81,11 +82,10 @@ class BlockPool : public std::enable_shared_from_this<BlockPool> {
 // between the two sockets the bytes are touched once, by the unmasking.
 class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
  public:
-  ChannelWriter(tcp::socket&& s, std::shared_ptr<engine::Channel> ch, engine::Engine& eng,
+  ChannelWriter(tcp::socket&& s, std::shared_ptr<engine::Channel> ch,
                 std::shared_ptr<const ListenerOptions> opts)
       : socket_(std::move(s)),
         ch_(std::move(ch)),
-        engine_(eng),
         opts_(std::move(opts)),
         parser_(opts_->max_message_bytes),
         pool_(std::make_shared<BlockPool>()),
@@ -209,9 +209,9 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   void send_control(uint8_t opcode, uint16_t code, std::string_view payload) {
     if (close_queued_) return;  // nothing follows our Close
     if (opcode != 0x8 && control_out_.size() >= kMaxQueuedControl) return;  // not reading
-    std::string frame;
-    frame.push_back(static_cast<char>(0x80 | opcode));
-    frame.push_back(static_cast<char>(payload.size() + (code ? 2 : 0)));
+    unsigned char header[kMaxServerFrameHeader];
+    const size_t h = write_frame_header(header, opcode, true, payload.size() + (code ? 2 : 0));
+    std::string frame(reinterpret_cast<const char*>(header), h);
     if (code) {
       frame.push_back(static_cast<char>(code >> 8));
       frame.push_back(static_cast<char>(code & 0xFF));
@@ -290,7 +290,6 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
 
   tcp::socket socket_;
   std::shared_ptr<engine::Channel> ch_;
-  engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
   ClientFrameParser parser_;
   std::shared_ptr<BlockPool> pool_;
@@ -415,7 +414,7 @@ void start_channel_relay(tcp::socket&& socket, http::request<http::empty_body>&&
                          engine::Engine& engine, std::shared_ptr<const ListenerOptions> opts) {
   if (writer) {
     channel->writer_taken = true;
-    std::make_shared<ChannelWriter>(std::move(socket), std::move(channel), engine, std::move(opts))
+    std::make_shared<ChannelWriter>(std::move(socket), std::move(channel), std::move(opts))
         ->start(std::move(req));
   } else {
     channel->reader_taken = true;

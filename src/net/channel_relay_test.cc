@@ -110,6 +110,18 @@ class ChannelRelayTest : public ::testing::Test {
     return ws;
   }
 
+  // A reader connected first, then a writer, each with its own io_context.
+  struct Ends {
+    asio::io_context cr, cw;
+    std::pair<std::unique_ptr<Client>, std::unique_ptr<Client>> clients;  // reader, writer
+  };
+  std::unique_ptr<Ends> open_both(const engine::ChannelRefs& ch) {
+    auto ends = std::make_unique<Ends>();
+    ends->clients.first = open(ends->cr, ch, "read");
+    ends->clients.second = open(ends->cw, ch, "write");
+    return ends;
+  }
+
   // Reads until the relay closes; returns the messages and sets the close reason.
   static std::vector<Message> read_all(Client& ws, websocket::close_reason* reason) {
     std::vector<Message> got;
@@ -145,9 +157,8 @@ TEST_F(ChannelRelayTest, MessagesArriveWholeAndInOrderThroughASmallBuffer) {
   sent.push_back({true, ""});
   const Message fragmented{false, "sent in three fragments"};
 
-  asio::io_context cw, cr;
-  auto reader = open(cr, ch, "read");
-  auto writer = open(cw, ch, "write");
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
   Watchdog dog({reader.get(), writer.get()});
   std::vector<Message> got;
   websocket::close_reason reader_close;
@@ -206,9 +217,8 @@ websocket::close_reason close_seen_by(Client& writer) {
 TEST_F(ChannelRelayTest, AProtocolErrorClosesTheWriterWith1002AndEndsTheReader) {
   const auto ch = create(8);
   start();
-  asio::io_context cw, cr;
-  auto reader = open(cr, ch, "read");
-  auto writer = open(cw, ch, "write");
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
   Watchdog dog({reader.get(), writer.get()});
   writer->write(asio::buffer(std::string("before")));
   // A masked binary frame with RSV1 set, though no extension was negotiated.
@@ -225,9 +235,8 @@ TEST_F(ChannelRelayTest, AProtocolErrorClosesTheWriterWith1002AndEndsTheReader) 
 TEST_F(ChannelRelayTest, AWriterThatDropsItsConnectionLeavesTheReaderAnIncompleteStream) {
   const auto ch = create(8);
   start();
-  asio::io_context cw, cr;
-  auto reader = open(cr, ch, "read");
-  auto writer = open(cw, ch, "write");
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
   Watchdog dog({reader.get()});
   writer->write(asio::buffer(std::string("partial")));
   writer->next_layer().close();  // no Close frame
@@ -242,9 +251,8 @@ TEST_F(ChannelRelayTest, AMessageOverTheLimitClosesTheWriterWith1009) {
   ListenerOptions opts;
   opts.max_message_bytes = 1024 * 1024;
   start(opts);
-  asio::io_context cw, cr;
-  auto reader = open(cr, ch, "read");
-  auto writer = open(cw, ch, "write");
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
   Watchdog dog({reader.get(), writer.get()});
   writer->write(asio::buffer(pattern(1024 * 1024, 1)));  // at the limit: delivered
   beast::error_code ec;
@@ -259,9 +267,8 @@ TEST_F(ChannelRelayTest, AMessageOverTheLimitClosesTheWriterWith1009) {
 TEST_F(ChannelRelayTest, TheWriterGetsPongsAndIsToldWhenTheReaderLeaves) {
   const auto ch = create(8);
   start();
-  asio::io_context cw, cr;
-  auto reader = open(cr, ch, "read");
-  auto writer = open(cw, ch, "write");
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
   Watchdog dog({reader.get(), writer.get()});
   int pongs = 0;
   writer->control_callback([&](websocket::frame_type kind, beast::string_view payload) {

@@ -1,5 +1,7 @@
 #include "net/frame_socket.h"
 
+#include "net/ws_frame_header.h"
+
 namespace iii::net {
 
 namespace asio = boost::asio;
@@ -31,23 +33,9 @@ void FrameSocket::send_fragment(bool binary, bool first, bool last,
                                 size_t size) {
   if (failed_) return;
   Entry e;
-  const uint64_t n = size;
   const unsigned opcode = first ? (binary ? 0x2 : 0x1) : 0x0;  // else a continuation
-  e.header[0] = static_cast<unsigned char>((last ? 0x80 : 0x00) | opcode);  // FIN + opcode
-  if (n < 126) {
-    e.header[1] = static_cast<unsigned char>(n);
-    e.header_size = 2;
-  } else if (n <= 0xFFFF) {
-    e.header[1] = 126;
-    e.header[2] = static_cast<unsigned char>(n >> 8);
-    e.header[3] = static_cast<unsigned char>(n);
-    e.header_size = 4;
-  } else {
-    e.header[1] = 127;
-    for (int i = 0; i < 8; ++i) e.header[2 + i] = static_cast<unsigned char>(n >> (56 - 8 * i));
-    e.header_size = 10;
-  }
-  e.bytes = e.header_size + n;
+  e.header_size = static_cast<uint8_t>(write_frame_header(e.header.data(), opcode, last, size));
+  e.bytes = e.header_size + size;
   e.frame = true;
   e.owner = std::move(owner);
   e.data = data;

@@ -100,7 +100,7 @@ class FrameSocket {
 
  private:
   struct Entry {
-    std::array<unsigned char, 10> header{};
+    std::array<unsigned char, 10> header{};  // kMaxServerFrameHeader
     uint8_t header_size = 0;
     bool frame = false;                               // a session frame, or
     std::vector<boost::asio::const_buffer> beast;     // one of Beast's writes

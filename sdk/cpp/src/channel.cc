@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "iii/iii.h"
+#include "net/ws_frame_header.h"
 #include "support.h"
 
 namespace iii {
@@ -29,6 +30,7 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
+namespace net = iii::net;
 
 namespace {
 
@@ -111,26 +113,13 @@ struct ChannelSocket {
   // One unfragmented client frame: header, masking key and masked payload in one send.
   void send_frame(unsigned opcode, std::string_view payload) {
     connect();
-    const uint64_t n = payload.size();
-    size_t h = 0;
-    unsigned char header[14];
-    header[h++] = static_cast<unsigned char>(0x80 | opcode);
-    if (n < 126) {
-      header[h++] = static_cast<unsigned char>(0x80 | n);
-    } else if (n <= 0xFFFF) {
-      header[h++] = 0x80 | 126;
-      header[h++] = static_cast<unsigned char>(n >> 8);
-      header[h++] = static_cast<unsigned char>(n);
-    } else {
-      header[h++] = 0x80 | 127;
-      for (int i = 7; i >= 0; --i) header[h++] = static_cast<unsigned char>(n >> (8 * i));
-    }
+    const size_t n = payload.size();
     const uint32_t key = prng();
-    std::memcpy(header + h, &key, 4);
-    const unsigned char* k = header + h;
-    h += 4;
-    if (out.size() < h + n) out.resize(h + n);
-    std::memcpy(out.data(), header, h);
+    unsigned char k[4];
+    std::memcpy(k, &key, 4);
+    if (out.size() < net::kMaxClientFrameHeader + n) out.resize(net::kMaxClientFrameHeader + n);
+    const size_t h = net::write_frame_header(reinterpret_cast<unsigned char*>(out.data()), opcode,
+                                             true, n, k);
     mask_copy(out.data() + h, payload.data(), n, k);
     // write_some on a blocking socket sends it all in one call (asio::write would cut it into
     // 64 KiB calls); the loop is for signals and the rare short send.
@@ -153,12 +142,17 @@ struct ChannelSocket {
     beast::flat_buffer ignored;
     beast::error_code ec;
     ws.read(ignored, ec);  // Beast answers the Close
+    ended_by_engine("closed by the engine");
+  }
+
+  // The engine's Close (already received) ended the channel before the caller did.
+  [[noreturn]] void ended_by_engine(const char* what) {
     done = true;
     const websocket::close_reason& why = ws.reason();
-    std::string what = "channel " + ref.channel_id + ": closed by the engine (code " +
-                       std::to_string(why.code);
-    if (!why.reason.empty()) what += " " + std::string(why.reason.data(), why.reason.size());
-    throw std::runtime_error(what + ")");
+    std::string message =
+        "channel " + ref.channel_id + ": " + what + " (code " + std::to_string(why.code);
+    if (!why.reason.empty()) message += " " + std::string(why.reason.data(), why.reason.size());
+    throw std::runtime_error(message + ")");
   }
 
   void close(const char* reason) {
@@ -171,10 +165,7 @@ struct ChannelSocket {
       throw std::runtime_error("channel " + ref.channel_id + ": close failed: " + ec.message());
     // The engine answers a writer's Close with the same code; anything else means it had
     // closed the channel first, and data written since then was not delivered.
-    const auto code = ws.reason().code;
-    if (code != websocket::close_code::normal)
-      throw std::runtime_error("channel " + ref.channel_id + ": closed by the engine (code " +
-                               std::to_string(code) + ")");
+    if (ws.reason().code != websocket::close_code::normal) ended_by_engine("closed by the engine");
   }
 
   ChannelRef ref;
@@ -228,13 +219,10 @@ bool ChannelReader::next(bool* binary, std::string_view* data) {
     s.done = true;
     // 1000 (or no code, as the original engine sends): the writer finished and everything
     // was delivered. Any other code: the stream was cut short.
-    const websocket::close_reason& why = s.ws.reason();
-    if (why.code == websocket::close_code::normal || why.code == websocket::close_code::none)
+    const auto code = s.ws.reason().code;
+    if (code == websocket::close_code::normal || code == websocket::close_code::none)
       return false;
-    std::string what = "channel " + s.ref.channel_id + ": ended early (code " +
-                       std::to_string(why.code);
-    if (!why.reason.empty()) what += " " + std::string(why.reason.data(), why.reason.size());
-    throw std::runtime_error(what + ")");
+    s.ended_by_engine("ended early");
   }
   if (ec) s.fail("read failed", ec);
   *binary = s.ws.got_binary();
