@@ -196,9 +196,19 @@ def test_python_cannot_register_builtin_trigger_types(engine, make_client):
     row = wait_for(lambda: (triggers_of(w, "cron") or [None])[0], what="the cron trigger to be listed")
     assert row["state"] == "pending", "cron triggers wait for the iii-cron worker"
     assert rec.snapshot() == [], "a built-in type is never forwarded to a worker"
-    refused = [line for line in engine.lines_since(mark) if "refused" in line]
+    # The engine's log reaches the test through a reader thread: wait for the lines, which can
+    # trail the trigger listing (they did under ASan).
+    def refused() -> list[str]:
+        return [line for line in engine.lines_since(mark) if "refused" in line]
+
+    def names_all(lines: list[str]) -> bool:
+        return all(any(f"'{tid}'" in line for line in lines)
+                   for tid in ("http", "cron", "engine::workers-available"))
+
+    wait_for(lambda: names_all(refused()), what="a 'refused' line for each built-in type")
+    lines = refused()
     for tid in ("http", "cron", "engine::workers-available"):
-        assert any(f"'{tid}'" in line for line in refused), f"a 'refused' line names {tid}: {refused}"
+        assert any(f"'{tid}'" in line for line in lines), f"a 'refused' line names {tid}: {lines}"
     types = list_types(w, include_internal=True)
     assert not [t for t in types if t["description"].startswith("hijacked")], types
     assert {"engine::functions-available", "engine::workers-available"} <= {t["id"] for t in types}
