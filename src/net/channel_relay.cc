@@ -3,19 +3,18 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
-#include <cstring>
-#include <deque>
-#include <string_view>
-#include <vector>
-
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
+#include <cstring>
+#include <deque>
+#include <string_view>
+#include <vector>
 
 #include "engine/engine.h"
-#include "net/client_frame_parser.h"
+#include "net/frame_parser.h"
 #include "net/frame_socket.h"
 #include "net/ws_frame_header.h"
 
@@ -38,9 +37,9 @@ void configure(websocket::stream<NextLayer>& ws, const ListenerOptions& opts, bo
   t.handshake_timeout = std::chrono::seconds(10);
   // A paused writer has no read pending, so only the reader side runs the liveness check.
   const bool idle = pings && opts.idle_timeout.count() > 0;
-  t.idle_timeout = idle ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                              opts.idle_timeout)
-                        : websocket::stream_base::none();
+  t.idle_timeout =
+      idle ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(opts.idle_timeout)
+           : websocket::stream_base::none();
   t.keep_alive_pings = idle;
   ws.set_option(t);
   ws.read_message_max(0);  // enforced by the writer (see ws_session.cc for why)
@@ -77,7 +76,7 @@ class BlockPool : public std::enable_shared_from_this<BlockPool> {
 };
 
 // The writer side. Beast answers the upgrade; the frames that follow are read by
-// ClientFrameParser straight out of the pool's blocks and unmasked in place, and each piece
+// FrameParser straight out of the pool's blocks and unmasked in place, and each piece
 // goes into the channel pointing into its block. The reader's socket then sends it from there:
 // between the two sockets the bytes are touched once, by the unmasking.
 class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
@@ -87,7 +86,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
       : socket_(std::move(s)),
         ch_(std::move(ch)),
         opts_(std::move(opts)),
-        parser_(opts_->max_message_bytes),
+        parser_(FrameParser::From::kClient, opts_->max_message_bytes),
         pool_(std::make_shared<BlockPool>()),
         timer_(socket_.get_executor()) {}
 
@@ -130,7 +129,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   void next_block() {
     auto next = pool_->get();
     const size_t pending = filled_ - parsed_;
-    BOOST_ASSERT(pending <= ClientFrameParser::kMaxPending);
+    BOOST_ASSERT(pending <= FrameParser::kMaxPending);
     if (pending > 0) std::memcpy(next.get(), block_.get() + parsed_, pending);
     block_ = std::move(next);
     filled_ = pending;
@@ -156,13 +155,13 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
       if (closing_ || done_) return;
       if (ch_->reader_gone) return stop();
       if (ch_->full()) return pause();
-      const ClientFrameParser::Item it =
+      const FrameParser::Item it =
           parser_.next(block_.get() + parsed_, block_.get() + filled_, flush);
       parsed_ += it.consumed;
       switch (it.kind) {
-        case ClientFrameParser::Kind::kNeedMore:
+        case FrameParser::Kind::kNeedMore:
           return read_more();
-        case ClientFrameParser::Kind::kData: {
+        case FrameParser::Kind::kData: {
           engine::ChannelFrame f;
           f.owner = block_;
           f.data = it.data;
@@ -173,14 +172,14 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
           ch_->push(std::move(f));
           break;
         }
-        case ClientFrameParser::Kind::kPing:
+        case FrameParser::Kind::kPing:
           send_control(0xA, 0, std::string_view(it.data, it.size));
           break;
-        case ClientFrameParser::Kind::kPong:
+        case FrameParser::Kind::kPong:
           break;
-        case ClientFrameParser::Kind::kClose:  // answered with the same code (1000 for none)
+        case FrameParser::Kind::kClose:  // answered with the same code (1000 for none)
           return close(it.code == 1005 ? 1000 : it.code, engine::Channel::WriterEnd::kFinished);
-        case ClientFrameParser::Kind::kError:
+        case FrameParser::Kind::kError:
           spdlog::warn("channel {}: writer sent {}; closing with code {}", ch_->id(), it.error,
                        it.code);
           return close(it.code, engine::Channel::WriterEnd::kBrokenOff);
@@ -227,8 +226,8 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
     asio::async_write(socket_, asio::buffer(control_out_.front()),
                       [self = shared_from_this()](beast::error_code ec, size_t) {
                         self->writing_ = false;
-                        const bool close_sent = self->control_out_.front()[0] ==
-                                                static_cast<char>(0x88);
+                        const bool close_sent =
+                            self->control_out_.front()[0] == static_cast<char>(0x88);
                         self->control_out_.pop_front();
                         if (self->done_) return;
                         if (ec) {  // the pending read sees the broken connection too
@@ -264,10 +263,9 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   void drain(beast::error_code ec) {
     if (ec || done_) return finish();
     reading_ = true;
-    socket_.async_read_some(asio::buffer(discard_), [self = shared_from_this()](
-                                                        beast::error_code ec, size_t) {
-      self->on_read(ec, 0);
-    });
+    socket_.async_read_some(
+        asio::buffer(discard_),
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec, 0); });
   }
 
   // No more frames will come: the reader gets what is queued, then its Close.
@@ -291,11 +289,11 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   tcp::socket socket_;
   std::shared_ptr<engine::Channel> ch_;
   std::shared_ptr<const ListenerOptions> opts_;
-  ClientFrameParser parser_;
+  FrameParser parser_;
   std::shared_ptr<BlockPool> pool_;
-  std::shared_ptr<char> block_;  // being read into
-  size_t filled_ = 0;            // bytes of block_ read from the socket
-  size_t parsed_ = 0;            // bytes of block_ taken by the parser
+  std::shared_ptr<char> block_;          // being read into
+  size_t filled_ = 0;                    // bytes of block_ read from the socket
+  size_t parsed_ = 0;                    // bytes of block_ taken by the parser
   std::deque<std::string> control_out_;  // Pongs and our Close, one write at a time
   std::array<char, 4096> discard_{};
   asio::steady_timer timer_;

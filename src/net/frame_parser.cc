@@ -1,9 +1,10 @@
-#include "net/client_frame_parser.h"
+#include "net/frame_parser.h"
 
 #include <algorithm>
 #include <boost/beast/websocket/detail/frame.hpp>
-#include <boost/beast/websocket/detail/mask.hpp>
 #include <cstring>
+
+#include "net/ws_mask.h"
 
 namespace iii::net {
 
@@ -15,13 +16,13 @@ constexpr uint8_t kContinuation = 0x0, kText = 0x1, kBinary = 0x2;
 constexpr uint8_t kClose = 0x8, kPing = 0x9, kPong = 0xA;
 constexpr uint16_t kProtocolError = 1002, kBadPayload = 1007, kTooBig = 1009, kNoStatus = 1005;
 
-void unmask(char* p, size_t n, std::array<unsigned char, 4>& key) {
-  if (n > 0) wsd::mask_inplace(boost::asio::mutable_buffer(p, n), key);
+void unmask(char* p, size_t n, MaskKey& key) {
+  if (n > 0) mask_inplace(p, n, key);
 }
 
 }  // namespace
 
-ClientFrameParser::Item ClientFrameParser::fail(uint16_t code, const char* why) {
+FrameParser::Item FrameParser::fail(uint16_t code, const char* why) {
   Item it;
   it.kind = Kind::kError;
   it.code = code;
@@ -29,7 +30,7 @@ ClientFrameParser::Item ClientFrameParser::fail(uint16_t code, const char* why) 
   return it;
 }
 
-ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flush) {
+FrameParser::Item FrameParser::next(char* begin, char* end, bool flush) {
   size_t used = 0;
   for (;;) {
     if (in_payload_) {
@@ -50,7 +51,9 @@ ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flu
     const bool masked = p[1] & 0x80;
     const uint8_t len7 = p[1] & 0x7F;
     if (p[0] & 0x70) return fail(kProtocolError, "reserved bits set (no extension is in use)");
-    if (!masked) return fail(kProtocolError, "a client frame is not masked");
+    if (masked != from_client_)
+      return fail(kProtocolError,
+                  from_client_ ? "a client frame is not masked" : "a server frame is masked");
     const bool control = opcode & 0x8;
     if (control) {
       if (opcode != kClose && opcode != kPing && opcode != kPong)
@@ -66,7 +69,7 @@ ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flu
         return fail(kProtocolError, "a new message inside a fragmented one");
     }
     const size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
-    const size_t header = 2 + ext + 4;
+    const size_t header = 2 + ext + (masked ? 4 : 0);
     if (avail < header) return more;
     uint64_t len = len7;
     if (ext > 0) {
@@ -76,13 +79,13 @@ ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flu
       if ((ext == 2 && len < 126) || (ext == 8 && (len <= 0xFFFF || (len >> 63) != 0)))
         return fail(kProtocolError, "a frame length that is not minimally encoded");
     }
-    std::array<unsigned char, 4> key;
-    std::memcpy(key.data(), p + 2 + ext, 4);
+    std::array<unsigned char, 4> key{};
+    if (masked) std::memcpy(key.data(), p + 2 + ext, 4);
 
     if (control) {
       if (avail < header + len) return more;  // control frames are taken whole
       char* payload = begin + used + header;
-      unmask(payload, len, key);
+      if (masked) unmask(payload, len, key);
       Item it;
       it.consumed = used + header + len;
       if (opcode != kClose) {
@@ -120,6 +123,7 @@ ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flu
     message_bytes_ = before + len;
     fin_ = fin;
     remaining_ = len;
+    masked_ = masked;
     key_ = key;
     in_payload_ = true;
     used += header;
@@ -128,21 +132,20 @@ ClientFrameParser::Item ClientFrameParser::next(char* begin, char* end, bool flu
 
 // The payload bytes of the current data frame available at `p`, as one piece. `used` bytes
 // before `p` were taken by this call already (headers).
-ClientFrameParser::Item ClientFrameParser::data_piece(char* p, char* end, bool flush,
-                                                      size_t used) {
+FrameParser::Item FrameParser::data_piece(char* p, char* end, bool flush, size_t used) {
   const uint64_t avail = static_cast<uint64_t>(end - p);
   const size_t take = static_cast<size_t>(std::min(avail, remaining_));
   Item it;
   it.consumed = used;
   if (take < remaining_ && (!flush || take == 0)) return it;  // wait for the rest
-  unmask(p, take, key_);
+  if (masked_) unmask(p, take, key_);
   remaining_ -= take;
   const bool last = remaining_ == 0 && fin_;
   if (remaining_ == 0) in_payload_ = false;
   it.consumed = used + take;
   if (take == 0 && !last) return it;  // an empty non-final frame carries nothing to forward
-  if (text_ && (!utf8_.write(reinterpret_cast<const uint8_t*>(p), take) ||
-                (last && !utf8_.finish())))
+  if (text_ &&
+      (!utf8_.write(reinterpret_cast<const uint8_t*>(p), take) || (last && !utf8_.finish())))
     return fail(kBadPayload, "a text message that is not UTF-8");
   it.kind = Kind::kData;
   it.data = p;

@@ -1,7 +1,8 @@
-// ClientFrameParser on hand-built client frames: every length encoding, input split at every
+// FrameParser on hand-built client frames: every length encoding, input split at every
 // byte, pieces reported early (flush) with the mask carried across them, control frames inside
-// fragmented messages, and each protocol violation with the close code it answers with.
-#include "net/client_frame_parser.h"
+// fragmented messages, and each protocol violation with the close code it answers with; and on
+// server frames, which are not masked.
+#include "net/frame_parser.h"
 
 #include <gtest/gtest.h>
 
@@ -11,12 +12,12 @@
 namespace iii::net {
 namespace {
 
-using Kind = ClientFrameParser::Kind;
+using Kind = FrameParser::Kind;
 
 // A masked client frame. `len_bytes` forces a length encoding (0, 2 or 8 extra bytes).
 std::string client_frame(uint8_t opcode, bool fin, const std::string& payload,
-                         std::array<uint8_t, 4> key = {0x37, 0xfa, 0x21, 0x3d},
-                         int len_bytes = -1, bool masked = true, uint8_t rsv = 0) {
+                         std::array<uint8_t, 4> key = {0x37, 0xfa, 0x21, 0x3d}, int len_bytes = -1,
+                         bool masked = true, uint8_t rsv = 0) {
   std::string f;
   f.push_back(static_cast<char>((fin ? 0x80 : 0) | rsv | opcode));
   const uint64_t n = payload.size();
@@ -63,8 +64,9 @@ struct Received {
 
 // Feeds `wire` the way the relay does: `step` bytes at a time into one buffer, parsing after
 // each read; with `flush`, a frame cut off by the end of the input is reported at once.
-Received feed(const std::string& wire, size_t step, bool flush, uint64_t max = 0) {
-  ClientFrameParser parser(max);
+Received feed(const std::string& wire, size_t step, bool flush, uint64_t max = 0,
+              FrameParser::From from = FrameParser::From::kClient) {
+  FrameParser parser(from, max);
   std::vector<char> buf(wire.begin(), wire.end());
   Received r;
   std::string current;
@@ -107,11 +109,11 @@ Received feed(const std::string& wire, size_t step, bool flush, uint64_t max = 0
   return r;
 }
 
-TEST(ClientFrameParser, ReadsEveryLengthEncodingWhole) {
+TEST(FrameParser, ReadsEveryLengthEncodingWhole) {
   for (size_t n : {0, 1, 125, 126, 127, 65535, 65536, 70000}) {
     const std::string payload = pattern(n, static_cast<int>(n));
     const std::string wire = client_frame(0x2, true, payload);
-    ClientFrameParser parser(0);
+    FrameParser parser(FrameParser::From::kClient, 0);
     std::vector<char> buf(wire.begin(), wire.end());
     auto it = parser.next(buf.data(), buf.data() + buf.size(), false);
     ASSERT_EQ(it.kind, Kind::kData) << n;
@@ -121,11 +123,11 @@ TEST(ClientFrameParser, ReadsEveryLengthEncodingWhole) {
   }
 }
 
-TEST(ClientFrameParser, WaitsForAWholeFrameUnlessFlushed) {
+TEST(FrameParser, WaitsForAWholeFrameUnlessFlushed) {
   const std::string payload = pattern(1000, 3);
   const std::string wire = client_frame(0x2, true, payload);
   std::vector<char> buf(wire.begin(), wire.end());
-  ClientFrameParser parser(0);
+  FrameParser parser(FrameParser::From::kClient, 0);
   // The header is taken; the partial payload waits.
   auto it = parser.next(buf.data(), buf.data() + 500, false);
   EXPECT_EQ(it.kind, Kind::kNeedMore);
@@ -146,7 +148,7 @@ TEST(ClientFrameParser, WaitsForAWholeFrameUnlessFlushed) {
 // A text message in three fragments with a Ping between them, a binary message, an empty text
 // message, an empty non-final frame, a Pong and a Close: the same result however the input is
 // cut, with and without early pieces (which unmask across cuts at any offset of the key).
-TEST(ClientFrameParser, SameMessagesWhereverTheInputIsCut) {
+TEST(FrameParser, SameMessagesWhereverTheInputIsCut) {
   const std::string part1 = "h\xC3\xA9llo ", part2 = "w\xC3", part3 = "\xB6rld";  // ö split
   std::string wire = client_frame(0x1, false, part1) + client_frame(0x9, true, "ping!") +
                      client_frame(0x0, false, part2, {9, 8, 7, 6}) +
@@ -178,7 +180,41 @@ TEST(ClientFrameParser, SameMessagesWhereverTheInputIsCut) {
   }
 }
 
-TEST(ClientFrameParser, CloseWithoutACodeReportsNoStatus) {
+// A server's frames carry no mask: the same messages, whole and cut at every byte; a masked
+// server frame, or an unmasked one where a client's is expected, is a protocol error.
+TEST(FrameParser, ReadsUnmaskedServerFrames) {
+  const auto server_frame = [](uint8_t opcode, bool fin, const std::string& payload) {
+    return client_frame(opcode, fin, payload, {}, -1, /*masked=*/false);
+  };
+  const std::string big = pattern(70000, 5);
+  const std::string wire =
+      server_frame(0x2, false, big.substr(0, 40000)) + server_frame(0x9, true, "hb") +
+      server_frame(0x0, true, big.substr(40000)) + server_frame(0x1, true, "caf\xC3\xA9") +
+      server_frame(0x8, true, close_payload(1011, "cut"));
+  for (size_t step : {size_t{1}, size_t{7}, size_t{4096}, wire.size()}) {
+    for (bool flush : {false, true}) {
+      SCOPED_TRACE("step " + std::to_string(step) + (flush ? " flush" : ""));
+      Received r = feed(wire, step, flush, 0, FrameParser::From::kServer);
+      ASSERT_FALSE(r.error);
+      ASSERT_TRUE(r.closed);
+      EXPECT_EQ(r.code, 1011);
+      EXPECT_EQ(r.close_reason, "cut");
+      ASSERT_EQ(r.messages.size(), 2u);
+      EXPECT_EQ(r.messages[0], std::make_pair(false, big));
+      EXPECT_EQ(r.messages[1], std::make_pair(true, std::string("caf\xC3\xA9")));
+      EXPECT_EQ(r.pings, std::vector<std::string>{"hb"});
+    }
+  }
+  const std::string masked = client_frame(0x2, true, "x");
+  Received r = feed(masked, masked.size(), false, 0, FrameParser::From::kServer);
+  EXPECT_TRUE(r.error);
+  EXPECT_EQ(r.code, 1002);
+  r = feed(server_frame(0x2, true, "x"), 3, false, 0, FrameParser::From::kClient);
+  EXPECT_TRUE(r.error);
+  EXPECT_EQ(r.code, 1002);
+}
+
+TEST(FrameParser, CloseWithoutACodeReportsNoStatus) {
   Received r = feed(client_frame(0x8, true, ""), 64, false);
   EXPECT_TRUE(r.closed);
   EXPECT_EQ(r.code, 1005);
@@ -190,7 +226,7 @@ struct BadInput {
   uint16_t code;
 };
 
-TEST(ClientFrameParser, RefusesEachProtocolViolationWithItsCloseCode) {
+TEST(FrameParser, RefusesEachProtocolViolationWithItsCloseCode) {
   const std::string start = client_frame(0x1, false, "abc");
   const std::vector<BadInput> cases = {
       {"unmasked", client_frame(0x2, true, "x", {}, -1, false), 1002},
@@ -201,8 +237,7 @@ TEST(ClientFrameParser, RefusesEachProtocolViolationWithItsCloseCode) {
       {"126-byte ping", client_frame(0x9, true, std::string(126, 'p')), 1002},
       {"continuation first", client_frame(0x0, true, "x"), 1002},
       {"text inside a fragmented text", start + client_frame(0x1, true, "x"), 1002},
-      {"16-bit length for 100 bytes", client_frame(0x2, true, std::string(100, 'x'), {}, 2),
-       1002},
+      {"16-bit length for 100 bytes", client_frame(0x2, true, std::string(100, 'x'), {}, 2), 1002},
       {"64-bit length for 1000 bytes", client_frame(0x2, true, std::string(1000, 'x'), {}, 8),
        1002},
       {"1-byte close", client_frame(0x8, true, "x"), 1002},
@@ -227,7 +262,7 @@ TEST(ClientFrameParser, RefusesEachProtocolViolationWithItsCloseCode) {
   EXPECT_EQ(r.code, 1002);
 }
 
-TEST(ClientFrameParser, BoundsWholeMessagesNotFrames) {
+TEST(FrameParser, BoundsWholeMessagesNotFrames) {
   // 60 + 60 bytes in two fragments exceed 100 at the second header, before its payload.
   const std::string wire = client_frame(0x2, false, std::string(60, 'a')) +
                            client_frame(0x0, true, std::string(60, 'b'));
