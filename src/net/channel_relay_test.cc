@@ -105,8 +105,8 @@ class ChannelRelayTest : public ::testing::Test {
     ws->next_layer().connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port_));
     ws->read_message_max(0);
     ws->auto_fragment(false);
-    ws->handshake("127.0.0.1", "/ws/channels/" + ch.channel_id + "?key=" + ch.access_key +
-                                   "&dir=" + dir);
+    ws->handshake("127.0.0.1",
+                  "/ws/channels/" + ch.channel_id + "?key=" + ch.access_key + "&dir=" + dir);
     return ws;
   }
 
@@ -374,6 +374,61 @@ TEST_F(ChannelRelayTest, CppSdkWriterReportsTheEnginesClose) {
   }
   EXPECT_NE(error.find("code 1001"), std::string::npos) << error;
   client->shutdown();
+}
+
+// The SDK's reader parses the engine's frames itself: a message the writer sent in fragments
+// (with a Ping between them) and one the relay forwards in pieces (larger than its read block)
+// arrive whole; the engine's keep-alive Pings to an idle reader are answered, so the reader
+// outlives several idle timeouts; a refused upgrade says why.
+TEST_F(ChannelRelayTest, CppSdkReaderPutsFragmentsTogetherAndAnswersPings) {
+  const auto ch = create(8);
+  ListenerOptions opts;
+  opts.idle_timeout = std::chrono::milliseconds(200);
+  start(opts);
+  const std::string url = "ws://127.0.0.1:" + std::to_string(port_);
+  iii::ChannelReader reader(url, {ch.channel_id, ch.access_key, "read"});
+  const std::string big = pattern(3 * 1024 * 1024 + 3, 8), parts = pattern(150000, 9);
+  asio::io_context cw;
+  std::unique_ptr<Client> writer;
+  std::thread wt([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));  // the reader waits, idle
+    try {
+      writer = open(cw, ch, "write");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "the channel is gone (the reader was dropped?): " << e.what();
+      return;
+    }
+    writer->binary(true);
+    writer->write_some(false, asio::buffer(parts.substr(0, 70000)));
+    writer->ping("between fragments");
+    writer->write_some(false, asio::buffer(parts.substr(70000, 1)));
+    writer->write_some(true, asio::buffer(parts.substr(70001)));
+    writer->write(asio::buffer(big));
+    writer->text(true);
+    writer->write(asio::buffer(std::string("done \xC3\xA9")));
+    writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"));
+  });
+  std::vector<Message> got;
+  try {
+    while (auto m = reader.next()) got.push_back({m->binary, std::move(m->data)});
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
+  wt.join();
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_TRUE(got[0] == (Message{true, parts}));
+  EXPECT_TRUE(got[1] == (Message{true, big}));
+  EXPECT_TRUE(got[2] == (Message{false, "done \xC3\xA9"}));
+
+  iii::ChannelReader wrong(url, {ch.channel_id, "not-the-key", "read"});
+  try {
+    wrong.next();
+    ADD_FAILURE() << "a wrong key was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("upgrade refused: HTTP 404 (Channel not found)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

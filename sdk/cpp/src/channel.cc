@@ -1,16 +1,21 @@
-// Channel ends (ChannelWriter, ChannelReader): one blocking Beast WebSocket each, on a private
-// io_context used only from the caller's thread.
+// Channel ends (ChannelWriter, ChannelReader): one blocking socket each, used only from the
+// caller's thread.
 //
-// Beast does the upgrade, the reading and the Close handshake. The writer's data frames are
-// framed here instead: Beast masks a client frame by copying it into its write buffer and
-// masking it there, and sends a 64 KiB frame in two calls (asio::write's per-call cap). Here
-// the payload is masked while it is copied, with a fresh key from Beast's own secure generator
-// for every frame, and header and payload leave in one send.
+// Beast builds and parses the upgrade (HTTP request, response, Sec-WebSocket-Key/Accept); the
+// frames are handled here. The engine's frames are read in large reads straight into one
+// buffer and parsed where they lie (net::FrameParser, shared with the engine's relay), so a
+// 64 KiB message costs a fraction of a recv() and no copy: Beast's stream reads each message
+// in two or three calls through a 1.5 KiB buffer. The writer masks each payload while copying
+// it into its frame, with a fresh key from Beast's secure generator, and sends header and
+// payload in one call; Beast would copy, then mask, then send a 64 KiB frame in two calls.
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/detail/prng.hpp>
 #include <boost/json.hpp>
 #include <boost/url/encode.hpp>
@@ -20,37 +25,31 @@
 #include <vector>
 
 #include "iii/iii.h"
+#include "net/frame_parser.h"
 #include "net/ws_frame_header.h"
+#include "net/ws_mask.h"
 #include "support.h"
 
 namespace iii {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
+namespace http = beast::http;
+namespace wsd = beast::websocket::detail;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
 namespace net = iii::net;
+using Kind = net::FrameParser::Kind;
 
 namespace {
 
 constexpr size_t kMaxBinaryFrame = 64 * 1024;  // what the Node and Python SDKs send
-
-// dst = src ^ key, 8 bytes at a time (the key repeats every 4 bytes, so twice per word).
-void mask_copy(char* dst, const char* src, size_t n, const unsigned char key[4]) {
-  uint64_t k;
-  unsigned char kk[8];
-  for (int i = 0; i < 8; ++i) kk[i] = key[i & 3];
-  std::memcpy(&k, kk, 8);
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v;
-    std::memcpy(&v, src + i, 8);
-    v ^= k;
-    std::memcpy(dst + i, &v, 8);
-  }
-  for (; i < n; ++i) dst[i] = static_cast<char>(src[i] ^ key[i & 3]);
-}
+constexpr uint8_t kText = 0x1, kBinary = 0x2, kClose = 0x8, kPong = 0xA;
+constexpr uint16_t kNormal = 1000, kProtocolError = 1002, kNoStatus = 1005;
+// The least free space a reader's recv() asks for: one call takes several 64 KiB messages.
+constexpr size_t kReaderRead = 256 * 1024;
+// A writer only ever reads the engine's Close.
+constexpr size_t kWriterRead = 4 * 1024;
 
 }  // namespace
 
@@ -82,9 +81,14 @@ struct ChannelSocket {
     url = std::move(*parsed);
   }
 
-  [[noreturn]] void fail(const std::string& what, const beast::error_code& ec) {
+  [[noreturn]] void fail(const std::string& what) {
     done = true;
-    throw std::runtime_error("channel " + ref.channel_id + ": " + what + ": " + ec.message());
+    beast::error_code ignored;
+    sock.close(ignored);
+    throw std::runtime_error("channel " + ref.channel_id + ": " + what);
+  }
+  [[noreturn]] void fail(const std::string& what, const beast::error_code& ec) {
+    fail(what + ": " + ec.message());
   }
 
   void connect() {
@@ -94,91 +98,199 @@ struct ChannelSocket {
     tcp::resolver resolver(ioc);
     const auto endpoints = resolver.resolve(url.host, url.port, ec);
     if (ec) fail("cannot resolve '" + url.host + "'", ec);
-    asio::connect(ws.next_layer(), endpoints, ec);
+    asio::connect(sock, endpoints, ec);
     if (ec) fail("cannot connect", ec);
-    ws.next_layer().set_option(tcp::no_delay(true), ec);
-    ws.read_message_max(0);
-    ws.auto_fragment(false);
+    sock.set_option(tcp::no_delay(true), ec);
     // `<worker endpoint without a trailing slash>/ws/channels/<id>?key=<key>&dir=<dir>`.
     std::string base = url.target.substr(0, url.target.find('?'));
     while (!base.empty() && base.back() == '/') base.pop_back();
-    const std::string target = base + "/ws/channels/" + ref.channel_id + "?key=" +
-                               boost::urls::encode(ref.access_key, boost::urls::unreserved_chars) +
-                               "&dir=" + ref.direction;
-    ws.handshake(url.host_header, target, ec);
-    if (ec) fail("upgrade refused", ec);
+    upgrade(base + "/ws/channels/" + ref.channel_id +
+            "?key=" + boost::urls::encode(ref.access_key, boost::urls::unreserved_chars) +
+            "&dir=" + ref.direction);
     open = true;
   }
 
+  // RFC 6455 §4.1 opening handshake. Whatever the engine sent after its response (frames
+  // already) stays in `in` as the first input.
+  void upgrade(const std::string& target) {
+    wsd::sec_ws_key_type key;
+    wsd::make_sec_ws_key(key);
+    http::request<http::empty_body> req{http::verb::get, target, 11};
+    req.set(http::field::host, url.host_header);
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::connection, "Upgrade");
+    const beast::string_view key_text(key.data(), key.size());
+    req.set(http::field::sec_websocket_key, key_text);
+    req.set(http::field::sec_websocket_version, "13");
+    beast::error_code ec;
+    http::write(sock, req, ec);
+    if (ec) fail("cannot send the upgrade request", ec);
+    beast::flat_buffer buf;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);
+    http::read(sock, buf, parser, ec);
+    if (ec) fail("no answer to the upgrade request", ec);
+    const auto& res = parser.get();
+    if (res.result() != http::status::switching_protocols) {
+      std::string why = "upgrade refused: HTTP " + std::to_string(res.result_int());
+      std::string body = res.body();
+      while (!body.empty() && (body.back() == '\n' || body.back() == '\r')) body.pop_back();
+      if (!body.empty()) why += " (" + body + ")";
+      fail(why);
+    }
+    wsd::sec_ws_accept_type accept;
+    wsd::make_sec_ws_accept(accept, key_text);
+    if (!beast::iequals(res[http::field::upgrade], "websocket") ||
+        res[http::field::sec_websocket_accept] != beast::string_view(accept.data(), accept.size()))
+      fail("upgrade refused: not a WebSocket answer");
+    const size_t extra = buf.size();
+    in.resize(extra);
+    if (extra > 0) std::memcpy(in.data(), buf.data().data(), extra);
+    end = extra;
+  }
+
   // One unfragmented client frame: header, masking key and masked payload in one send.
-  void send_frame(unsigned opcode, std::string_view payload) {
-    connect();
+  beast::error_code send(unsigned opcode, std::string_view payload) {
     const size_t n = payload.size();
-    const uint32_t key = prng();
-    unsigned char k[4];
-    std::memcpy(k, &key, 4);
+    const uint32_t random = prng();
+    net::MaskKey key;
+    std::memcpy(key.data(), &random, 4);
     if (out.size() < net::kMaxClientFrameHeader + n) out.resize(net::kMaxClientFrameHeader + n);
     const size_t h = net::write_frame_header(reinterpret_cast<unsigned char*>(out.data()), opcode,
-                                             true, n, k);
-    mask_copy(out.data() + h, payload.data(), n, k);
+                                             true, n, key.data());
+    net::mask_copy(out.data() + h, payload.data(), n, key);
     // write_some on a blocking socket sends it all in one call (asio::write would cut it into
     // 64 KiB calls); the loop is for signals and the rare short send.
     size_t sent = 0;
     beast::error_code ec;
-    while (sent < h + n) {
-      sent += ws.next_layer().write_some(asio::buffer(out.data() + sent, h + n - sent), ec);
-      if (ec) fail("write failed (the engine closed the channel?)", ec);
-    }
+    while (sent < h + n && !ec)
+      sent += sock.write_some(asio::buffer(out.data() + sent, h + n - sent), ec);
+    return ec;
+  }
+
+  void send_data(unsigned opcode, std::string_view payload) {
+    connect();
+    if (done) throw std::runtime_error("channel " + ref.channel_id + ": already closed");
+    if (auto ec = send(opcode, payload)) fail("write failed (the engine closed the channel?)", ec);
     // The engine sends a writer nothing but its Close (a departed reader, a refused frame), so
     // any byte waiting here means the channel is over. Checked about once per MiB.
-    unchecked += h + n;
+    unchecked += payload.size();
     if (unchecked >= kCheckEvery) {
       unchecked = 0;
-      if (ws.next_layer().available(ec) > 0) closed_by_engine();
+      beast::error_code ec;
+      if (sock.available(ec) > 0) {
+        read_until_close(kWriterRead);
+        ended_by_engine("closed by the engine");
+      }
     }
   }
 
-  [[noreturn]] void closed_by_engine() {
-    beast::flat_buffer ignored;
+  beast::error_code send_close(uint16_t code, std::string_view reason) {
+    std::string payload;
+    if (code != kNoStatus) {
+      payload.push_back(static_cast<char>(code >> 8));
+      payload.push_back(static_cast<char>(code & 0xFF));
+      payload.append(reason);
+    }
+    return send(kClose, payload);
+  }
+
+  // Reads more input into `in` after [keep, end), moving the bytes still needed to the front
+  // (or growing the buffer) when less than `min_free` is left behind them.
+  void fill(size_t min_free) {
+    const size_t keep = assembling ? msg_begin : parsed;
+    if (in.size() - end < min_free) {
+      if (keep > 0) {
+        std::memmove(in.data(), in.data() + keep, end - keep);
+        parsed -= keep;
+        end -= keep;
+        msg_begin -= assembling ? keep : 0;
+        msg_end -= assembling ? keep : 0;
+      }
+      if (in.size() - end < min_free) in.resize(std::max(in.size() * 2, end + min_free));
+    }
     beast::error_code ec;
-    ws.read(ignored, ec);  // Beast answers the Close
-    ended_by_engine("closed by the engine");
+    const size_t n = sock.read_some(asio::buffer(in.data() + end, in.size() - end), ec);
+    if (ec) fail("read failed", ec);
+    end += n;
+  }
+
+  // The next whole frame (or error) from the engine, reading as needed.
+  net::FrameParser::Item next_item(size_t min_free) {
+    for (;;) {
+      const auto it = parser.next(in.data() + parsed, in.data() + end, false);
+      parsed += it.consumed;
+      if (it.kind != Kind::kNeedMore) return it;
+      fill(min_free);
+    }
+  }
+
+  // Answers the engine's Close (echoing its code) and ends the connection.
+  void closed(const net::FrameParser::Item& it) {
+    done = true;
+    close_code = it.code;
+    close_reason.assign(it.data ? it.data : "", it.size);
+    // Errors are ignored: the engine may already have gone; its Close said all there was.
+    (void)send_close(it.code, {});
+    beast::error_code ignored;
+    sock.close(ignored);
+  }
+
+  // A frame the engine should never have sent: answers 1002 and fails.
+  [[noreturn]] void protocol_error(const net::FrameParser::Item& it) {
+    (void)send_close(kProtocolError, {});
+    fail(std::string("the engine broke the WebSocket protocol: ") + it.error);
+  }
+
+  // Reads (and drops data) until the engine's Close, which is answered.
+  void read_until_close(size_t min_free) {
+    for (;;) {
+      const auto it = next_item(min_free);
+      if (it.kind == Kind::kClose) return closed(it);
+      if (it.kind == Kind::kError) protocol_error(it);
+      assembling = false;  // data is dropped here, so nothing is put together
+    }
   }
 
   // The engine's Close (already received) ended the channel before the caller did.
   [[noreturn]] void ended_by_engine(const char* what) {
-    done = true;
-    const websocket::close_reason& why = ws.reason();
     std::string message =
-        "channel " + ref.channel_id + ": " + what + " (code " + std::to_string(why.code);
-    if (!why.reason.empty()) message += " " + std::string(why.reason.data(), why.reason.size());
+        "channel " + ref.channel_id + ": " + what + " (code " + std::to_string(close_code);
+    if (!close_reason.empty()) message += " " + close_reason;
     throw std::runtime_error(message + ")");
   }
 
-  void close(const char* reason) {
+  // A writer's end()/close(): our Close, then the engine's answer, which must be 1000. If
+  // ours cannot be sent, the engine closed first and its Close is still there to be read.
+  void finish_writing(const char* reason) {
     if (done) return;
     connect();
-    done = true;
-    beast::error_code ec;
-    ws.close(websocket::close_reason(websocket::close_code::normal, reason), ec);
-    if (ec && ec != websocket::error::closed)
-      throw std::runtime_error("channel " + ref.channel_id + ": close failed: " + ec.message());
+    (void)send_close(kNormal, reason);
+    read_until_close(kWriterRead);
     // The engine answers a writer's Close with the same code; anything else means it had
     // closed the channel first, and data written since then was not delivered.
-    if (ws.reason().code != websocket::close_code::normal) ended_by_engine("closed by the engine");
+    if (close_code != kNormal) ended_by_engine("closed by the engine");
   }
 
   ChannelRef ref;
   WsUrl url;
   asio::io_context ioc{1};
-  websocket::stream<tcp::socket> ws{ioc};
+  tcp::socket sock{ioc};
   bool open = false;
   bool done = false;
-  std::vector<char> out;  // the writer's frame being sent
+  uint16_t close_code = 0;  // the engine's Close, once received
+  std::string close_reason;
+  // Writing.
+  std::vector<char> out;  // the frame being sent
   size_t unchecked = 0;   // bytes sent since the last look for the engine's Close
   static constexpr size_t kCheckEvery = 1024 * 1024;
-  websocket::detail::generator prng = websocket::detail::make_prng(true);
-  beast::flat_buffer in;  // the reader's last message
+  wsd::generator prng = wsd::make_prng(true);
+  // Reading: [parsed, end) of `in` is input not parsed yet; a message that came in fragments
+  // is put together at [msg_begin, msg_end) while `assembling`.
+  std::vector<char> in;
+  size_t parsed = 0, end = 0, msg_begin = 0, msg_end = 0;
+  bool assembling = false;
+  net::FrameParser parser{net::FrameParser::From::kServer, 0};
 };
 
 }  // namespace detail
@@ -192,14 +304,14 @@ ChannelWriter& ChannelWriter::operator=(ChannelWriter&&) noexcept = default;
 void ChannelWriter::write(std::string_view bytes) {
   do {
     const size_t n = std::min(bytes.size(), kMaxBinaryFrame);
-    s_->send_frame(0x2, bytes.substr(0, n));
+    s_->send_data(kBinary, bytes.substr(0, n));
     bytes.remove_prefix(n);
   } while (!bytes.empty());
 }
 
-void ChannelWriter::send_message(std::string_view text) { s_->send_frame(0x1, text); }
-void ChannelWriter::end() { s_->close("stream_complete"); }
-void ChannelWriter::close() { s_->close("channel_close"); }
+void ChannelWriter::send_message(std::string_view text) { s_->send_data(kText, text); }
+void ChannelWriter::end() { s_->finish_writing("stream_complete"); }
+void ChannelWriter::close() { s_->finish_writing("channel_close"); }
 const ChannelRef& ChannelWriter::ref() const { return s_->ref; }
 
 ChannelReader::ChannelReader(std::string engine_url, ChannelRef ref)
@@ -212,22 +324,43 @@ bool ChannelReader::next(bool* binary, std::string_view* data) {
   detail::ChannelSocket& s = *s_;
   if (s.done) return false;
   s.connect();
-  s.in.consume(s.in.size());
-  beast::error_code ec;
-  s.ws.read(s.in, ec);
-  if (ec == websocket::error::closed) {
-    s.done = true;
-    // 1000 (or no code, as the original engine sends): the writer finished and everything
-    // was delivered. Any other code: the stream was cut short.
-    const auto code = s.ws.reason().code;
-    if (code == websocket::close_code::normal || code == websocket::close_code::none)
-      return false;
-    s.ended_by_engine("ended early");
+  for (;;) {
+    const auto it = s.next_item(kReaderRead);
+    switch (it.kind) {
+      case Kind::kData: {
+        const size_t at = static_cast<size_t>(it.data - s.in.data());
+        if (it.first) {
+          s.msg_begin = at;
+          s.msg_end = at + it.size;
+        } else {
+          // A later fragment: joined to the earlier ones, over the header(s) between them.
+          if (at != s.msg_end) std::memmove(s.in.data() + s.msg_end, it.data, it.size);
+          s.msg_end += it.size;
+        }
+        s.assembling = !it.last;
+        if (s.assembling) continue;
+        *binary = !it.text;
+        *data = std::string_view(s.in.data() + s.msg_begin, s.msg_end - s.msg_begin);
+        return true;
+      }
+      case Kind::kPing:
+        if (auto ec = s.send(kPong, std::string_view(it.data, it.size)))
+          s.fail("cannot answer a Ping", ec);
+        continue;
+      case Kind::kPong:
+        continue;
+      case Kind::kClose:
+        s.closed(it);
+        // 1000 (or no code, as the original engine sends): the writer finished and everything
+        // was delivered. Any other code: the stream was cut short.
+        if (s.close_code == kNormal || s.close_code == kNoStatus) return false;
+        s.ended_by_engine("ended early");
+      case Kind::kError:
+        s.protocol_error(it);
+      case Kind::kNeedMore:
+        break;  // next_item never returns it
+    }
   }
-  if (ec) s.fail("read failed", ec);
-  *binary = s.ws.got_binary();
-  *data = std::string_view(static_cast<const char*>(s.in.data().data()), s.in.size());
-  return true;
 }
 
 std::optional<ChannelMessage> ChannelReader::next() {
@@ -256,9 +389,14 @@ void ChannelReader::close() {
     s.done = true;
     return;
   }
+  // Our Close; whatever is still on its way is dropped until the engine's answer.
+  (void)s.send_close(kNormal, {});
+  try {
+    s.read_until_close(kReaderRead);
+  } catch (const std::runtime_error&) {
+    // The connection ended without the engine's Close: closed all the same.
+  }
   s.done = true;
-  beast::error_code ec;
-  s.ws.close(websocket::close_code::normal, ec);
 }
 
 const ChannelRef& ChannelReader::ref() const { return s_->ref; }
