@@ -213,6 +213,28 @@ inline std::string cpu_delta(const std::map<int, ThreadCpu>& a, const std::map<i
   return out;
 }
 
+// CPU time the whole machine has spent busy (everything but idle and iowait, so interrupts and
+// softirqs too, which no process is charged for) and in softirqs, from /proc/stat, in seconds.
+struct MachineCpu {
+  double busy_s = -1;
+  double softirq_s = -1;
+};
+
+inline MachineCpu machine_cpu() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  // user nice system idle iowait irq softirq steal
+  double v[8] = {};
+  if (!(in >> cpu) || cpu != "cpu") return {};
+  for (double& x : v)
+    if (!(in >> x)) return {};
+  const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+  MachineCpu m;
+  m.busy_s = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / hz;
+  m.softirq_s = v[6] / hz;
+  return m;
+}
+
 inline double self_cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);

@@ -24,17 +24,18 @@
 // engine core could sustain), which unlike MB/s hardly depends on other load on the machine.
 // MB/s are 10^6 bytes per second. Prints a human line and a JSON line per run, and with
 // --runs > 1 a summary (medians) at the end.
+#include <algorithm>
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
-#include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -100,13 +101,20 @@ Flags parse_flags(int argc, char** argv) {
       }
       value = argv[++i];
     }
-    if (name == "--url") f.url = value;
-    else if (name == "--bytes") f.bytes = parse_int(name, value);
-    else if (name == "--chunk-bytes") f.chunk_bytes = parse_int(name, value);
-    else if (name == "--buffer-size") f.buffer_size = parse_int(name, value);
-    else if (name == "--runs") f.runs = static_cast<int>(parse_int(name, value));
-    else if (name == "--engine-pid") f.engine_pid = static_cast<long>(parse_int(name, value));
-    else if (name == "--timeout-s") f.timeout_s = static_cast<double>(parse_int(name, value));
+    if (name == "--url")
+      f.url = value;
+    else if (name == "--bytes")
+      f.bytes = parse_int(name, value);
+    else if (name == "--chunk-bytes")
+      f.chunk_bytes = parse_int(name, value);
+    else if (name == "--buffer-size")
+      f.buffer_size = parse_int(name, value);
+    else if (name == "--runs")
+      f.runs = static_cast<int>(parse_int(name, value));
+    else if (name == "--engine-pid")
+      f.engine_pid = static_cast<long>(parse_int(name, value));
+    else if (name == "--timeout-s")
+      f.timeout_s = static_cast<double>(parse_int(name, value));
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -156,6 +164,18 @@ std::string make_chunk(int64_t size) {
 }
 
 void put_seq(std::string& chunk, uint64_t seq) { std::memcpy(chunk.data(), &seq, 8); }
+bench::MachineCpu machine_delta(const bench::MachineCpu& a, const bench::MachineCpu& b) {
+  if (a.busy_s < 0 || b.busy_s < 0) return {};
+  return {b.busy_s - a.busy_s, b.softirq_s - a.softirq_s};
+}
+
+// CPU time of the calling thread, in seconds.
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
 uint64_t get_seq(const void* p) {
   uint64_t v;
   std::memcpy(&v, p, 8);
@@ -167,7 +187,10 @@ struct TransferResult {
   std::string error;
   int64_t received = 0;
   double seconds = 0;
-  double engine_cpu_s = -1;  // engine CPU time during the transfer (with --engine-pid)
+  double engine_cpu_s = -1;   // engine CPU time during the transfer (with --engine-pid)
+  double writer_cpu_s = 0;    // the writing thread's CPU time
+  double reader_cpu_s = 0;    // the reading thread's CPU time
+  bench::MachineCpu machine;  // the whole machine's CPU time during the transfer
   double mb_s() const { return seconds > 0 ? received / seconds / 1e6 : 0; }
 };
 
@@ -212,11 +235,13 @@ TransferResult run_channel(iii::III& client, const Flags& flags, long* rss_min, 
     std::_Exit(3);
   });
 
+  const bench::MachineCpu machine_before = bench::machine_cpu();
   // The reader connects first, as a worker handed the reader ref usually would.
   std::thread reader_thread([&] {
     uint64_t expected = 0;
     bool binary;
     std::string_view data;
+    const double cpu0 = thread_cpu_s();
     try {
       while (ch->reader.next(&binary, &data)) {
         if (data.size() >= 8 && get_seq(data.data()) != expected && r.error.empty())
@@ -229,14 +254,16 @@ TransferResult run_channel(iii::III& client, const Flags& flags, long* rss_min, 
       if (r.error.empty()) r.error = std::string("reader: ") + e.what();
     }
     reader_done = true;
+    r.reader_cpu_s = thread_cpu_s() - cpu0;
     const auto t1 = Clock::now();
-    r.seconds = std::chrono::duration<double>(
-                    t1.time_since_epoch() - std::chrono::nanoseconds(t0_ns.load()))
+    r.seconds = std::chrono::duration<double>(t1.time_since_epoch() -
+                                              std::chrono::nanoseconds(t0_ns.load()))
                     .count();
   });
 
   std::thread writer_thread([&] {
     std::string chunk = make_chunk(flags.chunk_bytes);
+    const double cpu0 = thread_cpu_s();
     t0_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
                 .count();
     try {
@@ -254,11 +281,13 @@ TransferResult run_channel(iii::III& client, const Flags& flags, long* rss_min, 
     } catch (const std::exception& e) {
       writer_error = std::string("writer: ") + e.what();
     }
+    r.writer_cpu_s = thread_cpu_s() - cpu0;
     writer_done = true;
   });
 
   writer_thread.join();
   reader_thread.join();
+  r.machine = machine_delta(machine_before, bench::machine_cpu());
   {
     std::lock_guard lock(wd_mu);
     finished = true;
@@ -274,8 +303,8 @@ TransferResult run_channel(iii::III& client, const Flags& flags, long* rss_min, 
   *rss_max = mx;
   if (r.error.empty() && !writer_error.empty()) r.error = writer_error;
   if (r.error.empty() && r.received != flags.bytes)
-    r.error = "received " + std::to_string(r.received) + " of " + std::to_string(flags.bytes) +
-              " bytes";
+    r.error =
+        "received " + std::to_string(r.received) + " of " + std::to_string(flags.bytes) + " bytes";
   r.ok = r.error.empty();
   return r;
 }
@@ -306,23 +335,27 @@ TransferResult run_raw_tcp(const Flags& flags) {
   const int64_t chunks = flags.bytes / flags.chunk_bytes;
   const int64_t tail = flags.bytes % flags.chunk_bytes;
 
+  const bench::MachineCpu machine_before = bench::machine_cpu();
   std::thread reader([&] {
     std::vector<char> buf(static_cast<size_t>(flags.chunk_bytes));
     error_code rec;
+    const double cpu0 = thread_cpu_s();
     for (;;) {
       size_t n = in.read_some(asio::buffer(buf), rec);
       r.received += static_cast<int64_t>(n);
       if (rec) break;
     }
+    r.reader_cpu_s = thread_cpu_s() - cpu0;
     const auto t1 = Clock::now();
     if (rec != asio::error::eof) r.error = "raw reader: " + rec.message();
-    r.seconds = std::chrono::duration<double>(
-                    t1.time_since_epoch() - std::chrono::nanoseconds(t0_ns.load()))
+    r.seconds = std::chrono::duration<double>(t1.time_since_epoch() -
+                                              std::chrono::nanoseconds(t0_ns.load()))
                     .count();
   });
   std::thread writer([&] {
     std::string chunk = make_chunk(flags.chunk_bytes);
     error_code wec;
+    const double cpu0 = thread_cpu_s();
     t0_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
                 .count();
     for (int64_t i = 0; i < chunks && !wec; ++i) {
@@ -331,9 +364,11 @@ TransferResult run_raw_tcp(const Flags& flags) {
     }
     if (!wec && tail > 0) asio::write(out, asio::buffer(chunk.data(), size_t(tail)), wec);
     out.shutdown(tcp::socket::shutdown_send, wec);
+    r.writer_cpu_s = thread_cpu_s() - cpu0;
   });
   writer.join();
   reader.join();
+  r.machine = machine_delta(machine_before, bench::machine_cpu());
   if (r.error.empty() && r.received != flags.bytes)
     r.error = "raw: received " + std::to_string(r.received) + " bytes";
   r.ok = r.error.empty();
@@ -389,28 +424,51 @@ int main(int argc, char** argv) {
         ch.engine_cpu_s > 0 ? ch.engine_cpu_s * 1e3 / (ch.received / 1e9) : -1;
     const double cpu_bound_mb_s = ch.engine_cpu_s > 0 ? ch.received / ch.engine_cpu_s / 1e6 : -1;
     if (flags.engine_pid)
-      std::printf("  engine RSS min=%ld KiB max=%ld KiB  engine CPU %.3f s (%.0f ms/GB, "
-                  "%.0f MB/s per engine core)",
-                  rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb, cpu_bound_mb_s);
+      std::printf(
+          "  engine RSS min=%ld KiB max=%ld KiB  engine CPU %.3f s (%.0f ms/GB, "
+          "%.0f MB/s per engine core)",
+          rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb, cpu_bound_mb_s);
+    // Client threads' CPU per GB: the writer and reader of the channel, and the raw copy's.
+    auto per_gb = [](double s, const TransferResult& t) {
+      return t.received > 0 ? s * 1e3 / (t.received / 1e9) : 0;
+    };
+    std::printf("  clients CPU ms/GB: channel writer %.0f reader %.0f", per_gb(ch.writer_cpu_s, ch),
+                per_gb(ch.reader_cpu_s, ch));
+    if (!flags.skip_raw)
+      std::printf(", raw writer %.0f reader %.0f", per_gb(raw.writer_cpu_s, raw),
+                  per_gb(raw.reader_cpu_s, raw));
+    // The whole machine, softirqs included: what the transfer cost in all.
+    std::printf("  machine CPU ms/GB: channel %.0f (softirq %.0f)", per_gb(ch.machine.busy_s, ch),
+                per_gb(ch.machine.softirq_s, ch));
+    if (!flags.skip_raw)
+      std::printf(", raw %.0f (softirq %.0f)", per_gb(raw.machine.busy_s, raw),
+                  per_gb(raw.machine.softirq_s, raw));
     std::printf("\n");
     std::printf(
         "{\"bench\":\"channel\",\"run\":%d,\"bytes\":%lld,\"chunk_bytes\":%lld,"
         "\"buffer_size\":%lld,\"engine_mb_s\":%.1f,\"engine_s\":%.4f,\"raw_tcp_mb_s\":%.1f,"
         "\"raw_tcp_s\":%.4f,\"ratio\":%.3f,\"engine_rss_min_kib\":%ld,\"engine_rss_max_kib\":%ld,"
-        "\"engine_cpu_s\":%.4f,\"engine_cpu_ms_per_gb\":%.1f,\"ok\":%s}\n",
+        "\"engine_cpu_s\":%.4f,\"engine_cpu_ms_per_gb\":%.1f,\"writer_cpu_ms_per_gb\":%.1f,"
+        "\"reader_cpu_ms_per_gb\":%.1f,\"raw_writer_cpu_ms_per_gb\":%.1f,"
+        "\"raw_reader_cpu_ms_per_gb\":%.1f,\"machine_cpu_ms_per_gb\":%.1f,"
+        "\"raw_machine_cpu_ms_per_gb\":%.1f,\"ok\":%s}\n",
         run + 1, static_cast<long long>(flags.bytes), static_cast<long long>(flags.chunk_bytes),
         static_cast<long long>(flags.buffer_size), ch.mb_s(), ch.seconds, raw.mb_s(), raw.seconds,
-        ratio, rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb,
+        ratio, rss_min, rss_max, ch.engine_cpu_s, cpu_ms_per_gb, per_gb(ch.writer_cpu_s, ch),
+        per_gb(ch.reader_cpu_s, ch), per_gb(raw.writer_cpu_s, raw), per_gb(raw.reader_cpu_s, raw),
+        per_gb(ch.machine.busy_s, ch), per_gb(raw.machine.busy_s, raw),
         ch.ok && (flags.skip_raw || raw.ok) ? "true" : "false");
     std::fflush(stdout);
   }
   if (flags.runs > 1) {
-    std::printf("channel median of %d runs: engine %.1f MB/s  raw loopback TCP %.1f MB/s  "
-                "ratio %.1f%%\n",
-                flags.runs, median(engine_mbs), median(raw_mbs), median(ratios) * 100);
-    std::printf("{\"bench\":\"channel_median\",\"runs\":%d,\"engine_mb_s\":%.1f,"
-                "\"raw_tcp_mb_s\":%.1f,\"ratio\":%.3f}\n",
-                flags.runs, median(engine_mbs), median(raw_mbs), median(ratios));
+    std::printf(
+        "channel median of %d runs: engine %.1f MB/s  raw loopback TCP %.1f MB/s  "
+        "ratio %.1f%%\n",
+        flags.runs, median(engine_mbs), median(raw_mbs), median(ratios) * 100);
+    std::printf(
+        "{\"bench\":\"channel_median\",\"runs\":%d,\"engine_mb_s\":%.1f,"
+        "\"raw_tcp_mb_s\":%.1f,\"ratio\":%.3f}\n",
+        flags.runs, median(engine_mbs), median(raw_mbs), median(ratios));
   }
   client->shutdown();
   return exit_code;
