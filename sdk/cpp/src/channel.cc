@@ -195,19 +195,27 @@ struct ChannelSocket {
     return send(kClose, payload);
   }
 
-  // Reads more input into `in` after [keep, end), moving the bytes still needed to the front
-  // (or growing the buffer) when less than `min_free` is left behind them.
+  // Reads more input into `in` after [keep, end). When less than `min_free` is left behind
+  // those bytes, they move to the front of a buffer of twice `min_free`, or of a larger one
+  // while a message needs it; a buffer grown for a large message shrinks back afterwards.
   void fill(size_t min_free) {
     const size_t keep = assembling ? msg_begin : parsed;
-    if (in.size() - end < min_free) {
-      if (keep > 0) {
-        std::memmove(in.data(), in.data() + keep, end - keep);
-        parsed -= keep;
-        end -= keep;
-        msg_begin -= assembling ? keep : 0;
-        msg_end -= assembling ? keep : 0;
+    const size_t live = end - keep;
+    const size_t usual = 2 * min_free;
+    const bool fits_usual = live + min_free <= usual;
+    if (in.size() - end < min_free || (in.size() > usual && fits_usual)) {
+      const size_t size = fits_usual ? usual : std::max(live + min_free, in.size() * 2);
+      if (size == in.size()) {
+        if (live > 0) std::memmove(in.data(), in.data() + keep, live);
+      } else {
+        std::vector<char> fresh(size);
+        if (live > 0) std::memcpy(fresh.data(), in.data() + keep, live);
+        in.swap(fresh);
       }
-      if (in.size() - end < min_free) in.resize(std::max(in.size() * 2, end + min_free));
+      parsed -= keep;
+      end -= keep;
+      msg_begin -= assembling ? keep : 0;
+      msg_end -= assembling ? keep : 0;
     }
     beast::error_code ec;
     const size_t n = sock.read_some(asio::buffer(in.data() + end, in.size() - end), ec);
