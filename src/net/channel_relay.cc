@@ -178,7 +178,10 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
         case FrameParser::Kind::kPong:
           break;
         case FrameParser::Kind::kClose:  // answered with the same code (1000 for none)
-          return close(it.code == 1005 ? 1000 : it.code, engine::Channel::WriterEnd::kFinished);
+          // A Close in the middle of a message leaves the reader an incomplete message.
+          return close(it.code == 1005 ? 1000 : it.code,
+                       parser_.in_message() ? engine::Channel::WriterEnd::kBrokenOff
+                                            : engine::Channel::WriterEnd::kFinished);
         case FrameParser::Kind::kError:
           spdlog::warn("channel {}: writer sent {}; closing with code {}", ch_->id(), it.error,
                        it.code);

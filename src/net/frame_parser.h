@@ -48,6 +48,9 @@ class FrameParser {
   // must not be called again.
   Item next(char* begin, char* end, bool flush);
 
+  // A data message has begun and its last frame has not been read yet.
+  bool in_message() const { return in_message_; }
+
   // The largest number of bytes a kNeedMore can leave unconsumed: a full control frame.
   static constexpr size_t kMaxPending = 14 + 125;
 
