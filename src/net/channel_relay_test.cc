@@ -352,11 +352,23 @@ TEST_F(ChannelRelayTest, CppSdkWriterReportsTheEnginesClose) {
   auto before = bad.reader.next();
   ASSERT_TRUE(before);
   EXPECT_EQ(before->data, "fine");
+  std::string cut_short;
   try {
     bad.reader.next();
     ADD_FAILURE() << "the reader took a broken-off stream for a complete one";
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("code 1011"), std::string::npos) << e.what();
+    cut_short = e.what();
+    EXPECT_NE(cut_short.find("code 1011"), std::string::npos) << cut_short;
+  }
+  // The failure sticks: later calls say the same instead of looking like a clean end.
+  for (int i = 0; i < 2; ++i) {
+    try {
+      bad.reader.read_all();
+      ADD_FAILURE() << "a failed reader later looked finished";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(e.what(), cut_short);
+    }
+    EXPECT_THROW(bad.writer.end(), std::runtime_error);
   }
 
   iii::Channel ch = client->create_channel();
@@ -373,7 +385,32 @@ TEST_F(ChannelRelayTest, CppSdkWriterReportsTheEnginesClose) {
     }
   }
   EXPECT_NE(error.find("code 1001"), std::string::npos) << error;
+  try {
+    ch.writer.end();
+    ADD_FAILURE() << "end() after a failed write reported success";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(e.what(), error);
+  }
   client->shutdown();
+}
+
+// A writer that closes in the middle of a fragmented message did not finish its stream: the
+// reader gets what was forwarded, then 1011, not the 1000 of a complete stream.
+TEST_F(ChannelRelayTest, ACloseInTheMiddleOfAMessageIsNotAFinishedStream) {
+  const auto ch = create(8);
+  start();
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
+  Watchdog dog({reader.get(), writer.get()});
+  writer->write(asio::buffer(std::string("whole")));
+  writer->binary(true);
+  writer->write_some(false, asio::buffer(std::string("first half")));
+  writer->close(websocket::close_reason(websocket::close_code::normal, "stream_complete"));
+  websocket::close_reason reason;
+  const auto got = read_all(*reader, &reason);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].data, "whole");
+  EXPECT_EQ(reason.code, websocket::close_code::internal_error);
 }
 
 // The SDK's reader parses the engine's frames itself: a message the writer sent in fragments

@@ -81,17 +81,24 @@ struct ChannelSocket {
     url = std::move(*parsed);
   }
 
+  // Ends the connection with an error, which every later call on this end throws again.
   [[noreturn]] void fail(const std::string& what) {
+    error = "channel " + ref.channel_id + ": " + what;
     done = true;
     beast::error_code ignored;
     sock.close(ignored);
-    throw std::runtime_error("channel " + ref.channel_id + ": " + what);
+    throw std::runtime_error(error);
   }
   [[noreturn]] void fail(const std::string& what, const beast::error_code& ec) {
     fail(what + ": " + ec.message());
   }
 
+  void throw_if_failed() const {
+    if (!error.empty()) throw std::runtime_error(error);
+  }
+
   void connect() {
+    throw_if_failed();
     if (open) return;
     if (done) throw std::runtime_error("channel " + ref.channel_id + ": already closed");
     beast::error_code ec;
@@ -141,11 +148,19 @@ struct ChannelSocket {
     wsd::sec_ws_accept_type accept;
     wsd::make_sec_ws_accept(accept, key_text);
     if (!beast::iequals(res[http::field::upgrade], "websocket") ||
+        !http::token_list(res[http::field::connection]).exists("upgrade") ||
         res[http::field::sec_websocket_accept] != beast::string_view(accept.data(), accept.size()))
       fail("upgrade refused: not a WebSocket answer");
+    // Neither was offered (RFC 6455 §4.1: the client must then fail the connection).
+    if (res.count(http::field::sec_websocket_extensions) > 0 ||
+        res.count(http::field::sec_websocket_protocol) > 0)
+      fail("upgrade refused: the answer names an extension or subprotocol that was not offered");
     const size_t extra = buf.size();
-    in.resize(extra);
-    if (extra > 0) std::memcpy(in.data(), buf.data().data(), extra);
+    if (extra > 0) {
+      in = std::make_unique_for_overwrite<char[]>(extra);
+      in_size = extra;
+      std::memcpy(in.get(), buf.data().data(), extra);
+    }
     end = extra;
   }
 
@@ -165,6 +180,8 @@ struct ChannelSocket {
     beast::error_code ec;
     while (sent < h + n && !ec)
       sent += sock.write_some(asio::buffer(out.data() + sent, h + n - sent), ec);
+    if (out.size() > kKeepOut) std::vector<char>().swap(out);  // after a large text message
+    if (opcode == kClose) close_sent = true;
     return ec;
   }
 
@@ -172,15 +189,34 @@ struct ChannelSocket {
     connect();
     if (done) throw std::runtime_error("channel " + ref.channel_id + ": already closed");
     if (auto ec = send(opcode, payload)) fail("write failed (the engine closed the channel?)", ec);
-    // The engine sends a writer nothing but its Close (a departed reader, a refused frame), so
-    // any byte waiting here means the channel is over. Checked about once per MiB.
+    // The engine closes a writer's channel when its reader leaves or it refuses a frame; that
+    // Close is looked for about once per MiB.
     unchecked += payload.size();
     if (unchecked >= kCheckEvery) {
       unchecked = 0;
-      beast::error_code ec;
-      if (sock.available(ec) > 0) {
-        read_until_close(kWriterRead);
-        ended_by_engine("closed by the engine");
+      check_engine();
+    }
+  }
+
+  // Takes what the engine has sent a writer so far, without waiting for more: a Ping is
+  // answered, a Close ends the channel (thrown), anything else is dropped.
+  void check_engine() {
+    beast::error_code ec;
+    while (sock.available(ec) > 0) {
+      fill(kWriterRead);
+      for (;;) {
+        const auto it = parser.next(in.get() + parsed, in.get() + end, true);
+        parsed += it.consumed;
+        if (it.kind == Kind::kNeedMore) break;
+        if (it.kind == Kind::kPing) {
+          if (auto e = send(kPong, std::string_view(it.data, it.size)))
+            fail("cannot answer a Ping", e);
+        } else if (it.kind == Kind::kClose) {
+          closed(it);
+          ended_by_engine("closed by the engine");
+        } else if (it.kind == Kind::kError) {
+          protocol_error(it);
+        }
       }
     }
   }
@@ -196,21 +232,26 @@ struct ChannelSocket {
   }
 
   // Reads more input into `in` after [keep, end). When less than `min_free` is left behind
-  // those bytes, they move to the front of a buffer of twice `min_free`, or of a larger one
-  // while a message needs it; a buffer grown for a large message shrinks back afterwards.
+  // those bytes, they move to the front; the buffer is twice `min_free`, grows (doubling)
+  // only while a message does not fit, and shrinks back once it has been read.
   void fill(size_t min_free) {
     const size_t keep = assembling ? msg_begin : parsed;
     const size_t live = end - keep;
     const size_t usual = 2 * min_free;
     const bool fits_usual = live + min_free <= usual;
-    if (in.size() - end < min_free || (in.size() > usual && fits_usual)) {
-      const size_t size = fits_usual ? usual : std::max(live + min_free, in.size() * 2);
-      if (size == in.size()) {
-        if (live > 0) std::memmove(in.data(), in.data() + keep, live);
+    if (in_size - end < min_free || (in_size > usual && fits_usual)) {
+      size_t size = in_size;
+      if (fits_usual)
+        size = usual;
+      else if (live + min_free > in_size)
+        size = std::max(live + min_free, in_size * 2);
+      if (size == in_size) {
+        if (live > 0 && keep > 0) std::memmove(in.get(), in.get() + keep, live);
       } else {
-        std::vector<char> fresh(size);
-        if (live > 0) std::memcpy(fresh.data(), in.data() + keep, live);
-        in.swap(fresh);
+        auto fresh = std::make_unique_for_overwrite<char[]>(size);
+        if (live > 0) std::memcpy(fresh.get(), in.get() + keep, live);
+        in = std::move(fresh);
+        in_size = size;
       }
       parsed -= keep;
       end -= keep;
@@ -218,59 +259,62 @@ struct ChannelSocket {
       msg_end -= assembling ? keep : 0;
     }
     beast::error_code ec;
-    const size_t n = sock.read_some(asio::buffer(in.data() + end, in.size() - end), ec);
+    const size_t n = sock.read_some(asio::buffer(in.get() + end, in_size - end), ec);
     if (ec) fail("read failed", ec);
     end += n;
   }
 
-  // The next whole frame (or error) from the engine, reading as needed.
-  net::FrameParser::Item next_item(size_t min_free) {
+  // The next frame (or error) from the engine, reading as needed: whole data frames, or with
+  // `flush` whatever part of one has arrived (for data that is dropped).
+  net::FrameParser::Item next_item(size_t min_free, bool flush = false) {
     for (;;) {
-      const auto it = parser.next(in.data() + parsed, in.data() + end, false);
+      const auto it = parser.next(in.get() + parsed, in.get() + end, flush);
       parsed += it.consumed;
       if (it.kind != Kind::kNeedMore) return it;
       fill(min_free);
     }
   }
 
-  // Answers the engine's Close (echoing its code) and ends the connection.
+  // The engine's Close: answered with its code unless ours went first; the connection ends.
   void closed(const net::FrameParser::Item& it) {
     done = true;
     close_code = it.code;
     close_reason.assign(it.data ? it.data : "", it.size);
     // Errors are ignored: the engine may already have gone; its Close said all there was.
-    (void)send_close(it.code, {});
+    if (!close_sent) (void)send_close(it.code, {});
     beast::error_code ignored;
     sock.close(ignored);
   }
 
-  // A frame the engine should never have sent: answers 1002 and fails.
+  // A frame the engine should never have sent: answers with the parser's code (1002, or 1007
+  // for text that is not UTF-8) and fails.
   [[noreturn]] void protocol_error(const net::FrameParser::Item& it) {
-    (void)send_close(kProtocolError, {});
+    if (!close_sent) (void)send_close(it.code, {});
     fail(std::string("the engine broke the WebSocket protocol: ") + it.error);
   }
 
-  // Reads (and drops data) until the engine's Close, which is answered.
+  // After our Close: reads (dropping data as it comes) until the engine's answer.
   void read_until_close(size_t min_free) {
+    assembling = false;  // data is dropped here, so nothing is put together
     for (;;) {
-      const auto it = next_item(min_free);
+      const auto it = next_item(min_free, true);
       if (it.kind == Kind::kClose) return closed(it);
       if (it.kind == Kind::kError) protocol_error(it);
-      assembling = false;  // data is dropped here, so nothing is put together
     }
   }
 
   // The engine's Close (already received) ended the channel before the caller did.
   [[noreturn]] void ended_by_engine(const char* what) {
-    std::string message =
-        "channel " + ref.channel_id + ": " + what + " (code " + std::to_string(close_code);
-    if (!close_reason.empty()) message += " " + close_reason;
-    throw std::runtime_error(message + ")");
+    error = "channel " + ref.channel_id + ": " + what + " (code " + std::to_string(close_code);
+    if (!close_reason.empty()) error += " " + close_reason;
+    error += ")";
+    throw std::runtime_error(error);
   }
 
   // A writer's end()/close(): our Close, then the engine's answer, which must be 1000. If
   // ours cannot be sent, the engine closed first and its Close is still there to be read.
   void finish_writing(const char* reason) {
+    throw_if_failed();
     if (done) return;
     connect();
     (void)send_close(kNormal, reason);
@@ -285,17 +329,21 @@ struct ChannelSocket {
   asio::io_context ioc{1};
   tcp::socket sock{ioc};
   bool open = false;
-  bool done = false;
+  bool done = false;        // closed, or failed
+  bool close_sent = false;  // our Close went out
+  std::string error;        // why the end failed; thrown again by every later call
   uint16_t close_code = 0;  // the engine's Close, once received
   std::string close_reason;
   // Writing.
   std::vector<char> out;  // the frame being sent
   size_t unchecked = 0;   // bytes sent since the last look for the engine's Close
   static constexpr size_t kCheckEvery = 1024 * 1024;
+  static constexpr size_t kKeepOut = 1024 * 1024;  // a larger frame buffer is not kept
   wsd::generator prng = wsd::make_prng(true);
   // Reading: [parsed, end) of `in` is input not parsed yet; a message that came in fragments
   // is put together at [msg_begin, msg_end) while `assembling`.
-  std::vector<char> in;
+  std::unique_ptr<char[]> in;
+  size_t in_size = 0;
   size_t parsed = 0, end = 0, msg_begin = 0, msg_end = 0;
   bool assembling = false;
   net::FrameParser parser{net::FrameParser::From::kServer, 0};
@@ -330,25 +378,26 @@ ChannelReader& ChannelReader::operator=(ChannelReader&&) noexcept = default;
 
 bool ChannelReader::next(bool* binary, std::string_view* data) {
   detail::ChannelSocket& s = *s_;
+  s.throw_if_failed();
   if (s.done) return false;
   s.connect();
   for (;;) {
     const auto it = s.next_item(kReaderRead);
     switch (it.kind) {
       case Kind::kData: {
-        const size_t at = static_cast<size_t>(it.data - s.in.data());
+        const size_t at = static_cast<size_t>(it.data - s.in.get());
         if (it.first) {
           s.msg_begin = at;
           s.msg_end = at + it.size;
         } else {
           // A later fragment: joined to the earlier ones, over the header(s) between them.
-          if (at != s.msg_end) std::memmove(s.in.data() + s.msg_end, it.data, it.size);
+          if (at != s.msg_end) std::memmove(s.in.get() + s.msg_end, it.data, it.size);
           s.msg_end += it.size;
         }
         s.assembling = !it.last;
         if (s.assembling) continue;
         *binary = !it.text;
-        *data = std::string_view(s.in.data() + s.msg_begin, s.msg_end - s.msg_begin);
+        *data = std::string_view(s.in.get() + s.msg_begin, s.msg_end - s.msg_begin);
         return true;
       }
       case Kind::kPing:
@@ -357,12 +406,16 @@ bool ChannelReader::next(bool* binary, std::string_view* data) {
         continue;
       case Kind::kPong:
         continue;
-      case Kind::kClose:
+      case Kind::kClose: {
+        const bool mid_message = s.assembling;
+        s.assembling = false;
         s.closed(it);
+        if (mid_message) s.ended_by_engine("ended in the middle of a message");
         // 1000 (or no code, as the original engine sends): the writer finished and everything
         // was delivered. Any other code: the stream was cut short.
         if (s.close_code == kNormal || s.close_code == kNoStatus) return false;
         s.ended_by_engine("ended early");
+      }
       case Kind::kError:
         s.protocol_error(it);
       case Kind::kNeedMore:
@@ -393,7 +446,7 @@ std::string ChannelReader::read_all(const std::function<void(std::string_view)>&
 
 void ChannelReader::close() {
   detail::ChannelSocket& s = *s_;
-  if (s.done || !s.open) {
+  if (s.done || !s.open || !s.error.empty()) {
     s.done = true;
     return;
   }
@@ -403,6 +456,7 @@ void ChannelReader::close() {
     s.read_until_close(kReaderRead);
   } catch (const std::runtime_error&) {
     // The connection ended without the engine's Close: closed all the same.
+    s.error.clear();
   }
   s.done = true;
 }

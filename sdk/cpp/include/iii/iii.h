@@ -187,7 +187,8 @@ struct ChannelMessage {
 
 // The writing end. Connects on the first call. Throws std::runtime_error when the channel
 // cannot be reached or the engine has closed it (e.g. because its reader left, or it refused a
-// frame); a write notices the engine's Close within about 1 MiB.
+// frame); a write notices the engine's Close within about 1 MiB. Once a call has thrown, every
+// later call throws the same error.
 class ChannelWriter {
  public:
   // `engine_url` is the worker endpoint (e.g. "ws://127.0.0.1:49134").
@@ -222,12 +223,16 @@ class ChannelReader {
   ChannelReader& operator=(ChannelReader&&) noexcept;
 
   // The next message, or nullopt once the writer is done and everything was read. Throws
-  // std::runtime_error when the stream was cut short (the writer broke off, the engine stopped).
+  // std::runtime_error when the stream was cut short (the writer broke off, the engine stopped),
+  // and again on every later call.
   std::optional<ChannelMessage> next();
-  // The same without a copy: `data` stays valid until the next call. False at the end.
+  // The same without a copy: `data` stays valid until the next call of next() or close().
+  // False at the end.
   bool next(bool* binary, std::string_view* data);
   // All binary data until the end; text messages go to `on_text` when given.
   std::string read_all(const std::function<void(std::string_view)>& on_text = {});
+  // Leaves the channel before its end: closes with 1000, drops what is still on its way, and
+  // returns once the engine has answered (or the connection is gone). The writer is told.
   void close();
   const ChannelRef& ref() const;
 
