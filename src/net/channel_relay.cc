@@ -173,7 +173,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
           break;
         }
         case FrameParser::Kind::kPing:
-          send_control(0xA, 0, std::string_view(it.data, it.size));
+          send_control(0xA, std::string_view(it.data, it.size));
           break;
         case FrameParser::Kind::kPong:
           break;
@@ -208,16 +208,12 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
   // The reader left: nothing more will be delivered, so the writer is told to stop.
   void stop() { close(1001, engine::Channel::WriterEnd::kBrokenOff); }
 
-  void send_control(uint8_t opcode, uint16_t code, std::string_view payload) {
+  void send_control(uint8_t opcode, std::string_view payload) {
     if (close_queued_) return;  // nothing follows our Close
     if (opcode != 0x8 && control_out_.size() >= kMaxQueuedControl) return;  // not reading
     unsigned char header[kMaxServerFrameHeader];
-    const size_t h = write_frame_header(header, opcode, true, payload.size() + (code ? 2 : 0));
+    const size_t h = write_frame_header(header, opcode, true, payload.size());
     std::string frame(reinterpret_cast<const char*>(header), h);
-    if (code) {
-      frame.push_back(static_cast<char>(code >> 8));
-      frame.push_back(static_cast<char>(code & 0xFF));
-    }
     frame.append(payload);
     control_out_.push_back(std::move(frame));
     close_queued_ = opcode == 0x8;
@@ -255,7 +251,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
     paused_ = false;
     auto keep = std::move(self_);
     release_channel(how);
-    send_control(0x8, code, {});
+    send_control(0x8, close_payload(code));
     timer_.expires_after(kCloseTimeout);
     timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (!ec) self->finish();

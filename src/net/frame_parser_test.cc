@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "net/ws_frame_header.h"
+
 namespace iii::net {
 namespace {
 
@@ -37,13 +39,6 @@ std::string client_frame(uint8_t opcode, bool fin, const std::string& payload,
   for (size_t i = 0; i < n; ++i)
     f.push_back(static_cast<char>(payload[i] ^ (masked ? key[i % 4] : 0)));
   return f;
-}
-
-std::string close_payload(uint16_t code, const std::string& reason = "") {
-  std::string p;
-  p.push_back(static_cast<char>(code >> 8));
-  p.push_back(static_cast<char>(code & 0xFF));
-  return p + reason;
 }
 
 std::string pattern(size_t n, int seed) {

@@ -1,7 +1,5 @@
 #include "net/frame_socket.h"
 
-#include "net/ws_frame_header.h"
-
 namespace iii::net {
 
 namespace asio = boost::asio;
@@ -29,8 +27,7 @@ void FrameSocket::send_frame(bool binary, Payload payload) {
 }
 
 void FrameSocket::send_fragment(bool binary, bool first, bool last,
-                                std::shared_ptr<const void> owner, const char* data,
-                                size_t size) {
+                                std::shared_ptr<const void> owner, const char* data, size_t size) {
   if (failed_) return;
   Entry e;
   const unsigned opcode = first ? (binary ? 0x2 : 0x1) : 0x0;  // else a continuation
@@ -136,8 +133,7 @@ void FrameSocket::start_write() {
   while (!queue_.empty()) {
     const Entry& e = queue_.front();
     const size_t n = e.frame ? 2 : e.beast.size();
-    if (!in_flight_.empty() &&
-        (buffers + n > kMaxBatchBuffers || bytes + e.bytes > kMaxBatchBytes))
+    if (!in_flight_.empty() && (buffers + n > kMaxBatchBuffers || bytes + e.bytes > kMaxBatchBytes))
       break;
     buffers += n;
     bytes += e.bytes - e.skip;

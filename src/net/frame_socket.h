@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "net/ws_frame_header.h"
+
 namespace iii::net {
 
 class FrameSocket {
@@ -100,15 +102,15 @@ class FrameSocket {
 
  private:
   struct Entry {
-    std::array<unsigned char, 10> header{};  // kMaxServerFrameHeader
+    std::array<unsigned char, kMaxServerFrameHeader> header{};
     uint8_t header_size = 0;
-    bool frame = false;                               // a session frame, or
-    std::vector<boost::asio::const_buffer> beast;     // one of Beast's writes
-    std::shared_ptr<const void> owner;                // keeps a session frame's bytes alive
+    bool frame = false;                            // a session frame, or
+    std::vector<boost::asio::const_buffer> beast;  // one of Beast's writes
+    std::shared_ptr<const void> owner;             // keeps a session frame's bytes alive
     const char* data = nullptr;
     size_t size = 0;
-    size_t bytes = 0;                                 // header + payload, or Beast's bytes
-    size_t skip = 0;  // bytes of a session frame already written by the direct write
+    size_t bytes = 0;  // header + payload, or Beast's bytes
+    size_t skip = 0;   // bytes of a session frame already written by the direct write
     std::function<void(boost::system::error_code, size_t)> done;  // Beast's handler
   };
 
@@ -133,8 +135,7 @@ class FrameSocket {
 
 // Beast closes a stream through teardown() on its next layer, found by argument-dependent
 // lookup: forward to the TCP socket's.
-inline void teardown(boost::beast::role_type role, FrameSocket& s,
-                     boost::system::error_code& ec) {
+inline void teardown(boost::beast::role_type role, FrameSocket& s, boost::system::error_code& ec) {
   boost::beast::websocket::teardown(role, s.next_layer(), ec);
 }
 

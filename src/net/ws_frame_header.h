@@ -1,11 +1,14 @@
-// RFC 6455 §5.2 frame headers, for the few places that write frames themselves: FrameSocket
-// (the engine's unmasked server frames), the channel writer relay's Pong and Close, and the
-// C++ SDK's channel writer (masked client frames). Header-only, so the SDK can use it too.
+// RFC 6455 §5.2 frame headers and §5.5.1 Close payloads, for the few places that write frames
+// themselves: FrameSocket (the engine's unmasked server frames), the channel writer relay's
+// Pong and Close, and the C++ SDK's channel ends (masked client frames). Header-only, so the
+// SDK can use it too.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <string_view>
 
 namespace iii::net {
 
@@ -34,6 +37,16 @@ inline size_t write_frame_header(unsigned char* out, unsigned opcode, bool fin, 
     h += 4;
   }
   return h;
+}
+
+// The payload of a Close frame: the status code (big-endian), then the UTF-8 reason.
+inline std::string close_payload(uint16_t code, std::string_view reason = {}) {
+  std::string p;
+  p.reserve(2 + reason.size());
+  p.push_back(static_cast<char>(code >> 8));
+  p.push_back(static_cast<char>(code & 0xFF));
+  p.append(reason);
+  return p;
 }
 
 }  // namespace iii::net

@@ -221,14 +221,9 @@ struct ChannelSocket {
     }
   }
 
+  // 1005 (no code received) is echoed as a Close without a payload.
   beast::error_code send_close(uint16_t code, std::string_view reason) {
-    std::string payload;
-    if (code != kNoStatus) {
-      payload.push_back(static_cast<char>(code >> 8));
-      payload.push_back(static_cast<char>(code & 0xFF));
-      payload.append(reason);
-    }
-    return send(kClose, payload);
+    return send(kClose, code == kNoStatus ? std::string() : net::close_payload(code, reason));
   }
 
   // Reads more input into `in` after [keep, end). When less than `min_free` is left behind
