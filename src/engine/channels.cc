@@ -26,6 +26,12 @@ void Channel::publish() {
   if (!frames_.empty() && on_data) on_data();
 }
 
+void Channel::drop_reader() {
+  reader_gone = true;
+  // A copy: the writer clears the callback while it runs.
+  if (auto stop_writer = on_reader_gone) stop_writer();
+}
+
 void Channel::close_writer(WriterEnd how) {
   if (writer_closed_) return;
   writer_closed_ = true;
@@ -47,7 +53,8 @@ ChannelRefs ChannelRegistry::create(std::optional<int64_t> buffer_size, int64_t 
   const size_t capacity =
       static_cast<size_t>(std::clamp<int64_t>(requested, 1, static_cast<int64_t>(kMaxBuffer)));
   std::string id;
-  do id = Uuid::random_v4().str(); while (channels_.count(id));
+  do id = Uuid::random_v4().str();
+  while (channels_.count(id));
   std::string key = Uuid::random_v4().str();
   channels_.emplace(id, std::make_shared<Channel>(id, key, capacity, now_ms));
   return ChannelRefs{id, key};
@@ -64,10 +71,8 @@ ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::
 
 namespace {
 void end_channel(Channel& ch, Channel::WriterEnd how) {
-  ch.reader_gone = true;
   ch.close_writer(how);  // first: the writer, told to stop below, would say it broke off
-  // A copy: the writer clears the callback while it runs.
-  if (auto gone = ch.on_reader_gone) gone();
+  ch.drop_reader();
 }
 }  // namespace
 

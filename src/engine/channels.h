@@ -56,6 +56,9 @@ class Channel {
   bool empty() const { return frames_.empty(); }
   ChannelFrame pop();
   bool drained() const { return writer_closed_ && frames_.empty(); }
+  // The reader is gone (it left, or the channel was ended): sets `reader_gone` and tells the
+  // writer through `on_reader_gone`.
+  void drop_reader();
 
   // Each side is taken once.
   bool writer_taken = false;

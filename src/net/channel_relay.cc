@@ -381,9 +381,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
   void gone() {
     if (!done_) {
       done_ = true;
-      ch_->reader_gone = true;
-      // A copy: the writer clears the callback while it runs.
-      if (auto writer_stop = ch_->on_reader_gone) writer_stop();
+      ch_->drop_reader();
       engine_.channels().remove(ch_->id());
     }
     shutdown();
