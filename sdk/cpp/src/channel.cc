@@ -209,8 +209,7 @@ struct ChannelSocket {
         parsed += it.consumed;
         if (it.kind == Kind::kNeedMore) break;
         if (it.kind == Kind::kPing) {
-          if (auto e = send(kPong, std::string_view(it.data, it.size)))
-            fail("cannot answer a Ping", e);
+          answer_ping(it);
         } else if (it.kind == Kind::kClose) {
           closed(it);
           ended_by_engine("closed by the engine");
@@ -219,6 +218,11 @@ struct ChannelSocket {
         }
       }
     }
+  }
+
+  void answer_ping(const net::FrameParser::Item& ping) {
+    if (auto ec = send(kPong, std::string_view(ping.data, ping.size)))
+      fail("cannot answer a Ping", ec);
   }
 
   // 1005 (no code received) is echoed as a Close without a payload.
@@ -396,8 +400,7 @@ bool ChannelReader::next(bool* binary, std::string_view* data) {
         return true;
       }
       case Kind::kPing:
-        if (auto ec = s.send(kPong, std::string_view(it.data, it.size)))
-          s.fail("cannot answer a Ping", ec);
+        s.answer_ping(it);
         continue;
       case Kind::kPong:
         continue;
