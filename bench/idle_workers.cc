@@ -237,7 +237,8 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  const long rss_before = flags.engine_pid ? bench::proc_status_kib(static_cast<int>(flags.engine_pid), "VmRSS") : -1;
+  const long rss_before =
+      flags.engine_pid ? bench::proc_status_kib(static_cast<int>(flags.engine_pid), "VmRSS") : -1;
   if (flags.engine_pid) std::printf("engine RSS before: %ld KiB\n", rss_before);
 
   Swarm swarm(ioc, flags, *url, endpoints);
