@@ -72,6 +72,14 @@ int run_engine(const RunOptions& opts) {
   asio::io_context io(1);
   iii::engine::Engine engine;
   engine.set_deferrer([&io](std::function<void()> fn) { asio::post(io, std::move(fn)); });
+  // One timer for every invocation deadline: re-armed only when an earlier deadline appears.
+  asio::steady_timer deadline_timer(io);
+  engine.set_timer([&engine, &deadline_timer](iii::engine::Engine::Clock::time_point when) {
+    deadline_timer.expires_at(when);
+    deadline_timer.async_wait([&engine](boost::system::error_code ec) {
+      if (!ec) engine.expire_due(iii::engine::Engine::Clock::now());
+    });
+  });
   iii::engine::Runtime rt{io, engine};
   std::vector<std::unique_ptr<iii::engine::BuiltinWorker>> workers;
   try {

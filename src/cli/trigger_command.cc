@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "iii/iii.h"
+#include "protocol/codec.h"
 
 namespace iii::cli {
 namespace {
@@ -102,7 +103,7 @@ std::string trigger_url(const TriggerOptions& opts) {
 
 int run_trigger(const TriggerOptions& opts) {
   boost::system::error_code ec;
-  json::value payload = json::parse(opts.payload, ec);
+  json::value payload = json::parse(opts.payload, ec, {}, protocol::json_parse_options());
   if (ec) {
     std::cerr << "Error: invalid --payload JSON: " << ec.message() << "\n";
     return 2;

@@ -23,26 +23,6 @@ namespace {
 constexpr const char* kDefaultSource = "<default config>";
 constexpr const char* kVersionPlaceholder = "__III_ENGINE_VERSION__";
 
-// Always running; appended in this order when a config does not list them. The original also
-// treats iii-telemetry as mandatory; we accept it in configs but never start it implicitly.
-const std::vector<std::string> kMandatoryWorkers = {
-    "iii-worker-manager",
-    "iii-engine-functions",
-    "iii-observability",
-};
-
-// Workers started by `--use-default-config`. Add iii-stream, iii-state, ... here as they land.
-const std::vector<std::string> kDefaultConfigWorkers = {
-    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-state",
-    "iii-stream"};
-
-const std::vector<std::string> kKnownWorkers = {
-    "iii-worker-manager", "iii-engine-functions", "iii-observability", "iii-telemetry",
-    "iii-http",           "iii-stream",           "iii-state",         "iii-queue",
-    "iii-pubsub",         "iii-cron",             "iii-http-functions", "iii-exec",
-    "iii-bridge",
-};
-
 std::string join(const std::vector<std::string>& items, const char* sep = ", ") {
   std::string out;
   for (const auto& item : items) {
@@ -66,7 +46,8 @@ int line_of(const YAML::Node& node, int fallback) {
 }
 
 bool is_known_worker(const std::string& name) {
-  return std::find(kKnownWorkers.begin(), kKnownWorkers.end(), name) != kKnownWorkers.end();
+  const auto& known = known_worker_names();
+  return std::find(known.begin(), known.end(), name) != known.end();
 }
 
 // Scalar value of a mapping key, or nullopt for non-scalar keys (which we never look up).
@@ -111,7 +92,7 @@ WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
 
   if (!is_known_worker(entry.name)) {
     throw_at(source, line_of(name->second, entry_line),
-             "unknown worker '" + entry.name + "' (known workers: " + join(kKnownWorkers) + ")");
+             "unknown worker '" + entry.name + "' (known workers: " + join(known_worker_names()) + ")");
   }
   if (image && !image->second.IsNull()) {
     throw_at(source, line_of(image->first, entry_line),
@@ -158,7 +139,7 @@ void assign_instance_names(std::vector<WorkerEntry>& workers) {
 }
 
 void append_mandatory(EngineConfig& config) {
-  for (const auto& name : kMandatoryWorkers) {
+  for (const auto& name : mandatory_worker_names()) {
     const bool present = std::any_of(config.workers.begin(), config.workers.end(),
                                      [&](const WorkerEntry& w) { return w.name == name; });
     if (!present) config.workers.push_back(implicit_entry(name, config.source));
@@ -287,19 +268,12 @@ EngineConfig load_config_file(const std::string& path, const EnvLookup& env) {
 EngineConfig default_config() {
   EngineConfig config;
   config.source = kDefaultSource;
-  for (const auto& name : kDefaultConfigWorkers) {
+  for (const auto& name : default_worker_names()) {
     config.workers.push_back(implicit_entry(name, kDefaultSource));
   }
   append_mandatory(config);  // no-op today; keeps the invariant if the list above shrinks
   assign_instance_names(config.workers);
   return config;
-}
-
-const std::vector<std::string>& known_worker_names() { return kKnownWorkers; }
-
-bool is_mandatory_worker(const std::string& name) {
-  return std::find(kMandatoryWorkers.begin(), kMandatoryWorkers.end(), name) !=
-         kMandatoryWorkers.end();
 }
 
 // --- WorkerConfigReader ---

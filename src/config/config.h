@@ -57,8 +57,13 @@ EngineConfig load_config_file(const std::string& path, const EnvLookup& env = pr
 // The embedded defaults used when the engine starts without a config file.
 EngineConfig default_config();
 
-// Names of the built-in workers this build knows, and which are mandatory / default-enabled.
+// Names of the built-in workers, in config order, from the one worker table
+// (src/workers/registry.cc): all known ones, the mandatory ones (always running), and those the
+// embedded defaults start (the mandatory ones included). The last two list only the workers
+// this build provides.
 const std::vector<std::string>& known_worker_names();
+const std::vector<std::string>& mandatory_worker_names();
+const std::vector<std::string>& default_worker_names();
 bool is_mandatory_worker(const std::string& name);
 
 // Typed reader over one worker's `config:` mapping. Call finish() after reading every key:

@@ -5,14 +5,19 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
-
-#include "config/config.h"
 
 namespace boost::asio {
 class io_context;
 }
+
+namespace iii::config {
+struct WorkerEntry;
+struct EngineConfig;
+}  // namespace iii::config
 
 namespace iii::engine {
 
@@ -36,12 +41,22 @@ using WorkerFactory =
     std::function<std::unique_ptr<BuiltinWorker>(const config::WorkerEntry&, Runtime&)>;
 
 struct WorkerType {
+  // kMandatory: always running (appended when a config omits it); kDefault: also started by
+  // the embedded defaults; kOptional: only when a config lists it.
+  enum class Role { kMandatory, kDefault, kOptional };
   std::string name;
+  Role role = Role::kOptional;
   WorkerFactory factory;  // empty when the name is known but not part of this build yet
+  // Trigger types only this worker provides; workers can never register these ids, loaded or
+  // not, so no worker can hijack e.g. every HTTP route.
+  std::vector<std::string> trigger_types;
 };
 
-// The table of worker types this build provides (src/workers/registry.cc).
+// The one table of built-in worker types (src/workers/registry.cc), in config order.
 const std::vector<WorkerType>& worker_types();
+const WorkerType* find_worker_type(std::string_view name);
+// The built-in worker that provides a reserved trigger type (engine::* ids included).
+std::optional<std::string_view> worker_for_trigger_type(std::string_view type);
 
 // Creates (and so validates) every configured worker. Throws config::ConfigError.
 std::vector<std::unique_ptr<BuiltinWorker>> create_workers(const config::EngineConfig& cfg,

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "engine/uuid.h"
+#include "protocol/uuid.h"
 
 namespace iii::engine {
 
@@ -53,9 +53,9 @@ ChannelRefs ChannelRegistry::create(std::optional<int64_t> buffer_size, int64_t 
   const size_t capacity =
       static_cast<size_t>(std::clamp<int64_t>(requested, 1, static_cast<int64_t>(kMaxBuffer)));
   std::string id;
-  do id = Uuid::random_v4().str();
+  do id = protocol::Uuid::random_v4().str();
   while (channels_.count(id));
-  std::string key = Uuid::random_v4().str();
+  std::string key = protocol::Uuid::random_v4().str();
   channels_.emplace(id, std::make_shared<Channel>(id, key, capacity, now_ms));
   return ChannelRefs{id, key};
 }
@@ -64,7 +64,7 @@ ChannelRegistry::Lookup ChannelRegistry::find(const std::string& id, const std::
                                               std::shared_ptr<Channel>& out) const {
   auto it = channels_.find(id);
   if (it == channels_.end()) return Lookup::kNotFound;
-  if (it->second->key() != key) return Lookup::kWrongKey;
+  if (!protocol::secrets_equal(it->second->key(), key)) return Lookup::kWrongKey;
   out = it->second;
   return Lookup::kOk;
 }

@@ -13,6 +13,30 @@ namespace {
 constexpr std::string_view kStoppedCode = "invocation_stopped";
 constexpr std::string_view kStoppedMessage = "Invocation stopped";
 
+// The engine-wide limit and a function's own `metadata.timeout_ms`: the smaller one that is set.
+int64_t effective_timeout_ms(int64_t engine_ms, int64_t function_ms) {
+  if (engine_ms <= 0) return function_ms;
+  if (function_ms <= 0) return engine_ms;
+  return std::min(engine_ms, function_ms);
+}
+
+// A worker function's own deadline from its registration metadata; 0 when absent.
+int64_t metadata_timeout_ms(const std::optional<json::value>& metadata, const std::string& worker,
+                            const std::string& function_id) {
+  if (!metadata || !metadata->is_object()) return 0;
+  const auto* v = metadata->get_object().if_contains("timeout_ms");
+  if (!v || v->is_null()) return 0;
+  if (v->is_int64() && v->get_int64() > 0) return v->get_int64();
+  if (v->is_uint64() && v->get_uint64() > 0)
+    return static_cast<int64_t>(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
+  if (v->is_double() && v->get_double() >= 1 && v->get_double() < 9.2e18)
+    return static_cast<int64_t>(v->get_double());
+  spdlog::warn("worker {}: function {}: metadata.timeout_ms must be a positive number of "
+               "milliseconds; ignored (the engine-wide limit applies)",
+               worker, function_id);
+  return 0;
+}
+
 bool has_telemetry_prefix(std::string_view f) {
   return f.size() >= 4 && (f.substr(0, 4) == "OTLP" || f.substr(0, 4) == "MTRC" ||
                            f.substr(0, 4) == "LOGS");
@@ -28,10 +52,15 @@ int64_t Engine::now_ms() {
 }
 
 uint64_t Engine::connect(std::shared_ptr<Connection> conn, ConnectionInfo info) {
+  if (refusing_) {  // an upgrade that completed while the engine shuts down
+    spdlog::debug("connection from {} refused: engine shutting down", info.ip_address);
+    conn->close(1012, "engine shutting down");
+    return 0;
+  }
   const uint64_t handle = next_handle_++;
   Worker& w = workers_[handle];
   w.handle = handle;
-  w.uuid = Uuid::random_v4();
+  w.uuid = protocol::Uuid::random_v4();
   w.id = w.uuid.str();
   w.conn = std::move(conn);
   w.info = std::move(info);
@@ -117,15 +146,26 @@ void Engine::handle(Worker& w, protocol::RegisterFunction&& m) {
   FunctionInfo info{m.id, std::move(m.description), std::move(m.request_format),
                     std::move(m.response_format), std::move(m.metadata)};
   const std::string id = info.id;
+  std::shared_ptr<BuiltinFunction> served_in_process;
   if (m.invocation) {
-    spdlog::error(
-        "worker {}: function {} is HTTP-invoked, which needs the iii-http-functions worker; "
-        "not registered",
-        w.id, id);
-    return;
+    if (!invocation_registrar_) {
+      spdlog::error(
+          "worker {}: function {} is HTTP-invoked, which needs the iii-http-functions worker; "
+          "not registered",
+          w.id, id);
+      return;
+    }
+    InvocationRegistration reg = invocation_registrar_(w, info, *m.invocation);
+    if (!reg.handler) {
+      spdlog::error("worker {}: HTTP-invoked function {} not registered: {}", w.id, id, reg.error);
+      return;
+    }
+    served_in_process = std::make_shared<BuiltinFunction>(BuiltinFunction{std::move(*reg.handler)});
   }
   const size_t before = functions_.registrant_count(id);
-  switch (functions_.add(Registrant{w.handle, nullptr, std::move(info), {}})) {
+  const int64_t timeout_ms = metadata_timeout_ms(info.metadata, w.id, id);
+  switch (functions_.add(
+      Registrant{w.handle, std::move(served_in_process), std::move(info), {}, timeout_ms})) {
     case FunctionRegistry::AddResult::kRefusedBuiltin:
       spdlog::warn("worker {}: function id {} belongs to a built-in worker; registration refused",
                    w.id, id);
@@ -160,12 +200,23 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   ++stats_.invocations;
   const bool wants_reply = m.invocation_id && m.action.type != ActionType::kVoid;
 
-  if (m.action.type == ActionType::kEnqueue) {
-    spdlog::warn("worker {}: enqueue to queue '{}' for {} refused: the iii-queue worker is not loaded",
-                 w.id, m.action.queue, m.function_id);
+  if (m.action.type != ActionType::kVoid && m.action.type != ActionType::kNone) {
+    auto handler = action_handlers_.find(m.action.type);
+    if (handler == action_handlers_.end()) {
+      spdlog::warn("worker {}: enqueue to queue '{}' for {} refused: the iii-queue worker is not loaded",
+                   w.id, m.action.queue, m.function_id);
+      if (wants_reply)
+        reply_to_worker(w.handle, *m.invocation_id, m.function_id,
+                        Outcome::fail("enqueue_error", "QueueModule not loaded"));
+      return;
+    }
+    Completion done;
     if (wants_reply)
-      reply_to_worker(w.handle, *m.invocation_id, m.function_id,
-                      Outcome::fail("enqueue_error", "QueueModule not loaded"));
+      done = [this, caller = w.handle, inv = *m.invocation_id, fn = m.function_id](Outcome o) {
+        reply_to_worker(caller, inv, fn, o);
+      };
+    CallContext ctx{w.handle, w.id, m.traceparent, m.baggage};
+    handler->second(ctx, std::move(m), std::move(done));
     return;
   }
   if (m.data.is_object()) m.data.get_object()["_caller_worker_id"] = w.id;
@@ -177,6 +228,11 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   } else {
     route(m.function_id, std::move(m.data), std::move(ctx), std::nullopt, 0, {}, {});
   }
+}
+
+void Engine::set_action_handler(protocol::ActionType type, ActionHandler h) {
+  if (h) action_handlers_[type] = std::move(h);
+  else action_handlers_.erase(type);
 }
 
 void Engine::invoke(const std::string& function_id, json::value data, CallContext ctx,
@@ -218,14 +274,16 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
     return;
   }
   // Register the pending invocation before anything is sent, so no answer can be lost.
-  Uuid key;
-  std::optional<Uuid> wanted = preferred_id ? Uuid::parse(*preferred_id) : std::nullopt;
+  protocol::Uuid key;
+  std::optional<protocol::Uuid> wanted = preferred_id ? protocol::Uuid::parse(*preferred_id) : std::nullopt;
   if (wanted && !pending_.count(*wanted)) key = *wanted;
-  else do key = Uuid::random_v4(); while (pending_.count(key));
+  else do key = protocol::Uuid::random_v4(); while (pending_.count(key));
   const std::string wire_id = (wanted && key == *wanted) ? *preferred_id : key.str();
 
   Pending& p = pending_[key];
   p.function_id = function_id;
+  const int64_t limit_ms = effective_timeout_ms(invocation_timeout_.count(), target->timeout_ms);
+  if (limit_ms > 0) add_deadline(key, p, limit_ms);
   p.executor = executor->handle;
   p.caller = caller;
   p.caller_invocation_id = std::move(caller_inv_id);
@@ -239,7 +297,7 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
 }
 
 void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
-  auto key = Uuid::parse(m.invocation_id);
+  auto key = protocol::Uuid::parse(m.invocation_id);
   auto it = key ? pending_.find(*key) : pending_.end();
   if (it == pending_.end() || it->second.executor != w.handle) {
     // Late answers (after a halt or an SDK reconnect) are expected; never an error for others.
@@ -252,11 +310,12 @@ void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
   complete(*key, std::move(o));
 }
 
-void Engine::complete(const Uuid& key, Outcome outcome) {
+void Engine::complete(const protocol::Uuid& key, Outcome outcome) {
   auto it = pending_.find(key);
   if (it == pending_.end()) return;
   Pending p = std::move(it->second);
   pending_.erase(it);
+  if (p.deadline) deadlines_.erase(*p.deadline);
   if (Worker* ex = find_worker(p.executor)) ex->executing.erase(key);
   if (p.caller) {
     if (Worker* c = find_worker(p.caller)) {
@@ -265,6 +324,41 @@ void Engine::complete(const Uuid& key, Outcome outcome) {
     }
   } else if (p.done) {
     p.done(std::move(outcome));
+  }
+}
+
+void Engine::add_deadline(const protocol::Uuid& key, Pending& p, int64_t timeout_ms) {
+  const Clock::time_point when = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  p.timeout_ms = timeout_ms;
+  p.deadline = deadlines_.emplace(when, key);
+  // Deadlines mostly arrive in order, so the timer is re-armed only for an earlier one.
+  if (arm_timer_ && (!timer_armed_for_ || when < *timer_armed_for_)) {
+    timer_armed_for_ = when;
+    arm_timer_(when);
+  }
+}
+
+void Engine::expire_due(Clock::time_point now) {
+  timer_armed_for_.reset();
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    const protocol::Uuid key = deadlines_.begin()->second;
+    auto it = pending_.find(key);
+    if (it == pending_.end()) {  // impossible: complete() erases the deadline with the entry
+      deadlines_.erase(deadlines_.begin());
+      continue;
+    }
+    const Pending& p = it->second;
+    ++stats_.timeouts;
+    std::string message = "Invocation of " + p.function_id + " timed out after " +
+                          std::to_string(p.timeout_ms) + " ms";
+    if (const Worker* ex = find_worker(p.executor))
+      spdlog::warn("{} (worker {}); a late result will be dropped", message, ex->id);
+    complete(key, Outcome::fail("timeout", std::move(message)));
+  }
+  if (arm_timer_ && !deadlines_.empty() &&
+      (!timer_armed_for_ || deadlines_.begin()->first < *timer_armed_for_)) {
+    timer_armed_for_ = deadlines_.begin()->first;
+    arm_timer_(*timer_armed_for_);
   }
 }
 
@@ -288,7 +382,7 @@ void Engine::disconnect(uint64_t handle) {
         spdlog::info("function {} failed over to worker {}", id, nw->id);
   }
   // 2. Invocations it was executing: their callers get invocation_stopped now.
-  std::vector<Uuid> executing(w.executing.begin(), w.executing.end());
+  std::vector<protocol::Uuid> executing(w.executing.begin(), w.executing.end());
   for (const auto& key : executing)
     complete(key, Outcome::fail(std::string(kStoppedCode), std::string(kStoppedMessage)));
   // 3. Invocations it was waiting on: nobody to answer any more; drop the reply path.
@@ -309,7 +403,7 @@ void Engine::shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
   refusing_ = true;
-  std::vector<Uuid> keys;
+  std::vector<protocol::Uuid> keys;
   keys.reserve(pending_.size());
   for (const auto& [k, p] : pending_) keys.push_back(k);
   for (const auto& k : keys)

@@ -20,7 +20,7 @@
 #include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
-#include "engine/uuid.h"
+#include "protocol/uuid.h"
 #include "protocol/messages.h"
 
 namespace iii::engine {
@@ -111,7 +111,7 @@ using FireCompletion = std::function<void(FireStatus, Outcome)>;
 // A connected worker (one WebSocket connection on `/`).
 struct Worker {
   uint64_t handle = 0;
-  Uuid uuid;
+  protocol::Uuid uuid;
   std::string id;  // uuid.str()
   std::shared_ptr<Connection> conn;
   ConnectionInfo info;
@@ -121,8 +121,8 @@ struct Worker {
   std::optional<int64_t> pid;
   json::value telemetry;
   std::vector<std::string> functions;       // ids this connection registered (insertion order)
-  std::unordered_set<Uuid, UuidHash> executing;  // invocations it must answer
-  std::unordered_set<Uuid, UuidHash> waiting;    // invocations it initiated and waits on
+  std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
+  std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated and waits on
 };
 
 // An in-process worker instance, listed by engine::workers::list.
@@ -138,6 +138,7 @@ struct EngineStats {
   uint64_t decode_errors = 0;
   uint64_t telemetry_frames = 0;
   uint64_t late_results = 0;
+  uint64_t timeouts = 0;
 };
 
 class Engine {
@@ -148,7 +149,8 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   // ---- transport side (src/net) ----
-  // Registers a new connection and sends it `workerregistered`. Returns its handle.
+  // Registers a new connection and sends it `workerregistered`. Returns its handle, or 0 when
+  // the engine is shutting down (the connection is then closed with 1012 and never registered).
   uint64_t connect(std::shared_ptr<Connection> conn, ConnectionInfo info);
   // One protocol frame (text, or binary that is not telemetry).
   void on_frame(uint64_t worker, std::string_view frame);
@@ -163,6 +165,24 @@ class Engine {
   void register_builtin(FunctionInfo info, const std::string& owner, BuiltinHandler handler);
   // Invokes a function from inside the engine (or on behalf of a caller in `ctx`).
   void invoke(const std::string& function_id, json::value data, CallContext ctx, Completion done);
+
+  // ---- hooks for built-in workers that own part of the protocol ----
+  // Invocations whose `action` is `type` (iii-queue owns `enqueue`). The handler answers through
+  // `done` when the caller waits (an empty `done` for void calls). Without a handler such
+  // invocations are answered `enqueue_error` ("QueueModule not loaded"), as in the original.
+  using ActionHandler =
+      std::function<void(const CallContext& ctx, protocol::InvokeFunction&& m, Completion done)>;
+  void set_action_handler(protocol::ActionType type, ActionHandler h);
+  // Functions registered with an `invocation` block (iii-http-functions): the registrar returns
+  // the handler that serves the function in-process, or an error message. The function is owned
+  // by the registering connection and goes with it.
+  struct InvocationRegistration {
+    std::optional<BuiltinHandler> handler;
+    std::string error;  // when refused
+  };
+  using InvocationRegistrar = std::function<InvocationRegistration(
+      const Worker& w, const FunctionInfo& info, const json::value& invocation)>;
+  void set_invocation_registrar(InvocationRegistrar r) { invocation_registrar_ = std::move(r); }
 
   // ---- triggers ----
   // Adds an in-process trigger type. Workers can never take over these ids.
@@ -186,6 +206,24 @@ class Engine {
   void set_deferrer(Deferrer d) { defer_ = std::move(d); }
   // Called (deferred and coalesced) whenever the set of function ids changed.
   void on_functions_changed(std::function<void()> fn) { functions_observers_.push_back(std::move(fn)); }
+
+  // ---- deadlines ----
+  // Engine-wide limit for an invocation routed to a worker (iii-worker-manager
+  // `invocation_timeout_ms`; 0 = none). A function's `metadata.timeout_ms` can only shorten it.
+  void set_invocation_timeout(std::chrono::milliseconds t) {
+    invocation_timeout_ = t;
+    invocation_timeout_configured_ = true;
+  }
+  bool invocation_timeout_configured() const { return invocation_timeout_configured_; }
+  std::chrono::milliseconds invocation_timeout() const { return invocation_timeout_; }
+  // The runtime's timer: the engine asks to be woken (expire_due) at `when`, replacing any
+  // earlier request. Without one, deadlines only expire when expire_due is called (tests).
+  using Clock = std::chrono::steady_clock;
+  using TimerArm = std::function<void(Clock::time_point when)>;
+  void set_timer(TimerArm arm) { arm_timer_ = std::move(arm); }
+  // Answers every invocation whose deadline is at or before `now` with error `timeout`.
+  void expire_due(Clock::time_point now);
+  size_t deadline_count() const { return deadlines_.size(); }
 
   // First step of a graceful shutdown: new invocations are refused with `invocation_stopped`
   // while work already accepted (e.g. storage writes) completes.
@@ -215,8 +253,11 @@ class Engine {
   static int64_t now_ms();
 
  private:
+  using Deadlines = std::multimap<Clock::time_point, protocol::Uuid>;
   struct Pending {
     std::string function_id;
+    int64_t timeout_ms = 0;
+    std::optional<Deadlines::iterator> deadline;
     uint64_t executor = 0;
     uint64_t caller = 0;  // waiting worker; 0 if none (internal or void)
     std::string caller_invocation_id;
@@ -232,6 +273,7 @@ class Engine {
   void handle(Worker& w, protocol::UnregisterTriggerType&& m);
   void handle(Worker& w, protocol::RegisterTrigger&& m);
   void handle(Worker& w, protocol::UnregisterTrigger&& m);
+  void refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m, const Trigger& existing);
   void bind_trigger(Trigger& t);
   void unbind_trigger(Trigger& t);
   void remove_worker_triggers(uint64_t handle);
@@ -244,12 +286,18 @@ class Engine {
   void route(const std::string& function_id, json::value data, CallContext ctx,
              std::optional<std::string> preferred_id, uint64_t caller, std::string caller_inv_id,
              Completion done);
-  void complete(const Uuid& key, Outcome outcome);
+  void complete(const protocol::Uuid& key, Outcome outcome);
+  void add_deadline(const protocol::Uuid& key, Pending& p, int64_t timeout_ms);
   void reply_to_worker(uint64_t caller, std::string_view invocation_id,
                        std::string_view function_id, const Outcome& outcome);
 
   std::unordered_map<uint64_t, Worker> workers_;
-  std::unordered_map<Uuid, Pending, UuidHash> pending_;
+  std::unordered_map<protocol::Uuid, Pending, protocol::UuidHash> pending_;
+  Deadlines deadlines_;  // earliest first; erased when the invocation completes
+  std::optional<Clock::time_point> timer_armed_for_;
+  TimerArm arm_timer_;
+  std::chrono::milliseconds invocation_timeout_{300000};
+  bool invocation_timeout_configured_ = false;
   FunctionRegistry functions_;
   ChannelRegistry channels_;
   std::vector<BuiltinWorkerInfo> builtin_workers_;
@@ -258,6 +306,8 @@ class Engine {
   std::map<std::string, Service> services_;
   std::vector<std::function<void()>> functions_observers_;
   Deferrer defer_;
+  std::map<protocol::ActionType, ActionHandler> action_handlers_;
+  InvocationRegistrar invocation_registrar_;
   uint64_t notified_generation_ = 0;
   bool functions_notify_scheduled_ = false;
   std::vector<WorkerEventFn> worker_observers_;

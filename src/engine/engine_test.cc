@@ -305,5 +305,167 @@ TEST_F(EngineTest, WorkerMetadataAndListing) {
   EXPECT_TRUE(fns.at("functions").as_array()[0].at("description").is_null());
 }
 
+// ---- engine-side deadlines ----
+
+TEST_F(EngineTest, InvocationPastItsDeadlineIsAnsweredTimeoutAndFreed) {
+  std::vector<Engine::Clock::time_point> armed;
+  engine.set_timer([&](Engine::Clock::time_point when) { armed.push_back(when); });
+  engine.set_invocation_timeout(std::chrono::milliseconds(500));
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "slow::fn");
+  const auto before = Engine::Clock::now();
+  call(caller, "slow::fn", "{}");
+  auto inv = worker.conn->take("invokefunction");
+  ASSERT_EQ(armed.size(), 1u);
+  EXPECT_GE(armed[0], before + std::chrono::milliseconds(500));
+  engine.expire_due(armed[0] - std::chrono::milliseconds(1));  // not yet
+  EXPECT_EQ(caller.conn->count("invocationresult"), 0u);
+  engine.expire_due(armed[0]);
+  auto err = caller.conn->take("invocationresult").at("error").as_object();
+  EXPECT_EQ(err.at("code").as_string(), "timeout");
+  EXPECT_NE(err.at("message").as_string().find("slow::fn"), json::string::npos);
+  EXPECT_NE(err.at("message").as_string().find("500 ms"), json::string::npos);
+  EXPECT_EQ(engine.pending_count(), 0u);
+  EXPECT_EQ(engine.deadline_count(), 0u);
+  EXPECT_EQ(engine.find_worker(worker.handle)->executing.size(), 0u);
+  EXPECT_EQ(engine.find_worker(caller.handle)->waiting.size(), 0u);
+  // The late answer is dropped, and the caller gets nothing more.
+  answer(worker, inv, R"("result":1)");
+  EXPECT_EQ(caller.conn->count("invocationresult"), 0u);
+  EXPECT_EQ(engine.stats().late_results, 1u);
+  EXPECT_EQ(engine.stats().timeouts, 1u);
+}
+
+TEST_F(EngineTest, AnsweredInvocationsLeaveNoDeadlineBehind) {
+  int arms = 0;
+  engine.set_timer([&](Engine::Clock::time_point) { ++arms; });
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  for (int i = 0; i < 100; ++i) {
+    call(caller, "f", "{}");
+    answer(worker, worker.conn->take("invokefunction"), R"("result":1)");
+    caller.conn->take("invocationresult");
+  }
+  EXPECT_EQ(engine.deadline_count(), 0u);
+  EXPECT_EQ(arms, 1);  // later deadlines than the armed one never re-arm the timer
+}
+
+TEST_F(EngineTest, FunctionMetadataTimeoutShortensTheEngineLimit) {
+  std::vector<Engine::Clock::time_point> armed;
+  engine.set_timer([&](Engine::Clock::time_point when) { armed.push_back(when); });
+  Peer worker = connect(), caller = connect();
+  send(worker, R"({"type":"registerfunction","id":"quick","metadata":{"timeout_ms":50}})");
+  send(worker, R"({"type":"registerfunction","id":"lazy","metadata":{"timeout_ms":"soon"}})");
+  const auto t0 = Engine::Clock::now();
+  call(caller, "lazy", "{}", "aaaaaaaa-2222-4333-8444-555555555555");
+  call(caller, "quick", "{}", "bbbbbbbb-2222-4333-8444-555555555555");
+  ASSERT_EQ(armed.size(), 2u);  // the quick one is earlier: the timer moves
+  EXPECT_LT(armed[1], t0 + std::chrono::milliseconds(1000));
+  EXPECT_GE(armed[0], t0 + std::chrono::milliseconds(300000));  // invalid value: engine default
+  engine.expire_due(armed[1]);
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(r.at("invocation_id").as_string(), "bbbbbbbb-2222-4333-8444-555555555555");
+  EXPECT_EQ(r.at("error").at("code").as_string(), "timeout");
+  EXPECT_EQ(engine.pending_count(), 1u);
+  ASSERT_EQ(armed.size(), 3u);  // re-armed for the remaining deadline
+  EXPECT_EQ(armed[2], armed[0]);
+}
+
+TEST_F(EngineTest, ZeroTimeoutMeansNoDeadline) {
+  engine.set_invocation_timeout(std::chrono::milliseconds(0));
+  Peer worker = connect(), caller = connect();
+  register_fn(worker, "f");
+  call(caller, "f", "{}");
+  EXPECT_EQ(engine.deadline_count(), 0u);
+  engine.expire_due(Engine::Clock::now() + std::chrono::hours(24 * 365));
+  EXPECT_EQ(engine.pending_count(), 1u);
+}
+
+TEST_F(EngineTest, InternalCallersGetTimeoutsToo) {
+  engine.set_invocation_timeout(std::chrono::milliseconds(10));
+  Peer worker = connect();
+  register_fn(worker, "f");
+  std::optional<Outcome> got;
+  engine.invoke("f", json::value(1), CallContext{}, [&](Outcome o) { got = std::move(o); });
+  engine.expire_due(Engine::Clock::now() + std::chrono::seconds(1));
+  ASSERT_TRUE(got);
+  ASSERT_TRUE(got->error);
+  EXPECT_EQ(got->error->code, "timeout");
+}
+
+// ---- JSON depth ----
+
+TEST_F(EngineTest, TooDeepInvokeIsAnsweredInvalidMessage) {
+  Peer caller = connect();
+  const std::string deep = std::string(200, '[') + std::string(200, ']');
+  call(caller, "f", deep);
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(r.at("invocation_id").as_string(), kInv);
+  EXPECT_EQ(r.at("error").at("code").as_string(), "invalid_message");
+  EXPECT_NE(r.at("error").at("message").as_string().find("128"), json::string::npos);
+}
+
+// ---- shutdown ----
+
+TEST_F(EngineTest, ConnectionsArrivingDuringShutdownAreRefused) {
+  engine.stop_accepting();
+  auto conn = std::make_shared<FakeConnection>();
+  EXPECT_EQ(engine.connect(conn, ConnectionInfo{"127.0.0.1", "iii-worker-manager"}), 0u);
+  EXPECT_EQ(conn->closed_with, 1012);
+  EXPECT_TRUE(conn->frames.empty());
+  EXPECT_EQ(engine.worker_count(), 0u);
+}
+
+// ---- hooks for built-in workers ----
+
+TEST_F(EngineTest, ActionHandlerOwnsEnqueue) {
+  std::vector<std::string> queued;
+  engine.set_action_handler(protocol::ActionType::kEnqueue,
+                            [&](const CallContext& ctx, protocol::InvokeFunction&& m, Completion done) {
+                              queued.push_back(m.action.queue + ":" + m.function_id);
+                              if (done) done(Outcome::ok(json::object{{"messageReceiptId", "r1"}}));
+                            });
+  Peer caller = connect();
+  send(caller, R"({"type":"invokefunction","invocation_id":")" + std::string(kInv) +
+                   R"(","function_id":"f","data":{},"action":{"type":"enqueue","queue":"q"}})");
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(r.at("result").at("messageReceiptId").as_string(), "r1");
+  ASSERT_EQ(queued.size(), 1u);
+  EXPECT_EQ(queued[0], "q:f");
+  engine.set_action_handler(protocol::ActionType::kEnqueue, {});
+  send(caller, R"({"type":"invokefunction","invocation_id":")" + std::string(kInv) +
+                   R"(","function_id":"f","data":{},"action":{"type":"enqueue","queue":"q"}})");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("error").at("code").as_string(),
+            "enqueue_error");
+}
+
+TEST_F(EngineTest, InvocationRegistrarServesHttpInvokedFunctions) {
+  const std::string reg =
+      R"({"type":"registerfunction","id":"remote::fn","invocation":{"url":"https://x.test/"}})";
+  Peer owner = connect(), caller = connect();
+  send(owner, reg);  // no registrar: not registered
+  EXPECT_FALSE(engine.functions().contains("remote::fn"));
+  engine.set_invocation_registrar(
+      [](const Worker&, const FunctionInfo& info, const json::value& invocation) {
+        Engine::InvocationRegistration r;
+        if (!invocation.as_object().contains("url")) {
+          r.error = "url missing";
+          return r;
+        }
+        r.handler = [url = std::string(invocation.at("url").as_string())](
+                        const CallContext&, json::value, Completion done) {
+          done(Outcome::ok(json::value(url)));
+        };
+        return r;
+      });
+  send(owner, R"({"type":"registerfunction","id":"bad::fn","invocation":{}})");
+  EXPECT_FALSE(engine.functions().contains("bad::fn"));
+  send(owner, reg);
+  call(caller, "remote::fn", "{}");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("result").as_string(), "https://x.test/");
+  engine.disconnect(owner.handle);  // owned by the connection: it goes with it
+  EXPECT_FALSE(engine.functions().contains("remote::fn"));
+}
+
 }  // namespace
 }  // namespace iii::engine

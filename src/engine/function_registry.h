@@ -35,6 +35,7 @@ struct Registrant {
   std::shared_ptr<BuiltinFunction> builtin;
   FunctionInfo info;
   std::string owner_name;  // built-in worker instance name (for workers::list)
+  int64_t timeout_ms = 0;  // metadata.timeout_ms of a worker function; 0 = engine default only
 };
 
 class FunctionRegistry {

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/json/serialize.hpp>
 
+#include "engine/builtin_worker.h"
 #include "engine/engine.h"
 #include "protocol/codec.h"
 
@@ -11,29 +12,8 @@ namespace iii::engine {
 
 namespace {
 
-// Trigger types provided by built-in workers, with the worker that provides each. Workers may
-// never register these ids, loaded or not, so a worker cannot hijack e.g. every HTTP route.
-struct ReservedType {
-  std::string_view id;
-  std::string_view worker;
-};
-constexpr ReservedType kReservedTypes[] = {
-    {"http", "iii-http"},
-    {"cron", "iii-cron"},
-    {"subscribe", "iii-pubsub"},
-    {"durable:subscriber", "iii-queue"},
-    {"state", "iii-state"},
-    {"stream", "iii-stream"},
-    {"stream:join", "iii-stream"},
-    {"stream:leave", "iii-stream"},
-    {"log", "iii-observability"},
-};
-
 std::optional<std::string_view> reserved_worker(std::string_view type) {
-  for (const auto& r : kReservedTypes)
-    if (r.id == type) return r.worker;
-  if (type.rfind("engine::", 0) == 0) return "iii-engine-functions";
-  return std::nullopt;
+  return worker_for_trigger_type(type);
 }
 
 const char* state_name(Trigger::State s) {
@@ -149,11 +129,33 @@ void Engine::unregister_trigger(const std::string& id) {
   triggers_.erase(it);
 }
 
+void Engine::refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m,
+                                   const Trigger& existing) {
+  const Worker* owner = find_worker(existing.owner);
+  const std::string holder = owner ? "worker " + owner->id : std::string("the engine (built-in)");
+  const std::string message = "trigger id '" + m.id + "' belongs to " + holder +
+                              "; a worker can only replace or unregister its own triggers";
+  spdlog::warn("worker {}: registertrigger refused: {}", w.id, message);
+  // The SDKs ignore this frame; raw and C++ clients can read why.
+  protocol::TriggerRegistrationResult r{m.id, m.trigger_type, m.function_id,
+                                        protocol::ErrorBody{"forbidden", message, std::nullopt}};
+  w.conn->send(make_frame(protocol::encode(protocol::Message(std::move(r)))));
+}
+
 void Engine::handle(Worker& w, protocol::RegisterTrigger&& m) {
   if (shutting_down_) return;
   auto it = triggers_.find(m.id);
+  if (it != triggers_.end() && it->second.owner != w.handle) {
+    // Another live worker's identical registration (a rolling deploy, an SDK reconnect racing
+    // its old connection's cleanup) is adopted, so it outlives the older registrant. Anything
+    // else would let one worker rebind or steal another's trigger.
+    if (it->second.owner == 0 || !same_binding(it->second, m)) {
+      refuse_trigger_change(w, m, it->second);
+      return;
+    }
+  }
   if (it != triggers_.end() && same_binding(it->second, m)) {
-    // Re-registration (e.g. after an SDK reconnect): adopt it, and bind it if it was waiting.
+    // Re-registration: adopt it, and bind it if it was waiting.
     it->second.owner = w.handle;
     if (it->second.state != Trigger::State::kBound) bind_trigger(it->second);
     return;
@@ -171,8 +173,15 @@ void Engine::handle(Worker& w, protocol::RegisterTrigger&& m) {
 }
 
 void Engine::handle(Worker& w, protocol::UnregisterTrigger&& m) {
-  if (!triggers_.count(m.id)) {
+  auto it = triggers_.find(m.id);
+  if (it == triggers_.end()) {
     spdlog::debug("worker {}: unregistertrigger {} ignored (unknown id)", w.id, m.id);
+    return;
+  }
+  if (it->second.owner != w.handle) {
+    const Worker* owner = find_worker(it->second.owner);
+    spdlog::warn("worker {}: unregistertrigger {} refused: it belongs to {}", w.id, m.id,
+                 owner ? "worker " + owner->id : std::string("the engine (built-in)"));
     return;
   }
   unregister_trigger(m.id);

@@ -256,5 +256,46 @@ TEST_F(TriggersTest, ListsHideInternalEntriesUnlessAsked) {
   EXPECT_EQ(triggers[0].at("state").as_string(), "bound");
 }
 
+TEST_F(TriggersTest, OnlyTheOwnerCanReplaceOrUnregisterATrigger) {
+  Peer owner = connect(), other = connect(), type_owner = connect();
+  register_type(type_owner, "custom");
+  register_trigger(owner, "t1", "custom", R"({"v":1})");
+  // Another worker cannot rebind it...
+  register_trigger(other, "t1", "custom", R"({"v":2})");
+  EXPECT_EQ(engine.triggers().at("t1").config.at("v").as_int64(), 1);
+  EXPECT_EQ(engine.triggers().at("t1").owner, owner.handle);
+  auto refusals = other.conn->of_type("triggerregistrationresult");
+  ASSERT_EQ(refusals.size(), 1u);
+  EXPECT_EQ(refusals[0].at("error").at("code").as_string(), "forbidden");
+  // ...nor remove it.
+  send(other, R"({"type":"unregistertrigger","id":"t1"})");
+  EXPECT_TRUE(engine.triggers().count("t1"));
+  // The owner can do both.
+  register_trigger(owner, "t1", "custom", R"({"v":3})");
+  EXPECT_EQ(engine.triggers().at("t1").config.at("v").as_int64(), 3);
+  send(owner, R"({"type":"unregistertrigger","id":"t1"})");
+  EXPECT_FALSE(engine.triggers().count("t1"));
+}
+
+TEST_F(TriggersTest, BuiltinTriggersCannotBeTakenOverOrRemoved) {
+  RecordingType handler;
+  TriggerType tt;
+  tt.id = "state";
+  engine.register_builtin_trigger_type(std::move(tt), &handler);
+  Trigger t;
+  t.id = "in-process";
+  t.trigger_type = "state";
+  t.function_id = "fn";
+  t.config = json::object();
+  engine.register_trigger(std::move(t));
+  Peer w = connect();
+  register_trigger(w, "in-process", "state");  // identical binding: still refused
+  EXPECT_EQ(engine.triggers().at("in-process").owner, 0u);
+  send(w, R"({"type":"unregistertrigger","id":"in-process"})");
+  EXPECT_TRUE(engine.triggers().count("in-process"));
+  engine.disconnect(w.handle);
+  EXPECT_TRUE(engine.triggers().count("in-process"));
+}
+
 }  // namespace
 }  // namespace iii::engine

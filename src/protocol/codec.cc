@@ -5,6 +5,7 @@
 #include <boost/json/value.hpp>
 
 #include "protocol/json_writer.h"
+#include "protocol/uuid.h"
 
 namespace iii::protocol {
 namespace {
@@ -85,10 +86,6 @@ class Reader {
   std::string error_;
 };
 
-bool is_hex(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
 Action read_action(Reader& r, json::object& obj) {
   Action a;
   auto* v = obj.if_contains("action");
@@ -145,33 +142,138 @@ DecodeResult decode_invoke(Reader& r, json::object& obj) {
 
 }  // namespace
 
-bool is_uuid(std::string_view s) {
-  if (s.size() == 45 && (s.substr(0, 9) == "urn:uuid:" || s.substr(0, 9) == "URN:UUID:"))
-    s.remove_prefix(9);
-  if (s.size() == 38 && s.front() == '{' && s.back() == '}') s = s.substr(1, 36);
-  if (s.size() == 32) {
-    for (char c : s)
-      if (!is_hex(c)) return false;
-    return true;
-  }
-  if (s.size() != 36) return false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (s[i] != '-') return false;
-    } else if (!is_hex(s[i])) {
-      return false;
-    }
-  }
-  return true;
+bool is_uuid(std::string_view s) { return Uuid::parse(s).has_value(); }
+
+json::parse_options json_parse_options() {
+  json::parse_options o;
+  o.max_depth = kMaxJsonDepth + 1;  // the frame's own object is one level
+  return o;
 }
+
+namespace {
+
+// Top-level string fields of a JSON object, read without building it: nested values are
+// skipped with a depth counter, so input of any depth costs no recursion (Boost.JSON's parser
+// recurses once per level, which is why frames are parsed with a depth limit at all).
+class TopLevelScanner {
+ public:
+  explicit TopLevelScanner(std::string_view text) : s_(text) {}
+
+  // Calls `on_string(key, value)` for each top-level string member. False if not an object.
+  template <typename Fn>
+  bool scan(Fn on_string) {
+    skip_ws();
+    if (!eat('{')) return false;
+    skip_ws();
+    if (eat('}')) return true;
+    while (pos_ < s_.size()) {
+      std::optional<std::string> key = read_string();
+      skip_ws();
+      if (!key || !eat(':')) return false;
+      skip_ws();
+      if (pos_ < s_.size() && s_[pos_] == '"') {
+        std::optional<std::string> value = read_string();
+        if (!value) return false;
+        on_string(*key, *value);
+      } else if (!skip_value()) {
+        return false;
+      }
+      skip_ws();
+      if (eat('}')) return true;
+      if (!eat(',')) return false;
+      skip_ws();
+    }
+    return false;
+  }
+
+ private:
+  void skip_ws() {
+    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' ||
+                                s_[pos_] == '\r'))
+      ++pos_;
+  }
+  bool eat(char c) {
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  // Position just past the string literal starting at `pos_`, or npos.
+  size_t string_end() const {
+    for (size_t i = pos_ + 1; i < s_.size(); ++i) {
+      if (s_[i] == '\\') ++i;
+      else if (s_[i] == '"') return i + 1;
+    }
+    return std::string_view::npos;
+  }
+  std::optional<std::string> read_string() {
+    if (pos_ >= s_.size() || s_[pos_] != '"') return std::nullopt;
+    const size_t end = string_end();
+    if (end == std::string_view::npos) return std::nullopt;
+    boost::system::error_code ec;
+    json::value v = json::parse(s_.substr(pos_, end - pos_), ec);  // one flat literal
+    pos_ = end;
+    if (ec || !v.is_string()) return std::nullopt;
+    return std::string(v.get_string());
+  }
+  // Skips a number, literal, array or object (strings inside included).
+  bool skip_value() {
+    size_t depth = 0;
+    while (pos_ < s_.size()) {
+      const char c = s_[pos_];
+      if (c == '"') {
+        const size_t end = string_end();
+        if (end == std::string_view::npos) return false;
+        pos_ = end;
+      } else if (c == '[' || c == '{') {
+        ++depth;
+        ++pos_;
+      } else if (c == ']' || c == '}') {
+        if (depth == 0) return true;  // the end of the enclosing object
+        --depth;
+        ++pos_;
+      } else if (c == ',' && depth == 0) {
+        return true;
+      } else {
+        ++pos_;
+      }
+    }
+    return false;
+  }
+
+  std::string_view s_;
+  size_t pos_ = 0;
+};
+
+// A frame too deep to decode may still be an invokefunction whose caller waits for an answer.
+DecodeError too_deep_error(std::string_view frame) {
+  DecodeError e{"JSON nesting is deeper than the limit of " + std::to_string(kMaxJsonDepth) +
+                    " levels inside a message",
+                "", std::nullopt, std::nullopt};
+  std::optional<std::string> invocation_id, function_id;
+  TopLevelScanner(frame).scan([&](const std::string& key, std::string& value) {
+    if (key == "type") e.type = std::move(value);
+    else if (key == "invocation_id") invocation_id = std::move(value);
+    else if (key == "function_id") function_id = std::move(value);
+  });
+  if (e.type == "invokefunction") {
+    e.invocation_id = std::move(invocation_id);
+    e.function_id = std::move(function_id);
+  }
+  return e;
+}
+
+}  // namespace
 
 DecodeResult decode(std::string_view frame) {
   // One parser per thread: its internal stack is kept from one message to the next instead of
   // being allocated for each (json::parse builds a new parser every call).
-  thread_local json::parser parser;
+  thread_local json::parser parser(json::storage_ptr(), json_parse_options());
   boost::system::error_code ec;
   parser.reset();
   parser.write(frame.data(), frame.size(), ec);
+  if (ec == json::error::too_deep) return too_deep_error(frame);
   if (ec) return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
   json::value v = parser.release();
   if (!v.is_object())

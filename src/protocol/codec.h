@@ -1,6 +1,8 @@
 // JSON <-> typed message conversion for the worker protocol.
 #pragma once
 
+#include <boost/json/parse_options.hpp>
+
 #include <string>
 #include <string_view>
 #include <variant>
@@ -10,6 +12,12 @@
 namespace iii::protocol {
 
 using DecodeResult = std::variant<Message, DecodeError>;
+
+// Deepest JSON nesting accepted in a payload or stored value: serde_json's limit, which the
+// original engine enforces on whole frames, so anything it accepts parses here too.
+inline constexpr size_t kMaxJsonDepth = 128;
+// Parse options with that limit, for every json::parse of untrusted or stored text.
+boost::json::parse_options json_parse_options();
 
 // Parses one frame. Never throws; malformed input yields DecodeError with a readable reason.
 DecodeResult decode(std::string_view frame);

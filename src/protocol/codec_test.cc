@@ -251,5 +251,44 @@ TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
             R"({"type":"workerregistered","worker_id":"w"})");
 }
 
+
+std::string nested_arrays(size_t depth) {
+  return std::string(depth, '[') + "1" + std::string(depth, ']');
+}
+std::string invoke_with_data(const std::string& data) {
+  return std::string(R"({"type":"invokefunction","invocation_id":")") + kId +
+         R"(","function_id":"deep::fn","data":)" + data + "}";
+}
+
+TEST(Codec, AcceptsPayloadsNested128Levels) {
+  auto r = decode(invoke_with_data(nested_arrays(kMaxJsonDepth)));
+  ASSERT_TRUE(std::holds_alternative<Message>(r)) << std::get<DecodeError>(r).reason;
+  const auto& m = std::get<InvokeFunction>(std::get<Message>(r));
+  const boost::json::value* v = &m.data;
+  size_t depth = 0;
+  while (v->is_array()) {
+    ++depth;
+    v = &v->get_array().at(0);
+  }
+  EXPECT_EQ(depth, kMaxJsonDepth);
+}
+
+TEST(Codec, TooDeepInvokeKeepsItsIdsForTheErrorReply) {
+  for (size_t depth : {kMaxJsonDepth + 1, size_t{1000}, size_t{1000000}}) {
+    auto e = expect_error(invoke_with_data(nested_arrays(depth)));
+    EXPECT_EQ(e.type, "invokefunction");
+    EXPECT_EQ(e.invocation_id, kId);
+    EXPECT_EQ(e.function_id, "deep::fn");
+    EXPECT_NE(e.reason.find("deeper than the limit of 128 levels"), std::string::npos) << e.reason;
+  }
+}
+
+TEST(Codec, TooDeepGarbageIsAPlainError) {
+  auto e = expect_error(std::string(100000, '['));
+  EXPECT_FALSE(e.invocation_id);
+  auto f = expect_error(nested_arrays(5000));
+  EXPECT_NE(f.reason.find("deeper"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace iii::protocol

@@ -664,7 +664,7 @@ class Client : public std::enable_shared_from_this<Client> {
       if (err->type == "error") {
         // The engine's auth rejection: {"type":"error","error":{code,message}}, then close.
         error_code ec;
-        auto v = boost::json::parse(text, ec);
+        auto v = boost::json::parse(text, ec, {}, protocol::json_parse_options());
         std::string msg = "engine rejected the connection";
         if (!ec && v.is_object()) {
           if (auto* e = v.get_object().if_contains("error"))

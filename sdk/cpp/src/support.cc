@@ -8,9 +8,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <random>
 
 #include "protocol/codec.h"
+#include "protocol/uuid.h"
 #include "protocol/json_writer.h"
 
 #ifndef III_VERSION
@@ -60,30 +60,7 @@ std::optional<WsUrl> parse_ws_url(std::string_view text, std::string* error) {
   return out;
 }
 
-std::string make_uuid_v4() {
-  // Per-thread generator: ids are made on whichever thread calls trigger().
-  thread_local std::mt19937_64 rng = [] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }();
-  uint64_t hi = rng();
-  uint64_t lo = rng();
-  hi = (hi & 0xFFFFFFFFFFFF0FFFull) | 0x0000000000004000ull;  // version 4
-  lo = (lo & 0x3FFFFFFFFFFFFFFFull) | 0x8000000000000000ull;  // RFC 4122 variant
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s(36, '-');
-  int pos = 0;
-  auto put = [&](uint64_t v, int nibbles) {
-    for (int i = nibbles - 1; i >= 0; --i) {
-      if (pos == 8 || pos == 13 || pos == 18 || pos == 23) ++pos;
-      s[pos++] = kHex[(v >> (i * 4)) & 0xF];
-    }
-  };
-  put(hi, 16);
-  put(lo, 16);
-  return s;
-}
+std::string make_uuid_v4() { return protocol::Uuid::random_v4().str(); }
 
 std::string default_worker_name() {
   char host[256] = {0};

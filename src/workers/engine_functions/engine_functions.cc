@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "config/config.h"
 #include "engine/engine.h"
 
 namespace iii::workers {

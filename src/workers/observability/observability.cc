@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 
 #include "common/logging.h"
+#include "config/config.h"
 #include "engine/engine.h"
 
 namespace iii::workers {

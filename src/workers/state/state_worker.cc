@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include "config/config.h"
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
 #include "storage/adapter_config.h"

@@ -6,6 +6,7 @@
 #include <boost/asio/post.hpp>
 #include <map>
 
+#include "config/config.h"
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
 #include "net/stream_server.h"

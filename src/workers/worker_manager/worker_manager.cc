@@ -1,5 +1,6 @@
 #include "workers/worker_manager/worker_manager.h"
 
+#include "config/config.h"
 #include "engine/engine.h"
 #include "net/ws_listener.h"
 
@@ -19,6 +20,17 @@ class WorkerManager : public engine::BuiltinWorker {
         r.get_int("idle_timeout_ms", 60000, 0, 24LL * 3600 * 1000));
     opts_.max_outbound_bytes = static_cast<size_t>(
         r.get_int("max_outbound_bytes", 256LL * 1024 * 1024, 1024 * 1024, 1LL << 40));
+    // Engine-wide (one table of pending invocations), so every listener must agree on it.
+    const int64_t timeout_ms = r.get_int("invocation_timeout_ms", -1, 0, 24LL * 3600 * 1000);
+    if (timeout_ms >= 0) {
+      if (rt_.engine.invocation_timeout_configured() &&
+          rt_.engine.invocation_timeout().count() != timeout_ms)
+        r.fail("invocation_timeout_ms",
+               "invocation_timeout_ms is engine-wide: every iii-worker-manager that sets it must "
+               "use the same value (another entry set " +
+                   std::to_string(rt_.engine.invocation_timeout().count()) + ")");
+      rt_.engine.set_invocation_timeout(std::chrono::milliseconds(timeout_ms));
+    }
     if (!r.get_node("rbac").IsNull())
       r.fail("rbac", "RBAC is not supported by this engine build yet; remove the 'rbac' block");
     if (r.get_optional_string("middleware_function_id"))

@@ -1,8 +1,13 @@
-#include "engine/uuid.h"
+#include "protocol/uuid.h"
 
-#include <random>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 
-namespace iii::engine {
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+namespace iii::protocol {
 namespace {
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -35,11 +40,33 @@ std::optional<Uuid> Uuid::parse(std::string_view s) {
 }
 
 Uuid Uuid::random_v4() {
-  static std::mt19937_64 rng{std::random_device{}()};
-  Uuid u{rng(), rng()};
+  // Random bytes are drawn in blocks: one RAND_bytes call per 16 ids keeps generation off the
+  // profile of the invocation path.
+  struct Block {
+    unsigned char bytes[256];
+    size_t used = sizeof(bytes);
+  };
+  thread_local Block block;
+  if (block.used == sizeof(block.bytes)) {
+    if (RAND_bytes(block.bytes, sizeof(block.bytes)) != 1) {
+      std::fputs("fatal: the OS random number generator failed\n", stderr);
+      std::abort();
+    }
+    block.used = 0;
+  }
+  Uuid u;
+  std::memcpy(&u.hi, block.bytes + block.used, 8);
+  std::memcpy(&u.lo, block.bytes + block.used + 8, 8);
+  OPENSSL_cleanse(block.bytes + block.used, 16);  // a used id is not left lying in memory
+  block.used += 16;
   u.hi = (u.hi & 0xffffffffffff0fffULL) | 0x0000000000004000ULL;  // version 4
   u.lo = (u.lo & 0x3fffffffffffffffULL) | 0x8000000000000000ULL;  // RFC 4122 variant
   return u;
+}
+
+bool secrets_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
 std::string Uuid::str() const {
@@ -55,4 +82,4 @@ std::string Uuid::str() const {
   return out;
 }
 
-}  // namespace iii::engine
+}  // namespace iii::protocol
