@@ -193,6 +193,15 @@ class Engine {
   // Runs `t`'s condition function (if any) with `payload`, then its function. The shared
   // implementation of condition_function_id for every trigger type.
   void fire(const Trigger& t, json::value payload, FireCompletion done = {});
+  // Fires every bound trigger of the built-in type `type` that `matches` accepts (all when
+  // empty), each through its condition function. `done` gets each trigger's outcome; without it,
+  // a failing handler is logged. The one way built-in workers fire their triggers.
+  using TriggerFilter = std::function<bool(const Trigger&)>;
+  using TriggerDone = std::function<void(const std::string& trigger_id, FireStatus, Outcome)>;
+  void fire_type(const std::string& type, const json::value& payload,
+                 const TriggerFilter& matches = {}, const TriggerDone& done = {});
+  // Ids of the bound triggers of a built-in type, in binding order.
+  const std::vector<std::string>& bound_triggers(const std::string& type) const;
   const std::map<std::string, Trigger>& triggers() const { return triggers_; }
   const std::map<std::string, TriggerType>& trigger_types() const { return trigger_types_; }
   const std::map<std::string, Service>& services() const { return services_; }
@@ -303,6 +312,7 @@ class Engine {
   std::vector<BuiltinWorkerInfo> builtin_workers_;
   std::map<std::string, Trigger> triggers_;
   std::map<std::string, TriggerType> trigger_types_;
+  std::unordered_map<std::string, std::vector<std::string>> bound_by_type_;  // built-in types
   std::map<std::string, Service> services_;
   std::vector<std::function<void()>> functions_observers_;
   Deferrer defer_;

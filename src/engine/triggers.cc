@@ -92,6 +92,7 @@ void Engine::bind_trigger(Trigger& t) {
       spdlog::warn("trigger {} ({} -> {}) refused: {}", t.id, t.trigger_type, t.function_id, *err);
       return;
     }
+    bound_by_type_[t.trigger_type].push_back(t.id);
   } else if (Worker* owner = find_worker(type.owner)) {
     protocol::RegisterTrigger msg{t.id, t.trigger_type, t.function_id, t.config, t.metadata};
     owner->conn->send(make_frame(protocol::encode_register_trigger(msg)));
@@ -110,6 +111,10 @@ void Engine::unbind_trigger(Trigger& t) {
   if (it == trigger_types_.end()) return;
   if (it->second.builtin) {
     it->second.builtin->unbind(t);
+    if (auto b = bound_by_type_.find(t.trigger_type); b != bound_by_type_.end()) {
+      std::erase(b->second, t.id);
+      if (b->second.empty()) bound_by_type_.erase(b);
+    }
   } else if (Worker* owner = find_worker(it->second.owner)) {
     owner->conn->send(make_frame(protocol::encode_unregister_trigger(t.id, t.trigger_type)));
   }
@@ -324,6 +329,34 @@ void Engine::fire(const Trigger& t, json::value payload, FireCompletion done) {
              if (done) done(FireStatus::kInvoked, std::move(r));
            });
          });
+}
+
+const std::vector<std::string>& Engine::bound_triggers(const std::string& type) const {
+  static const std::vector<std::string> kNone;
+  auto it = bound_by_type_.find(type);
+  return it == bound_by_type_.end() ? kNone : it->second;
+}
+
+void Engine::fire_type(const std::string& type, const json::value& payload,
+                       const TriggerFilter& matches, const TriggerDone& done) {
+  auto bound = bound_by_type_.find(type);
+  if (bound == bound_by_type_.end()) return;
+  const std::vector<std::string> ids = bound->second;  // a handler may (un)register triggers
+  for (const auto& id : ids) {
+    auto it = triggers_.find(id);
+    if (it == triggers_.end() || it->second.state != Trigger::State::kBound) continue;
+    const Trigger& t = it->second;
+    if (matches && !matches(t)) continue;
+    if (done) {
+      fire(t, payload, [id, done](FireStatus st, Outcome o) { done(id, st, std::move(o)); });
+    } else {
+      fire(t, payload, [id, type](FireStatus st, Outcome o) {
+        if (st == FireStatus::kInvoked && o.error)
+          spdlog::warn("{} trigger {}: handler failed: {}: {}", type, id, o.error->code,
+                       o.error->message);
+      });
+    }
+  }
 }
 
 json::object Engine::list_triggers(bool include_internal) const {

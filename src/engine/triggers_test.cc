@@ -297,5 +297,37 @@ TEST_F(TriggersTest, BuiltinTriggersCannotBeTakenOverOrRemoved) {
   EXPECT_TRUE(engine.triggers().count("in-process"));
 }
 
+TEST_F(TriggersTest, FireTypeFiresMatchingBoundTriggersOfABuiltinType) {
+  RecordingType handler;
+  TriggerType tt;
+  tt.id = "tick";
+  engine.register_builtin_trigger_type(std::move(tt), &handler);
+  Peer w = connect();
+  send(w, R"({"type":"registerfunction","id":"fn"})");
+  register_trigger(w, "a", "tick", R"({"k":1})");
+  register_trigger(w, "b", "tick", R"({"k":2})");
+  register_trigger(w, "c", "tick", R"({"bad":true})");  // refused by the handler: never fired
+  EXPECT_EQ(engine.bound_triggers("tick"), (std::vector<std::string>{"a", "b"}));
+  std::vector<std::string> done;
+  engine.fire_type(
+      "tick", json::value(7), [](const Trigger& t) { return t.config.at("k").as_int64() == 2; },
+      [&](const std::string& id, FireStatus st, Outcome) {
+        done.push_back(id);
+        EXPECT_EQ(st, FireStatus::kInvoked);
+      });
+  auto invokes = w.conn->of_type("invokefunction");
+  ASSERT_EQ(invokes.size(), 1u);
+  EXPECT_EQ(invokes[0].at("data").as_int64(), 7);
+  engine.on_frame(w.handle, R"({"type":"invocationresult","invocation_id":")" +
+                                std::string(invokes[0].at("invocation_id").as_string()) +
+                                R"(","function_id":"fn","result":1})");
+  EXPECT_EQ(done, (std::vector<std::string>{"b"}));
+  send(w, R"({"type":"unregistertrigger","id":"b"})");
+  EXPECT_EQ(engine.bound_triggers("tick"), (std::vector<std::string>{"a"}));
+  engine.disconnect(w.handle);
+  EXPECT_TRUE(engine.bound_triggers("tick").empty());
+  EXPECT_TRUE(handler.bound.empty());
+}
+
 }  // namespace
 }  // namespace iii::engine

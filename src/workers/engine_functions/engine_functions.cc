@@ -48,26 +48,11 @@ const json::object* object_input(const json::value& input, const std::string& fn
 }
 
 // `engine::functions-available` / `engine::workers-available`: event trigger types whose bound
-// triggers are fired by the engine itself.
+// triggers the engine fires itself (Engine::fire_type); any config is accepted.
 class EventTriggerType : public engine::TriggerTypeHandler {
  public:
-  explicit EventTriggerType(engine::Engine& eng) : eng_(eng) {}
-  std::optional<std::string> bind(const engine::Trigger& t) override {
-    ids_.push_back(t.id);
-    return std::nullopt;
-  }
-  void unbind(const engine::Trigger& t) override { std::erase(ids_, t.id); }
-  void fire_all(const json::object& payload) {
-    const auto ids = ids_;  // a handler may (un)register triggers while we iterate
-    for (const auto& id : ids) {
-      auto it = eng_.triggers().find(id);
-      if (it != eng_.triggers().end()) eng_.fire(it->second, payload);
-    }
-  }
-
- private:
-  engine::Engine& eng_;
-  std::vector<std::string> ids_;
+  std::optional<std::string> bind(const engine::Trigger&) override { return std::nullopt; }
+  void unbind(const engine::Trigger&) override {}
 };
 
 class EngineFunctions : public engine::BuiltinWorker {
@@ -206,14 +191,16 @@ class EngineFunctions : public engine::BuiltinWorker {
     wa.description = "Fires when a worker connects, disconnects or reports its metadata";
     eng.register_builtin_trigger_type(std::move(wa), &workers_available_);
 
-    eng.on_functions_changed([this, &eng] {
+    eng.on_functions_changed([&eng] {
+      if (eng.bound_triggers("engine::functions-available").empty()) return;
       json::object payload;
       payload["event"] = "functions_changed";
       payload["functions"] = std::move(eng.list_functions(true)["functions"]);
-      functions_available_.fire_all(payload);
+      eng.fire_type("engine::functions-available", payload);
     });
-    eng.on_worker_event([this](std::string_view event, const std::string& worker_id) {
-      workers_available_.fire_all(json::object{{"event", event}, {"worker_id", worker_id}});
+    eng.on_worker_event([&eng](std::string_view event, const std::string& worker_id) {
+      eng.fire_type("engine::workers-available",
+                    json::object{{"event", event}, {"worker_id", worker_id}});
     });
   }
 
@@ -226,8 +213,8 @@ class EngineFunctions : public engine::BuiltinWorker {
 
   engine::Runtime& rt_;
   std::string name_;
-  EventTriggerType functions_available_{rt_.engine};
-  EventTriggerType workers_available_{rt_.engine};
+  EventTriggerType functions_available_;
+  EventTriggerType workers_available_;
   boost::asio::steady_timer sweep_timer_{rt_.io};
 };
 

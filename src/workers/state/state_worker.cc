@@ -35,34 +35,26 @@ class StateTriggers : public engine::TriggerTypeHandler {
     for (const char* k : {"scope", "key"})
       if (auto* v = c.if_contains(k); v && !v->is_null() && !v->is_string())
         return std::string("Failed to parse trigger config: `") + k + "` must be a string";
-    ids_.push_back(t.id);
     return std::nullopt;
   }
-  void unbind(const engine::Trigger& t) override { std::erase(ids_, t.id); }
+  void unbind(const engine::Trigger&) override {}
 
-  void fire(engine::Engine& eng, std::string_view event_type, const std::string& scope,
-            const std::string& key, json::value old_value, json::value new_value) {
-    if (ids_.empty()) return;
-    json::object payload{{"type", "state"},        {"event_type", event_type},
-                         {"scope", scope},         {"key", key},
-                         {"old_value", old_value}, {"new_value", new_value}};
-    const auto ids = ids_;
-    for (const auto& id : ids) {
-      auto it = eng.triggers().find(id);
-      if (it == eng.triggers().end()) continue;
-      const auto& c = it->second.config.as_object();
-      if (auto* s = c.if_contains("scope"); s && s->is_string() && s->get_string() != scope) continue;
-      if (auto* k = c.if_contains("key"); k && k->is_string() && k->get_string() != key) continue;
-      eng.fire(it->second, payload, [id](engine::FireStatus st, Outcome o) {
-        if (st == engine::FireStatus::kInvoked && o.error)
-          spdlog::warn("state trigger {}: handler failed: {}: {}", id, o.error->code,
-                       o.error->message);
-      });
-    }
+  // Fires the `state` triggers whose scope and key (when set) match.
+  static void fire(engine::Engine& eng, std::string_view event_type, const std::string& scope,
+                   const std::string& key, json::value old_value, json::value new_value) {
+    if (eng.bound_triggers("state").empty()) return;
+    const json::value payload = json::object{
+        {"type", "state"}, {"event_type", event_type}, {"scope", scope},
+        {"key", key},      {"old_value", old_value},   {"new_value", new_value}};
+    eng.fire_type("state", payload, [&](const engine::Trigger& t) {
+      const auto& c = t.config.as_object();
+      if (auto* s = c.if_contains("scope"); s && s->is_string() && s->get_string() != scope)
+        return false;
+      if (auto* k = c.if_contains("key"); k && k->is_string() && k->get_string() != key)
+        return false;
+      return true;
+    });
   }
-
- private:
-  std::vector<std::string> ids_;
 };
 
 class StateWorker : public engine::BuiltinWorker {
