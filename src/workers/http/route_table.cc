@@ -99,7 +99,8 @@ std::optional<std::string> RouteTable::add(Route route) {
 
 bool RouteTable::remove(const std::string& api_path, const std::string& method,
                         const std::string& trigger_id) {
-  const auto segs = split(normalise_path(api_path));
+  const std::string path = normalise_path(api_path);
+  const auto segs = split(path);
   // Walk down remembering the path, then prune nodes left empty from the bottom up.
   std::vector<std::pair<Node*, std::string_view>> trail;
   Node* node = root_.get();
