@@ -1,4 +1,4 @@
-#include "net/stream_server.h"
+#include "workers/stream/stream_server.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,10 +9,15 @@
 #include "net/http_server.h"
 #include "net/ws_session.h"
 
-namespace iii::net {
+namespace iii::workers::stream {
 
 namespace asio = boost::asio;
 namespace http = boost::beast::http;
+using net::HttpServer;
+using net::IncomingRequest;
+using net::SessionHandler;
+using net::SessionOptions;
+using net::run_ws_session;
 namespace json = boost::json;
 
 namespace {
@@ -304,4 +309,4 @@ std::unique_ptr<StreamServer> start_stream_server(asio::io_context& io, StreamSe
   return std::make_unique<StreamServerImpl>(io, std::move(opts), delegate);
 }
 
-}  // namespace iii::net
+}  // namespace iii::workers::stream
