@@ -90,7 +90,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
         pool_(std::make_shared<BlockPool>()),
         timer_(socket_.get_executor()) {}
 
-  void start(http::request<http::empty_body>&& req) {
+  void start(HttpRequest&& req) {
     auto ws = std::make_shared<websocket::stream<tcp::socket>>(std::move(socket_));
     configure(*ws, *opts_, false);
     ws->async_accept(req, [self = shared_from_this(), ws](beast::error_code ec) {
@@ -326,7 +326,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
                 std::shared_ptr<const ListenerOptions> opts)
       : ws_(std::move(s)), ch_(std::move(ch)), engine_(eng), opts_(std::move(opts)) {}
 
-  void start(http::request<http::empty_body>&& req) {
+  void start(HttpRequest&& req) {
     configure(ws_, *opts_, true);
     ws_.next_layer().set_owner(weak_from_this());
     ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
@@ -404,7 +404,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
 
 }  // namespace
 
-void start_channel_relay(tcp::socket&& socket, http::request<http::empty_body>&& req,
+void start_channel_relay(tcp::socket&& socket, HttpRequest&& req,
                          std::shared_ptr<engine::Channel> channel, bool writer,
                          engine::Engine& engine, std::shared_ptr<const ListenerOptions> opts) {
   if (writer) {
