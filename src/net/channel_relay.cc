@@ -30,6 +30,8 @@ namespace {
 
 // Frames handed to the reader's socket at a time; whatever is queued goes out in one sendmsg.
 constexpr size_t kReaderInFlight = 512 * 1024;
+// Bytes of the reader's own frames read at a time (and dropped).
+constexpr size_t kReaderReadChunk = 16 * 1024;
 
 template <class NextLayer>
 void configure(websocket::stream<NextLayer>& ws, const ListenerOptions& opts, bool pings) {
@@ -90,7 +92,7 @@ class ChannelWriter : public std::enable_shared_from_this<ChannelWriter> {
         pool_(std::make_shared<BlockPool>()),
         timer_(socket_.get_executor()) {}
 
-  void start(http::request<http::empty_body>&& req) {
+  void start(HttpRequest&& req) {
     auto ws = std::make_shared<websocket::stream<tcp::socket>>(std::move(socket_));
     configure(*ws, *opts_, false);
     ws->async_accept(req, [self = shared_from_this(), ws](beast::error_code ec) {
@@ -326,7 +328,7 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
                 std::shared_ptr<const ListenerOptions> opts)
       : ws_(std::move(s)), ch_(std::move(ch)), engine_(eng), opts_(std::move(opts)) {}
 
-  void start(http::request<http::empty_body>&& req) {
+  void start(HttpRequest&& req) {
     configure(ws_, *opts_, true);
     ws_.next_layer().set_owner(weak_from_this());
     ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
@@ -345,12 +347,35 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
 
  private:
   // The reader's own frames are ignored, but a read must be pending to see Close and Pings.
+  // What it sends is dropped as it arrives, and a message longer than max_message_bytes (no
+  // reader needs to send one) ends the reader with 1009, as for the writer.
   void do_read() {
-    ws_.async_read(ignored_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return self->gone();
-      self->ignored_.consume(self->ignored_.size());
-      self->do_read();
-    });
+    ws_.async_read_some(ignored_, kReaderReadChunk,
+                        [self = shared_from_this()](beast::error_code ec, size_t n) {
+                          if (ec) return self->gone();
+                          self->ignored_.consume(self->ignored_.size());
+                          self->message_bytes_ += n;
+                          if (self->message_bytes_ > self->opts_->max_message_bytes)
+                            return self->refuse_oversized();
+                          if (self->ws_.is_message_done()) self->message_bytes_ = 0;
+                          self->do_read();
+                        });
+  }
+
+  // Closes with 1009; Beast's close discards the rest of the message until the client's Close.
+  void refuse_oversized() {
+    spdlog::warn(
+        "channel {}: reader sent a message larger than max_message_bytes ({} bytes); closing "
+        "with code 1009",
+        ch_->id(), opts_->max_message_bytes);
+    ignored_ = beast::flat_buffer();
+    if (done_) return;  // already closing
+    done_ = true;
+    ch_->drop_reader();
+    engine_.channels().remove(ch_->id());
+    ch_->on_data = nullptr;
+    ws_.async_close(websocket::close_reason(websocket::close_code::too_big, "message too big"),
+                    [self = shared_from_this()](beast::error_code) { self->shutdown(); });
   }
 
   // Moves frames from the channel to the socket, at most kReaderInFlight bytes ahead of what
@@ -399,12 +424,13 @@ class ChannelReader : public std::enable_shared_from_this<ChannelReader> {
   engine::Engine& engine_;
   std::shared_ptr<const ListenerOptions> opts_;
   beast::flat_buffer ignored_;
+  size_t message_bytes_ = 0;  // of the message the reader is sending
   bool done_ = false;
 };
 
 }  // namespace
 
-void start_channel_relay(tcp::socket&& socket, http::request<http::empty_body>&& req,
+void start_channel_relay(tcp::socket&& socket, HttpRequest&& req,
                          std::shared_ptr<engine::Channel> channel, bool writer,
                          engine::Engine& engine, std::shared_ptr<const ListenerOptions> opts) {
   if (writer) {

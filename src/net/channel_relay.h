@@ -3,10 +3,10 @@
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/http.hpp>
 #include <memory>
 
 #include "engine/channels.h"
+#include "net/http_server.h"
 #include "net/ws_listener.h"
 
 namespace iii::engine {
@@ -17,8 +17,7 @@ namespace iii::net {
 
 // Upgrades `socket` and relays frames: a writer pushes into the channel (pausing its reads
 // while the channel is full), a reader drains it and is closed once the writer is done.
-void start_channel_relay(boost::asio::ip::tcp::socket&& socket,
-                         boost::beast::http::request<boost::beast::http::empty_body>&& req,
+void start_channel_relay(boost::asio::ip::tcp::socket&& socket, HttpRequest&& req,
                          std::shared_ptr<engine::Channel> channel, bool writer,
                          engine::Engine& engine, std::shared_ptr<const ListenerOptions> opts);
 

@@ -264,6 +264,28 @@ TEST_F(ChannelRelayTest, AMessageOverTheLimitClosesTheWriterWith1009) {
   EXPECT_EQ(got[0].data.size(), 1024u * 1024);
 }
 
+// The reader's own messages are dropped, and bounded like the writer's: one over
+// max_message_bytes closes the reader with 1009 (before, it was buffered whole), and the
+// writer is told that the reader left.
+TEST_F(ChannelRelayTest, AReaderMessageOverTheLimitClosesTheReaderWith1009) {
+  const auto ch = create(8);
+  ListenerOptions opts;
+  opts.max_message_bytes = 256 * 1024;
+  start(opts);
+  auto ends = open_both(ch);
+  auto& [reader, writer] = ends->clients;
+  Watchdog dog({reader.get(), writer.get()});
+  reader->write(asio::buffer(pattern(256 * 1024, 1)));  // at the limit: dropped quietly
+  writer->write(asio::buffer(std::string("still open")));
+  beast::flat_buffer buf;
+  reader->read(buf);
+  EXPECT_EQ(beast::buffers_to_string(buf.data()), "still open");
+  beast::error_code ec;
+  reader->write(asio::buffer(pattern(4 * 1024 * 1024, 2)), ec);  // over it
+  EXPECT_EQ(close_seen_by(*reader).code, websocket::close_code::too_big);
+  EXPECT_EQ(close_seen_by(*writer).code, websocket::close_code::going_away);
+}
+
 TEST_F(ChannelRelayTest, TheWriterGetsPongsAndIsToldWhenTheReaderLeaves) {
   const auto ch = create(8);
   start();

@@ -2,8 +2,17 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <cstdio>
+#include <deque>
 
 namespace iii::net {
 
@@ -14,48 +23,311 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// After the last response of a connection that closes, what the client still sends (say the
+// rest of a refused body) is read and dropped for a while, so that closing does not reset the
+// connection before the client has read the response.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr size_t kLingerBytes = 4 * 1024 * 1024;
 
-// Reads the request line and headers of one connection.
-class RequestReader : public std::enable_shared_from_this<RequestReader> {
- public:
-  RequestReader(tcp::socket&& socket, std::shared_ptr<const RequestRouter> router)
-      : stream_(std::move(socket)), router_(std::move(router)) {}
-
-  void run() {
-    parser_.header_limit(16 * 1024);
-    parser_.body_limit(0);
-    stream_.expires_after(kRequestTimeout);
-    http::async_read(stream_, buffer_, parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) {
-                       self->on_read(ec);
-                     });
+bool has_token(std::string_view value, std::string_view token) {
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  for (size_t i = 0; i + token.size() <= value.size(); ++i) {
+    size_t j = 0;
+    while (j < token.size() && lower(value[i + j]) == token[j]) ++j;
+    if (j == token.size()) return true;
   }
+  return false;
+}
 
- private:
-  void on_read(beast::error_code ec) {
-    if (ec) return;  // the client went away or sent something that is not HTTP
-    beast::error_code ignored;
-    const auto ep = stream_.socket().remote_endpoint(ignored);
-    std::string ip = ignored ? std::string() : ep.address().to_string();
-    stream_.expires_never();
-    const uint16_t port = ignored ? 0 : ep.port();
-    (*router_)(std::make_shared<IncomingRequest>(std::move(stream_), parser_.release(),
-                                                 std::move(ip), port));
+// Status line and header fields, as written on the wire.
+std::string serialize_head(HttpStatus status, const HttpFields& fields) {
+  std::string out = "HTTP/1.1 ";
+  out += std::to_string(static_cast<unsigned>(status));
+  out += ' ';
+  out += std::string_view(http::obsolete_reason(status));
+  out += "\r\n";
+  for (const auto& f : fields) {
+    out += std::string_view(f.name_string());
+    out += ": ";
+    out += std::string_view(f.value());
+    out += "\r\n";
   }
+  out += "\r\n";
+  return out;
+}
 
-  beast::tcp_stream stream_;
-  std::shared_ptr<const RequestRouter> router_;
-  beast::flat_buffer buffer_{2048};
-  http::request_parser<http::empty_body> parser_;
-};
+bool has_no_body(HttpStatus s) {
+  const unsigned code = static_cast<unsigned>(s);
+  return code < 200 || code == 204 || code == 304;
+}
 
 }  // namespace
 
-IncomingRequest::IncomingRequest(beast::tcp_stream&& stream,
-                                 http::request<http::empty_body>&& req, std::string ip,
-                                 uint16_t remote_port)
-    : stream_(std::move(stream)), req_(std::move(req)), ip_(std::move(ip)), remote_port_(remote_port) {}
+struct ServerShared {
+  HttpServerOptions opts;
+  RequestRouter router;
+};
+
+// One accepted connection: reads a request, hands it to the router, writes its response, and
+// then reads the next one (or closes). At most one request is out with the router at a time.
+class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
+ public:
+  HttpConnection(tcp::socket&& socket, std::shared_ptr<const ServerShared> shared, std::string ip,
+                 uint16_t port)
+      : socket_(std::move(socket)),
+        shared_(std::move(shared)),
+        opts_(shared_->opts),
+        ip_(std::move(ip)),
+        port_(port),
+        read_timer_(socket_.get_executor()),
+        write_timer_(socket_.get_executor()) {}
+
+  void read_request() {
+    if (released_ || broken_) return;
+    parser_.emplace();
+    parser_->header_limit(static_cast<uint32_t>(opts_.max_header_bytes));
+    parser_->body_limit(opts_.max_body_bytes);
+    arm_read(opts_.header_timeout);
+    http::async_read_header(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  // Queues bytes of a response: `head`, `body` and `tail` leave in one gather write. `last`
+  // ends the response; then the connection reads its next request, or closes when `close`.
+  void queue(std::string head, std::string body, std::string tail,
+             std::function<void(bool)> written, bool last, bool close) {
+    if (broken_ || released_) {
+      if (written) asio::post(socket_.get_executor(), [w = std::move(written)] { w(false); });
+      return;
+    }
+    queued_bytes_ += head.size() + body.size() + tail.size();
+    out_.push_back(
+        Out{std::move(head), std::move(body), std::move(tail), std::move(written), last, close});
+    if (!writing_) write_next();
+  }
+
+  size_t queued_bytes() const { return queued_bytes_; }
+  bool connected() const { return !broken_ && !released_; }
+
+  tcp::socket release() {
+    released_ = true;
+    read_timer_.cancel();
+    write_timer_.cancel();
+    return std::move(socket_);
+  }
+
+ private:
+  struct Out {
+    std::string head, body, tail;
+    std::function<void(bool)> written;
+    bool last;
+    bool close;
+  };
+
+  // A timer's handler can already be queued when the timer is cancelled: each arming has a
+  // generation, and a handler of an older one does nothing.
+  void arm_read(std::chrono::milliseconds after) {
+    read_timed_out_ = false;
+    read_timer_.expires_after(after);
+    read_timer_.async_wait([weak = weak_from_this(), gen = ++read_gen_](beast::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || gen != self->read_gen_ || self->released_) return;
+      self->read_timed_out_ = true;
+      beast::error_code ignored;
+      self->socket_.cancel(ignored);
+    });
+  }
+
+  void disarm_read() {
+    ++read_gen_;
+    read_timer_.cancel();
+  }
+
+  void on_header(beast::error_code ec) {
+    disarm_read();
+    if (ec) return on_read_error(ec, parser_->got_some() || buffer_.size() > 0);
+    const auto& req = parser_->get();
+    if (beast::websocket::is_upgrade(req) || parser_->is_done()) return dispatch();
+    if (has_token(req[http::field::expect], "100-continue"))
+      queue("HTTP/1.1 100 Continue\r\n\r\n", {}, {}, {}, false, false);
+    arm_read(opts_.body_timeout);
+    http::async_read(socket_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       self->disarm_read();
+                       if (ec) return self->on_read_error(ec, true);
+                       self->dispatch();
+                     });
+  }
+
+  // `partial`: part of a request has arrived, so a client waiting for an answer gets one.
+  void on_read_error(beast::error_code ec, bool partial) {
+    if (released_ || broken_) return;
+    if (read_timed_out_) {
+      if (!partial) return close_now();
+      spdlog::debug("{}: {} was too slow to send its request", opts_.name, ip_);
+      return refuse(HttpStatus::request_timeout, "Request Timeout\n");
+    }
+    if (ec == http::error::header_limit)
+      return refuse(HttpStatus::request_header_fields_too_large,
+                    "Request header fields too large\n");
+    if (ec == http::error::body_limit)
+      return refuse(
+          HttpStatus::payload_too_large,
+          "Request body too large (limit " + std::to_string(opts_.max_body_bytes) + " bytes)\n");
+    if (ec == asio::error::eof || ec == http::error::end_of_stream ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted ||
+        ec == http::error::partial_message)
+      return close_now();  // the client went away
+    spdlog::debug("{}: bad request from {}: {}", opts_.name, ip_, ec.message());
+    refuse(HttpStatus::bad_request, "Bad Request\n");
+  }
+
+  // An answer of the server's own, after which the connection closes.
+  void refuse(HttpStatus status, std::string body) {
+    HttpFields f;
+    f.set(http::field::server, "iii/" III_VERSION);
+    f.set(http::field::content_type, "text/plain");
+    f.set(http::field::content_length, std::to_string(body.size()));
+    f.set(http::field::connection, "close");
+    queue(serialize_head(status, f), std::move(body), {}, {}, true, true);
+  }
+
+  void dispatch() {
+    HttpRequest req = parser_->release();
+    parser_.reset();
+    auto r = std::make_shared<IncomingRequest>(shared_from_this(), std::move(req), ip_, port_);
+    shared_->router(std::move(r));
+  }
+
+  void write_next() {
+    writing_ = true;
+    Out& o = out_.front();
+    write_timer_.expires_after(opts_.write_timeout);
+    write_timer_.async_wait([weak = weak_from_this(), gen = ++write_gen_](beast::error_code ec) {
+      auto self = weak.lock();
+      if (ec || !self || gen != self->write_gen_ || self->released_) return;
+      spdlog::debug("{}: {} did not read its response in time", self->opts_.name, self->ip_);
+      beast::error_code ignored;
+      self->socket_.close(ignored);
+    });
+    std::array<asio::const_buffer, 3> bufs{asio::buffer(o.head), asio::buffer(o.body),
+                                           asio::buffer(o.tail)};
+    asio::async_write(socket_, bufs, [self = shared_from_this()](beast::error_code ec, size_t) {
+      self->on_written(ec);
+    });
+  }
+
+  void on_written(beast::error_code ec) {
+    writing_ = false;
+    ++write_gen_;
+    write_timer_.cancel();
+    if (released_) return;
+    Out o = std::move(out_.front());
+    out_.pop_front();
+    queued_bytes_ -= o.head.size() + o.body.size() + o.tail.size();
+    if (ec) {
+      fail_all(std::move(o));
+      return close_now();
+    }
+    if (o.written) o.written(true);
+    if (o.last) {
+      if (o.close) return linger();
+      // Whatever the router queues meanwhile is sent before the next response.
+      read_request();
+    }
+    if (!writing_ && !out_.empty() && !broken_) write_next();
+  }
+
+  void fail_all(Out first) {
+    broken_ = true;
+    std::deque<Out> rest;
+    rest.swap(out_);
+    queued_bytes_ = 0;
+    if (first.written) first.written(false);
+    for (auto& o : rest)
+      if (o.written) o.written(false);
+  }
+
+  // Stops sending, then drops what the client still sends until it closes, kLingerBytes have
+  // come, or kLingerTime has passed.
+  void linger() {
+    broken_ = true;  // nothing more is written
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    read_timer_.expires_after(kLingerTime);
+    read_timer_.async_wait([weak = weak_from_this(), gen = ++read_gen_](beast::error_code ec) {
+      if (auto self = weak.lock(); self && !ec && gen == self->read_gen_) self->close_now();
+    });
+    drain();
+  }
+
+  void drain() {
+    socket_.async_read_some(asio::buffer(discard_),
+                            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                              self->lingered_ += n;
+                              if (ec || self->lingered_ > kLingerBytes) return self->close_now();
+                              self->drain();
+                            });
+  }
+
+  void close_now() {
+    if (released_) return;
+    broken_ = true;
+    read_timer_.cancel();
+    write_timer_.cancel();
+    beast::error_code ignored;
+    socket_.close(ignored);
+    std::deque<Out> rest;
+    rest.swap(out_);
+    queued_bytes_ = 0;
+    for (auto& o : rest)
+      if (o.written) o.written(false);
+  }
+
+  tcp::socket socket_;
+  std::shared_ptr<const ServerShared> shared_;
+  const HttpServerOptions& opts_;
+  std::string ip_;
+  uint16_t port_;
+  beast::flat_buffer buffer_{4096};
+  std::optional<http::request_parser<http::string_body>> parser_;
+  asio::steady_timer read_timer_;
+  asio::steady_timer write_timer_;
+  std::deque<Out> out_;
+  size_t queued_bytes_ = 0;
+  std::array<char, 4096> discard_;
+  size_t lingered_ = 0;
+  bool read_timed_out_ = false;
+  uint64_t read_gen_ = 0;
+  uint64_t write_gen_ = 0;
+  bool writing_ = false;
+  bool broken_ = false;
+  bool released_ = false;
+};
+
+IncomingRequest::IncomingRequest(std::shared_ptr<HttpConnection> conn, HttpRequest&& req,
+                                 std::string ip, uint16_t remote_port)
+    : conn_(std::move(conn)),
+      req_(std::move(req)),
+      ip_(std::move(ip)),
+      remote_port_(remote_port),
+      keep_alive_(req_.version() == 11 && req_.keep_alive()) {}
+
+IncomingRequest::~IncomingRequest() {
+  if (!conn_) return;  // released for an upgrade
+  if (!answered_) {
+    respond(HttpStatus::internal_server_error, "The request was not answered\n");
+  } else if (streaming_ && !ended_) {
+    // The body is incomplete: the client learns it from the connection closing early.
+    conn_->queue({}, {}, {}, {}, true, true);
+  }
+}
+
+std::string_view IncomingRequest::method() const { return req_.method_string(); }
+std::string_view IncomingRequest::target() const { return req_.target(); }
 
 std::string_view IncomingRequest::path() const {
   std::string_view t = target();
@@ -64,35 +336,110 @@ std::string_view IncomingRequest::path() const {
 
 bool IncomingRequest::is_websocket_upgrade() const { return beast::websocket::is_upgrade(req_); }
 
-tcp::socket IncomingRequest::release_socket() { return stream_.release_socket(); }
+bool IncomingRequest::connected() const { return conn_ && conn_->connected(); }
 
-void IncomingRequest::respond(http::status status, std::string body) {
-  auto res = std::make_shared<http::response<http::string_body>>(status, 11);
-  res->set(http::field::server, "iii/" III_VERSION);
-  res->set(http::field::content_type, "text/plain");
-  res->keep_alive(false);
-  res->body() = std::move(body);
-  res->prepare_payload();
-  stream_.expires_after(kRequestTimeout);
-  http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code, size_t) {
-    beast::error_code ignored;
-    self->stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-  });
+size_t IncomingRequest::queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
+
+tcp::socket IncomingRequest::release_socket() {
+  answered_ = true;
+  auto conn = std::move(conn_);
+  return conn->release();
+}
+
+void IncomingRequest::respond(HttpStatus status, std::string body, std::string_view content_type,
+                              HttpFields fields) {
+  if (answered_ || !conn_) return;
+  answered_ = ended_ = true;
+  const bool close = !keep_alive_ || has_token(fields[http::field::connection], "close");
+  if (fields.find(http::field::server) == fields.end())
+    fields.set(http::field::server, "iii/" III_VERSION);
+  fields.erase(http::field::transfer_encoding);
+  if (has_no_body(status)) {
+    body.clear();
+    fields.erase(http::field::content_length);
+  } else {
+    if (!content_type.empty() && fields.find(http::field::content_type) == fields.end())
+      fields.set(http::field::content_type, content_type);
+    fields.set(http::field::content_length, std::to_string(body.size()));
+  }
+  if (close) fields.set(http::field::connection, "close");
+  if (req_.method() == http::verb::head) body.clear();
+  conn_->queue(serialize_head(status, fields), std::move(body), {}, {}, true, close);
+}
+
+void IncomingRequest::start_response(HttpStatus status, HttpFields fields,
+                                     std::optional<uint64_t> content_length) {
+  if (answered_ || !conn_) return;
+  answered_ = streaming_ = true;
+  bool close = !keep_alive_ || has_token(fields[http::field::connection], "close");
+  if (fields.find(http::field::server) == fields.end())
+    fields.set(http::field::server, "iii/" III_VERSION);
+  fields.erase(http::field::transfer_encoding);
+  fields.erase(http::field::content_length);
+  length_ = content_length;
+  if (content_length) {
+    framing_ = 0;
+    fields.set(http::field::content_length, std::to_string(*content_length));
+  } else if (req_.version() == 11) {
+    framing_ = 1;
+    fields.set(http::field::transfer_encoding, "chunked");
+  } else {
+    framing_ = 2;  // HTTP/1.0 has no chunks: the body ends with the connection
+    close = true;
+  }
+  if (close) fields.set(http::field::connection, "close");
+  keep_alive_ = !close;
+  conn_->queue(serialize_head(status, fields), {}, {}, {}, false, false);
+}
+
+void IncomingRequest::write_body(std::string piece, std::function<void(bool)> written) {
+  if (!conn_ || !streaming_ || ended_) {  // no body is being sent
+    if (written) written(false);
+    return;
+  }
+  if (piece.empty() || req_.method() == http::verb::head) {  // nothing to send, in order
+    if (written) conn_->queue({}, {}, {}, std::move(written), false, false);
+    return;
+  }
+  if (length_ && sent_ + piece.size() > *length_) {
+    spdlog::warn("{} {}: response body longer than its Content-Length; extra bytes dropped",
+                 method(), target());
+    piece.resize(static_cast<size_t>(*length_ - sent_));
+  }
+  sent_ += piece.size();
+  if (framing_ == 1) {
+    char size[32];
+    const int n = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+    conn_->queue(std::string(size, static_cast<size_t>(n)), std::move(piece), "\r\n",
+                 std::move(written), false, false);
+  } else {
+    conn_->queue({}, std::move(piece), {}, std::move(written), false, false);
+  }
+}
+
+void IncomingRequest::end_response() {
+  if (!streaming_ || ended_ || !conn_) return;
+  ended_ = true;
+  // A body shorter than announced leaves the client waiting: only closing tells it.
+  const bool short_body = length_ && sent_ != *length_ && req_.method() != http::verb::head;
+  const bool close = !keep_alive_ || short_body;
+  std::string last = framing_ == 1 && req_.method() != http::verb::head ? "0\r\n\r\n" : "";
+  conn_->queue(std::move(last), {}, {}, {}, true, close);
 }
 
 struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
-  Impl(asio::io_context& io, std::string n, RequestRouter r)
-      : name(std::move(n)),
-        router(std::make_shared<const RequestRouter>(std::move(r))),
+  Impl(asio::io_context& io, HttpServerOptions o, RequestRouter r)
+      : shared(std::make_shared<const ServerShared>(ServerShared{std::move(o), std::move(r)})),
         acceptor(io),
         retry(io) {}
 
   void do_accept() {
     acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted || !self->acceptor.is_open()) return;
+      const auto& name = self->shared->opts.name;
       if (ec) {
         // Typically EMFILE: back off briefly instead of spinning on the error.
-        spdlog::warn("{}: accept failed: {}", self->name, ec.message());
+        spdlog::warn("{}: accept failed: {}", name, ec.message());
         self->retry.expires_after(std::chrono::milliseconds(50));
         self->retry.async_wait([self](beast::error_code e) {
           if (!e) self->do_accept();
@@ -101,32 +448,35 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       }
       beast::error_code ignored;
       socket.set_option(tcp::no_delay(true), ignored);
-      std::make_shared<RequestReader>(std::move(socket), self->router)->run();
+      const auto ep = socket.remote_endpoint(ignored);
+      std::string ip = ignored ? std::string() : ep.address().to_string();
+      const uint16_t port = ignored ? 0 : ep.port();
+      std::make_shared<HttpConnection>(std::move(socket), self->shared, std::move(ip), port)
+          ->read_request();
       self->do_accept();
     });
   }
 
-  std::string name;
-  std::shared_ptr<const RequestRouter> router;
+  std::shared_ptr<const ServerShared> shared;
   tcp::acceptor acceptor;
   asio::steady_timer retry;
   uint16_t port = 0;
 };
 
-HttpServer::HttpServer(asio::io_context& io, std::string name, const std::string& host,
-                       uint16_t port, RequestRouter router)
-    : impl_(std::make_shared<Impl>(io, std::move(name), std::move(router))) {
+HttpServer::HttpServer(asio::io_context& io, HttpServerOptions opts, RequestRouter router)
+    : impl_(std::make_shared<Impl>(io, std::move(opts), std::move(router))) {
+  const auto& o = impl_->shared->opts;
   beast::error_code ec;
-  const auto address = asio::ip::make_address(host, ec);
-  if (ec) throw std::system_error(ec, "invalid host '" + host + "'");
-  tcp::endpoint ep(address, port);
+  const auto address = asio::ip::make_address(o.host, ec);
+  if (ec) throw std::system_error(ec, "invalid host '" + o.host + "'");
+  tcp::endpoint ep(address, o.port);
   impl_->acceptor.open(ep.protocol());
   impl_->acceptor.set_option(asio::socket_base::reuse_address(true));
   impl_->acceptor.bind(ep, ec);
-  if (ec) throw std::system_error(ec, "cannot listen on " + host + ":" + std::to_string(port));
+  if (ec) throw std::system_error(ec, "cannot listen on " + o.host + ":" + std::to_string(o.port));
   impl_->acceptor.listen(asio::socket_base::max_listen_connections);
   impl_->port = impl_->acceptor.local_endpoint().port();
-  spdlog::info("{} listening on {}:{}", impl_->name, host, impl_->port);
+  spdlog::info("{} listening on {}:{}", o.name, o.host, impl_->port);
   impl_->do_accept();
 }
 

@@ -1,28 +1,20 @@
-// Beast plumbing for the worker listener: accept TCP, read the HTTP upgrade, route by path to
-// a worker session (`/`), a telemetry session (`/otel`) or a channel relay (`/ws/channels/`).
+// The worker listener: an HttpServer whose router sends each upgrade to a worker session (`/`),
+// a telemetry session (`/otel`) or a channel relay (`/ws/channels/`).
 #include "net/ws_listener.h"
 
 #include <spdlog/spdlog.h>
 
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/url/parse.hpp>
 
 #include "engine/connection.h"
+#include "engine/engine.h"
 #include "net/channel_relay.h"
 #include "net/http_server.h"
 #include "net/ws_session.h"
-#include <boost/url/parse.hpp>
-#include "engine/engine.h"
 
 namespace iii::net {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace websocket = beast::websocket;
-using tcp = asio::ip::tcp;
 
 namespace {
 
@@ -34,7 +26,8 @@ bool is_telemetry(std::string_view f) {
 // `/`: a worker connection of the engine.
 class WorkerHandler : public SessionHandler {
  public:
-  WorkerHandler(engine::Engine& engine, std::string listener) : engine_(engine), listener_(std::move(listener)) {}
+  WorkerHandler(engine::Engine& engine, std::string listener)
+      : engine_(engine), listener_(std::move(listener)) {}
   uint64_t on_open(std::shared_ptr<engine::Connection> conn, const std::string& ip) override {
     return engine_.connect(std::move(conn), engine::ConnectionInfo{ip, listener_});
   }
@@ -64,16 +57,26 @@ class TelemetryHandler : public SessionHandler {
   engine::Engine& engine_;
 };
 
+// Only upgrades are served: a request body is never needed.
+HttpServerOptions http_options(const ListenerOptions& o) {
+  HttpServerOptions h;
+  h.name = o.name;
+  h.host = o.host;
+  h.port = o.port;
+  h.max_body_bytes = 64 * 1024;
+  return h;
+}
+
 // Routes the requests of one worker-manager listener.
 class WsListener : public Listener {
  public:
   WsListener(asio::io_context& io, engine::Engine& engine, ListenerOptions opts)
       : engine_(engine),
         opts_(std::make_shared<const ListenerOptions>(std::move(opts))),
-        session_opts_(std::make_shared<const SessionOptions>(SessionOptions{
-            opts_->name, opts_->max_message_bytes, opts_->idle_timeout, opts_->max_outbound_bytes,
-            1008})),
-        server_(io, opts_->name, opts_->host, opts_->port,
+        session_opts_(std::make_shared<const SessionOptions>(
+            SessionOptions{opts_->name, opts_->max_message_bytes, opts_->idle_timeout,
+                           opts_->max_outbound_bytes, 1008})),
+        server_(io, http_options(*opts_),
                 [this](std::shared_ptr<IncomingRequest> r) { route(std::move(r)); }) {}
 
   uint16_t port() const override { return server_.port(); }
@@ -85,14 +88,16 @@ class WsListener : public Listener {
     constexpr std::string_view kChannels = "/ws/channels/";
     const bool channel = path.substr(0, kChannels.size()) == kChannels;
     if (path != "/" && path != "/otel" && !channel)
-      return r->respond(http::status::not_found, "Not Found\n");
+      return r->respond(HttpStatus::not_found, "Not Found\n");
     if (!r->is_websocket_upgrade())
-      return r->respond(http::status::upgrade_required,
+      return r->respond(HttpStatus::upgrade_required,
                         "This endpoint expects a WebSocket upgrade\n");
     if (channel) return open_channel(path.substr(kChannels.size()), std::move(r));
     std::shared_ptr<SessionHandler> handler;
-    if (path == "/") handler = std::make_shared<WorkerHandler>(engine_, opts_->name);
-    else handler = std::make_shared<TelemetryHandler>(engine_);
+    if (path == "/")
+      handler = std::make_shared<WorkerHandler>(engine_, opts_->name);
+    else
+      handler = std::make_shared<TelemetryHandler>(engine_);
     run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), session_opts_,
                    std::move(handler));
   }
@@ -100,14 +105,16 @@ class WsListener : public Listener {
   // `/ws/channels/{id}?key=<access key>&dir=read|write`
   void open_channel(std::string_view id, std::shared_ptr<IncomingRequest> r) {
     auto url = boost::urls::parse_origin_form(r->target());
-    if (!url) return r->respond(http::status::bad_request, "Malformed request target\n");
+    if (!url) return r->respond(HttpStatus::bad_request, "Malformed request target\n");
     std::string key, dir;
     for (auto param : url->params()) {  // decoded key/value pairs
-      if (param.key == "key") key = param.value;
-      else if (param.key == "dir") dir = param.value;
+      if (param.key == "key")
+        key = param.value;
+      else if (param.key == "dir")
+        dir = param.value;
     }
     if (key.empty() || (dir != "read" && dir != "write"))
-      return r->respond(http::status::bad_request,
+      return r->respond(HttpStatus::bad_request,
                         "Channel requests need ?key=<access key>&dir=read|write\n");
     std::shared_ptr<engine::Channel> ch;
     auto found = engine_.channels().find(std::string(id), key, ch);
@@ -115,13 +122,14 @@ class WsListener : public Listener {
       spdlog::warn("{}: channel {} refused: {}", opts_->name, id,
                    found == engine::ChannelRegistry::Lookup::kWrongKey ? "wrong access key"
                                                                        : "no such channel");
-      return r->respond(http::status::not_found, "Channel not found");
+      return r->respond(HttpStatus::not_found, "Channel not found");
     }
     const bool writer = dir == "write";
     if (writer ? ch->writer_taken : ch->reader_taken) {
-      spdlog::warn("{}: channel {} already has a {}", opts_->name, id, writer ? "writer" : "reader");
-      return r->respond(http::status::conflict, writer ? "Channel writer already connected\n"
-                                                       : "Channel reader already connected\n");
+      spdlog::warn("{}: channel {} already has a {}", opts_->name, id,
+                   writer ? "writer" : "reader");
+      return r->respond(HttpStatus::conflict, writer ? "Channel writer already connected\n"
+                                                     : "Channel reader already connected\n");
     }
     start_channel_relay(r->release_socket(), std::move(r->request()), std::move(ch), writer,
                         engine_, opts_);

@@ -1,5 +1,6 @@
-// WebSocket listener for worker connections (`/`), telemetry (`/otel`) and, later, channels.
-// The only part of the engine that includes Beast.
+// WebSocket listener for worker connections (`/`), telemetry (`/otel`) and data channels
+// (`/ws/channels/`). Callers see no Beast: the plumbing is in http_server, ws_session and
+// channel_relay.
 #pragma once
 
 #include <chrono>

@@ -36,13 +36,13 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
         handler_(std::move(handler)),
         ip_(std::move(ip)) {}
 
-  void accept(http::request<http::empty_body>&& req) {
+  void accept(HttpRequest&& req) {
     websocket::stream_base::timeout t{};
     t.handshake_timeout = kHandshakeTimeout;
-    t.idle_timeout = opts_.idle_timeout.count() > 0
-                         ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                               opts_.idle_timeout)
-                         : websocket::stream_base::none();
+    t.idle_timeout =
+        opts_.idle_timeout.count() > 0
+            ? std::chrono::duration_cast<std::chrono::steady_clock::duration>(opts_.idle_timeout)
+            : websocket::stream_base::none();
     t.keep_alive_pings = opts_.idle_timeout.count() > 0;
     ws_.set_option(t);
     // The size limit is enforced here, not by Beast: Beast's failure path tears the socket
@@ -52,9 +52,8 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
     ws_.next_layer().set_owner(weak_from_this());
-    ws_.async_accept(req, [self = shared_from_this()](beast::error_code ec) {
-      self->on_accept(ec);
-    });
+    ws_.async_accept(req,
+                     [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
   }
 
   // Frames are queued in the FrameSocket and written in order; whatever has queued up by the
@@ -94,10 +93,9 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
   }
 
   void do_read() {
-    ws_.async_read_some(buffer_, kReadChunk,
-                        [self = shared_from_this()](beast::error_code ec, size_t) {
-                          self->on_read(ec);
-                        });
+    ws_.async_read_some(
+        buffer_, kReadChunk,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
@@ -153,11 +151,10 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
 
 }  // namespace
 
-void run_ws_session(tcp::socket&& socket, http::request<http::empty_body>&& req, std::string ip,
+void run_ws_session(tcp::socket&& socket, HttpRequest&& req, std::string ip,
                     std::shared_ptr<const SessionOptions> opts,
                     std::shared_ptr<SessionHandler> handler) {
-  std::make_shared<WsSession>(std::move(socket), std::move(ip), std::move(opts),
-                              std::move(handler))
+  std::make_shared<WsSession>(std::move(socket), std::move(ip), std::move(opts), std::move(handler))
       ->accept(std::move(req));
 }
 

@@ -1,17 +1,16 @@
 // One WebSocket connection with one write in flight (Beast chat-multi style; FrameSocket queues
-// the writes and batches them), reused by the worker listener and the stream server. What the
-// frames mean is up to the handler.
-// Internal to src/net.
+// the writes and batches them), reused by the worker listener and the stream server
+// (src/workers/stream). What the frames mean is up to the handler.
 #pragma once
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "engine/connection.h"
+#include "net/http_server.h"
 
 namespace iii::net {
 
@@ -34,9 +33,10 @@ class SessionHandler {
   virtual std::string describe(uint64_t id) { return std::to_string(id); }
 };
 
-void run_ws_session(boost::asio::ip::tcp::socket&& socket,
-                    boost::beast::http::request<boost::beast::http::empty_body>&& req,
-                    std::string ip, std::shared_ptr<const SessionOptions> opts,
+// Answers the upgrade `req` on `socket` (from IncomingRequest::release_socket) and runs the
+// session.
+void run_ws_session(boost::asio::ip::tcp::socket&& socket, HttpRequest&& req, std::string ip,
+                    std::shared_ptr<const SessionOptions> opts,
                     std::shared_ptr<SessionHandler> handler);
 
 }  // namespace iii::net

@@ -9,10 +9,10 @@
 #include "config/config.h"
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
-#include "net/stream_server.h"
 #include "protocol/json_writer.h"
 #include "storage/adapter_config.h"
 #include "storage/kv_store.h"
+#include "workers/stream/stream_server.h"
 
 namespace iii::workers {
 namespace {
@@ -70,7 +70,7 @@ class BoundSet : public engine::TriggerTypeHandler {
   bool needs_stream_name_;
 };
 
-class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDelegate {
+class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDelegate {
  public:
   StreamWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
       : rt_(rt), eng_(rt.engine), name_(entry.instance_name) {
@@ -97,7 +97,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
              &join_triggers_);
     add_type("stream:leave", "Called when a client leaves a stream subscription", &leave_triggers_);
     register_functions();
-    server_ = net::start_stream_server(io, server_opts_, *this);
+    server_ = stream::start_stream_server(io, server_opts_, *this);
   }
 
   void stop() override {
@@ -105,7 +105,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
     store_->close();  // flushes accepted writes; their acknowledgements are already posted
   }
 
-  // ---- net::StreamServerDelegate ----
+  // ---- stream::StreamServerDelegate ----
   void authenticate(json::object request, std::function<void(json::value)> done) override {
     if (!auth_function_) return done(nullptr);
     eng_.invoke(*auth_function_, std::move(request), CallContext{},
@@ -122,7 +122,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
                 });
   }
 
-  void join(const net::StreamSubscription& sub, const json::value& context,
+  void join(const stream::StreamSubscription& sub, const json::value& context,
             std::function<void(bool, engine::SharedFrame)> done) override {
     json::object event = membership_event(sub, context);
     auto remaining = std::make_shared<size_t>(join_triggers_.ids.size());
@@ -151,12 +151,12 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
     }
   }
 
-  void leave(const net::StreamSubscription& sub, const json::value& context) override {
+  void leave(const stream::StreamSubscription& sub, const json::value& context) override {
     fire_all(leave_triggers_, membership_event(sub, context));
   }
 
  private:
-  static json::object membership_event(const net::StreamSubscription& sub, const json::value& ctx) {
+  static json::object membership_event(const stream::StreamSubscription& sub, const json::value& ctx) {
     return json::object{{"subscription_id", sub.subscription_id},
                         {"stream_name", sub.stream_name},
                         {"group_id", sub.group_id},
@@ -164,7 +164,7 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
                         {"context", ctx}};
   }
 
-  void send_sync(const net::StreamSubscription& sub,
+  void send_sync(const stream::StreamSubscription& sub,
                  std::function<void(bool, engine::SharedFrame)> done) {
     auto reply = [sub, done](Outcome o, json::value fallback) {
       if (o.error) {
@@ -467,11 +467,11 @@ class StreamWorker : public engine::BuiltinWorker, public net::StreamServerDeleg
   engine::Runtime& rt_;
   engine::Engine& eng_;
   std::string name_;
-  net::StreamServerOptions server_opts_;
+  stream::StreamServerOptions server_opts_;
   std::optional<std::string> auth_function_;
   storage::StoreOptions store_opts_;
   std::unique_ptr<storage::KvStore> store_;
-  std::unique_ptr<net::StreamServer> server_;
+  std::unique_ptr<stream::StreamServer> server_;
   BoundSet stream_triggers_{true};
   BoundSet join_triggers_{false};
   BoundSet leave_triggers_{false};

@@ -1,4 +1,4 @@
-#include "net/stream_server.h"
+#include "workers/stream/stream_server.h"
 
 #include <spdlog/spdlog.h>
 
@@ -9,10 +9,14 @@
 #include "net/http_server.h"
 #include "net/ws_session.h"
 
-namespace iii::net {
+namespace iii::workers::stream {
 
 namespace asio = boost::asio;
-namespace http = boost::beast::http;
+using net::HttpServer;
+using net::IncomingRequest;
+using net::run_ws_session;
+using net::SessionHandler;
+using net::SessionOptions;
 namespace json = boost::json;
 
 namespace {
@@ -56,9 +60,9 @@ std::optional<StreamSubscription> parse_subscription(const json::object& msg, st
   }
   const auto& d = data->get_object();
   StreamSubscription s;
-  for (auto [field, out] : {std::pair{"subscriptionId", &s.subscription_id},
-                            std::pair{"streamName", &s.stream_name},
-                            std::pair{"groupId", &s.group_id}}) {
+  for (auto [field, out] :
+       {std::pair{"subscriptionId", &s.subscription_id}, std::pair{"streamName", &s.stream_name},
+        std::pair{"groupId", &s.group_id}}) {
     const json::value* v = d.if_contains(field);
     if (!v || !v->is_string()) {
       error = std::string("data.") + field + " must be a string";
@@ -103,8 +107,9 @@ class Core : public std::enable_shared_from_this<Core> {
     const json::object* msg = ec ? nullptr : v.if_object();
     const json::value* type = msg ? msg->if_contains("type") : nullptr;
     if (!type || !type->is_string()) {
-      spdlog::warn("iii-stream: client {} sent an invalid message (expected {{type, data}} JSON); ignored",
-                   id);
+      spdlog::warn(
+          "iii-stream: client {} sent an invalid message (expected {{type, data}} JSON); ignored",
+          id);
       return;
     }
     std::string error;
@@ -114,10 +119,13 @@ class Core : public std::enable_shared_from_this<Core> {
                    std::string(type->get_string()), error);
       return;
     }
-    if (type->get_string() == "join") join(id, std::move(*sub));
-    else if (type->get_string() == "leave") leave(id, sub->subscription_id);
-    else spdlog::warn("iii-stream: client {} sent unknown message type '{}'; ignored", id,
-                      std::string(type->get_string()));
+    if (type->get_string() == "join")
+      join(id, std::move(*sub));
+    else if (type->get_string() == "leave")
+      leave(id, sub->subscription_id);
+    else
+      spdlog::warn("iii-stream: client {} sent unknown message type '{}'; ignored", id,
+                   std::string(type->get_string()));
   }
 
   void join(uint64_t id, StreamSubscription sub) {
@@ -196,8 +204,8 @@ class Core : public std::enable_shared_from_this<Core> {
       c.subs.erase(old);
     }
     c.subs[sub.subscription_id] = sub;
-    index_[group_key(sub.stream_name, sub.group_id)].push_back(std::make_shared<Target>(
-        Target{id, sub.subscription_id, c.conn, sub.item_id}));
+    index_[group_key(sub.stream_name, sub.group_id)].push_back(
+        std::make_shared<Target>(Target{id, sub.subscription_id, c.conn, sub.item_id}));
   }
 
   void unindex(uint64_t id, const StreamSubscription& sub) {
@@ -244,6 +252,16 @@ class ClientHandler : public SessionHandler {
   std::optional<StreamSubscription> auto_join_;
 };
 
+// Only upgrades are served: a request body is never needed.
+net::HttpServerOptions http_options(const StreamServerOptions& o) {
+  net::HttpServerOptions h;
+  h.name = "iii-stream";
+  h.host = o.host;
+  h.port = o.port;
+  h.max_body_bytes = 64 * 1024;
+  return h;
+}
+
 class StreamServerImpl : public StreamServer {
  public:
   StreamServerImpl(asio::io_context& io, StreamServerOptions opts, StreamServerDelegate& delegate)
@@ -252,7 +270,7 @@ class StreamServerImpl : public StreamServer {
         session_opts_(std::make_shared<const SessionOptions>(
             SessionOptions{"iii-stream", opts.max_message_bytes, opts.idle_timeout,
                            opts.max_outbound_bytes, 1013})),
-        server_(io, "iii-stream", opts.host, opts.port,
+        server_(io, http_options(opts),
                 [this](std::shared_ptr<IncomingRequest> r) { route(std::move(r)); }) {}
 
   uint16_t port() const override { return server_.port(); }
@@ -277,12 +295,13 @@ class StreamServerImpl : public StreamServer {
       const auto slash = rest.find('/');
       if (rest.empty() || slash == std::string_view::npos || slash == 0 ||
           slash + 1 == rest.size() || rest.find('/', slash + 1) != std::string_view::npos)
-        return r->respond(http::status::not_found, "Not Found\n");
+        return r->respond(net::HttpStatus::not_found, "Not Found\n");
       auto_join = StreamSubscription{std::string(rest), std::string(rest.substr(0, slash)),
                                      std::string(rest.substr(slash + 1)), std::nullopt};
     }
     if (!r->is_websocket_upgrade())
-      return r->respond(http::status::upgrade_required, "This endpoint expects a WebSocket upgrade\n");
+      return r->respond(net::HttpStatus::upgrade_required,
+                        "This endpoint expects a WebSocket upgrade\n");
     std::weak_ptr<Core> core = core_;
     auto opts = session_opts_;
     delegate_.authenticate(describe_request(*r), [r, core, opts, auto_join](json::value context) {
@@ -304,4 +323,4 @@ std::unique_ptr<StreamServer> start_stream_server(asio::io_context& io, StreamSe
   return std::make_unique<StreamServerImpl>(io, std::move(opts), delegate);
 }
 
-}  // namespace iii::net
+}  // namespace iii::workers::stream

@@ -1,7 +1,8 @@
 // The iii-stream client WebSocket server (default port 3112): clients join/leave
 // subscriptions to (stream, group[, item]) and receive pushed events. This layer owns the
-// sockets and the subscription index and fans each event out as one shared buffer; what a
-// join means (auth, stream:join triggers, the sync payload) is decided by the delegate.
+// subscription index and fans each event out as one shared buffer; the sockets are the generic
+// src/net pieces (HttpServer for the upgrade, a WsSession per client). What a join means (auth,
+// stream:join triggers, the sync payload) is decided by the delegate (the stream worker).
 #pragma once
 
 #include <boost/json/value.hpp>
@@ -17,7 +18,7 @@ namespace boost::asio {
 class io_context;
 }
 
-namespace iii::net {
+namespace iii::workers::stream {
 
 struct StreamSubscription {
   std::string subscription_id;
@@ -67,4 +68,4 @@ std::unique_ptr<StreamServer> start_stream_server(boost::asio::io_context& io,
                                                   StreamServerOptions opts,
                                                   StreamServerDelegate& delegate);
 
-}  // namespace iii::net
+}  // namespace iii::workers::stream
