@@ -31,12 +31,17 @@ StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
     const YAML::Node& v = kv.second;
     if (key == "store_method") {
       const auto m = v.as<std::string>("");
-      if (m == "in_memory") opts.method = StoreOptions::Method::kInMemory;
-      else if (m == "file_based") opts.method = StoreOptions::Method::kFileBased;
-      else r.fail_at(v, "adapter.config.store_method must be in_memory or file_based (got '" + m + "')");
+      if (m == "in_memory")
+        opts.method = StoreOptions::Method::kInMemory;
+      else if (m == "file_based")
+        opts.method = StoreOptions::Method::kFileBased;
+      else
+        r.fail_at(v,
+                  "adapter.config.store_method must be in_memory or file_based (got '" + m + "')");
     } else if (key == "file_path") {
       opts.file_path = v.as<std::string>("");
-      if (opts.file_path.empty()) r.fail_at(v, "adapter.config.file_path must be a non-empty string");
+      if (opts.file_path.empty())
+        r.fail_at(v, "adapter.config.file_path must be a non-empty string");
     } else if (key == "fsync") {
       if (!v.IsScalar() || (v.Scalar() != "true" && v.Scalar() != "false"))
         r.fail_at(v, "adapter.config.fsync must be true or false");
@@ -64,11 +69,12 @@ StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
 std::unique_ptr<KvStore> open_store_for(const config::WorkerEntry& entry, const StoreOptions& opts,
                                         boost::asio::io_context& io) {
   try {
-    return make_store(opts, [&io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); });
+    return make_store(opts,
+                      [&io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); });
   } catch (const std::exception& e) {
-    throw config::ConfigError(entry.source + ":" + std::to_string(entry.line) + ": worker '" +
-                              entry.instance_name + "': cannot open the file_based store (file_path '" +
-                              opts.file_path + "'): " + e.what());
+    throw config::ConfigError(
+        entry.source + ":" + std::to_string(entry.line) + ": worker '" + entry.instance_name +
+        "': cannot open the file_based store (file_path '" + opts.file_path + "'): " + e.what());
   }
 }
 

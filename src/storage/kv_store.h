@@ -6,7 +6,6 @@
 #pragma once
 
 #include <boost/json/value.hpp>
-
 #include <functional>
 #include <memory>
 #include <optional>
@@ -51,9 +50,10 @@ class KvStore {
                    SetCallback cb) = 0;
   virtual void del(const std::string& index, const std::string& key, DeleteCallback cb) = 0;
   // Atomic read-modify-write with the update ops; the result is always written back.
-  virtual void update(const std::string& index, const std::string& key,
-                      std::vector<UpdateOp> ops, UpdateCallback cb) = 0;
-  // Values of one index in insertion order.
+  virtual void update(const std::string& index, const std::string& key, std::vector<UpdateOp> ops,
+                      UpdateCallback cb) = 0;
+  // Values of one index in insertion order. They may share one allocator (the SQLite adapter
+  // parses a list into one arena): copy, rather than move, a value that must outlive the list.
   virtual void list(const std::string& index, ListCallback cb) = 0;
   // Names of the non-empty indexes that start with `prefix`, sorted.
   virtual void list_indexes(const std::string& prefix, IndexesCallback cb) = 0;

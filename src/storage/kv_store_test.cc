@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 namespace iii::storage {
 namespace {
@@ -162,7 +164,9 @@ TEST_P(KvStoreTest, UpdateIsAtomicAndWritesBack) {
   auto r = s().update("c", "n", R"([{"type":"increment","path":"hits","by":2}])");
   EXPECT_FALSE(r.old_value);
   EXPECT_EQ(json::serialize(r.new_value), R"({"hits":2})");
-  r = s().update("c", "n", R"([{"type":"increment","path":"hits","by":3},{"type":"set","path":"x","value":1}])");
+  r = s().update(
+      "c", "n",
+      R"([{"type":"increment","path":"hits","by":3},{"type":"set","path":"x","value":1}])");
   EXPECT_EQ(json::serialize(*r.old_value), R"({"hits":2})");
   EXPECT_EQ(json::serialize(*s().get("c", "n")), R"({"hits":5,"x":1})");
 }
@@ -179,6 +183,71 @@ TEST_P(KvStoreTest, ManyConcurrentWritesAllAcknowledgedInOrder) {
   loop_.run_until([&] { return acked == 2000; });
   EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
   EXPECT_EQ(json::serialize(*s().get("bulk", "k99")), "1999");
+}
+
+// A read issued after a write, before the write is acknowledged, sees it (read-your-writes),
+// and its completion comes after the write's, as with the in-memory adapter.
+TEST_P(KvStoreTest, ReadsIssuedAfterAnUnacknowledgedWriteSeeIt) {
+  std::vector<std::string> events;
+  store_->set("stream:s:g", "k", J("1"), [&](auto r) {
+    EXPECT_TRUE(r.ok());
+    events.push_back("set");
+  });
+  store_->get("stream:s:g", "k", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("get " + (r.value ? json::serialize(*r.value) : std::string("-")));
+  });
+  store_->list("stream:s:g", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("list " + std::to_string(r.value.size()));
+  });
+  store_->list_indexes("stream:s:", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("indexes " + std::to_string(r.value.size()));
+  });
+  store_->del("stream:s:g", "k", [&](auto r) {
+    EXPECT_TRUE(r.ok());
+    events.push_back("del");
+  });
+  store_->get("stream:s:g", "k", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("get " + (r.value ? json::serialize(*r.value) : std::string("-")));
+  });
+  loop_.run_until([&] { return events.size() == 6; });
+  ASSERT_EQ(events.size(), 6u);
+  // Completions of reads may overtake each other, never the write they follow.
+  auto pos = [&](const std::string& e) {
+    return std::find(events.begin(), events.end(), e) - events.begin();
+  };
+  EXPECT_LT(pos("set"), pos("get 1"));
+  EXPECT_LT(pos("set"), pos("list 1"));
+  EXPECT_LT(pos("set"), pos("indexes 1"));
+  EXPECT_LT(pos("del"), pos("get -"));
+}
+
+// Lists taken while thousands of inserts commit see whole prefixes of them (one snapshot per
+// list) and at least every insert issued before the list.
+TEST_P(KvStoreTest, ListsSeeConsistentSnapshotsDuringWrites) {
+  constexpr int kItems = 3000;
+  int acked = 0, listed = 0, lists = 0;
+  for (int i = 0; i < kItems; ++i) {
+    store_->set("g", "k" + std::to_string(i), json::value(i), [&](auto r) {
+      EXPECT_TRUE(r.ok());
+      ++acked;
+    });
+    if (i % 100 == 99) {
+      ++lists;
+      store_->list("g", [&, issued = i + 1](auto r) {
+        ASSERT_TRUE(r.ok());
+        EXPECT_GE(r.value.size(), size_t(issued));
+        for (size_t j = 0; j < r.value.size(); ++j)
+          ASSERT_EQ(r.value[j], json::value(int64_t(j))) << "gap in a list snapshot";
+        ++listed;
+      });
+    }
+  }
+  loop_.run_until([&] { return acked == kItems && listed == lists; });
+  EXPECT_EQ(listed, lists);
 }
 
 INSTANTIATE_TEST_SUITE_P(Adapters, KvStoreTest,
@@ -285,6 +354,160 @@ TEST(SqliteStore, UnwritablePathIsAClearError) {
   o.file_path = "/proc/iii-cannot-write-here/x.db";
   TestLoop loop;
   EXPECT_THROW(make_store(o, loop.poster()), std::exception);
+}
+
+}  // namespace
+}  // namespace iii::storage
+
+namespace iii::storage {
+namespace {
+
+// A poster that can hold the reader thread that posts next: the test sees the read finished
+// on its thread and keeps that thread busy until it lets it go.
+class HoldingLoop {
+ public:
+  Poster poster() {
+    return [this](std::function<void()> fn) {
+      std::unique_lock lock(mu_);
+      if (hold_next_ && std::this_thread::get_id() != owner_) {
+        hold_next_ = false;
+        holding_ = true;
+        cv_.notify_all();
+        cv_.wait(lock, [&] { return !holding_; });
+      }
+      queue_.push_back(std::move(fn));
+      cv_.notify_all();
+    };
+  }
+  void hold_next() {
+    std::lock_guard lock(mu_);
+    hold_next_ = true;
+  }
+  // Waits (bounded) until a reader thread is held in the poster.
+  bool wait_held() {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return holding_; });
+  }
+  void release() {
+    std::lock_guard lock(mu_);
+    holding_ = false;
+    cv_.notify_all();
+  }
+  void run_until(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done()) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        if (!cv_.wait_until(lock, deadline, [&] { return !queue_.empty(); })) {
+          ADD_FAILURE() << "timed out waiting for store completions";
+          return;
+        }
+        fn = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      fn();
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::thread::id owner_ = std::this_thread::get_id();
+  bool hold_next_ = false, holding_ = false;
+};
+
+struct SqliteReads : ::testing::Test {
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("iii-kv-reads-" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    StoreOptions o;
+    o.method = StoreOptions::Method::kFileBased;
+    o.file_path = dir_.string();
+    store_ = make_store(o, loop_.poster());
+  }
+  void TearDown() override {
+    loop_.release();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  void fill(const std::string& index, int n) {
+    int acked = 0;
+    for (int i = 0; i < n; ++i)
+      store_->set(index, "k" + std::to_string(i), json::value(i), [&](auto) { ++acked; });
+    loop_.run_until([&] { return acked == n; });
+  }
+  fs::path dir_;
+  HoldingLoop loop_;
+  std::unique_ptr<KvStore> store_;
+};
+
+// A list in progress on one reader (held before it can post its result) does not delay a get:
+// it completes on the other reader. With reads on the engine thread the list would complete
+// inside list() and no reader would ever be held.
+TEST_F(SqliteReads, GetCompletesWhileAListIsRunning) {
+  fill("big", 1000);
+  fill("hot", 1);
+  bool listed = false, got = false;
+  loop_.hold_next();
+  store_->list("big", [&](auto r) {
+    EXPECT_TRUE(r.ok());
+    EXPECT_EQ(r.value.size(), 1000u);
+    listed = true;
+  });
+  ASSERT_TRUE(loop_.wait_held()) << "the list did not run on a reader thread";
+  EXPECT_FALSE(listed);
+  // A second list must wait for the first: one reader is kept for point reads.
+  bool listed2 = false;
+  store_->list("big", [&](auto r) {
+    EXPECT_TRUE(r.ok());
+    listed2 = true;
+  });
+  store_->get("hot", "k0", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r.value, json::value(0));
+    got = true;
+  });
+  loop_.run_until([&] { return got; });
+  EXPECT_TRUE(got);
+  EXPECT_FALSE(listed);
+  EXPECT_FALSE(listed2);
+  loop_.release();
+  loop_.run_until([&] { return listed && listed2; });
+}
+
+// close() with reads queued and in flight: every read issued before close() completes with
+// its result, later ones fail with an error, and completions that run after the store is
+// destroyed touch nothing of it (the asan build checks).
+TEST_F(SqliteReads, CloseDrainsReadsInFlight) {
+  fill("big", 2000);
+  int ok = 0, failed = 0;
+  constexpr int kReads = 50;
+  for (int i = 0; i < kReads; ++i) {
+    auto count = [&](bool good) { good ? ++ok : ++failed; };
+    if (i % 5 == 0)
+      store_->list("big", [&, count](auto r) {
+        EXPECT_TRUE(r.ok()) << *r.error;
+        count(r.ok() && r.value.size() >= 2000);  // may see the later write
+      });
+    else
+      store_->get("big", "k" + std::to_string(i),
+                  [&, count, i](auto r) { count(r.ok() && r.value == json::value(i)); });
+  }
+  // A write followed by a read of it: the read waits for the write, close() lets it run.
+  store_->set("big", "late", J("7"), [&](auto r) { EXPECT_TRUE(r.ok()); });
+  store_->get("big", "late",
+              [&](auto r) { r.ok() && r.value == json::value(7) ? ++ok : ++failed; });
+  store_->close();
+  std::optional<std::string> after_close;
+  store_->get("big", "k1", [&](auto r) { after_close = r.error.value_or("no error"); });
+  store_->list("big", [&](auto r) { EXPECT_FALSE(r.ok()); });
+  EXPECT_EQ(after_close, "store is closed");
+  store_.reset();  // completions are still queued on the loop
+  loop_.run_until([&] { return ok + failed == kReads + 1; });
+  EXPECT_EQ(ok, kReads + 1);
+  EXPECT_EQ(failed, 0);
 }
 
 }  // namespace

@@ -50,7 +50,8 @@ class MemoryStore : public KvStore {
     std::vector<json::value> out;
     if (auto idx = indexes_.find(index); idx != indexes_.end()) {
       out.reserve(idx->second.by_seq.size());
-      for (const auto& [seq, key] : idx->second.by_seq) out.push_back(idx->second.by_key.at(key).value);
+      for (const auto& [seq, key] : idx->second.by_seq)
+        out.push_back(idx->second.by_key.at(key).value);
     }
     cb({std::move(out), std::nullopt});
   }
@@ -101,7 +102,8 @@ class MemoryStore : public KvStore {
 std::unique_ptr<KvStore> make_memory_store(Poster) { return std::make_unique<MemoryStore>(); }
 
 std::unique_ptr<KvStore> make_store(const StoreOptions& opts, Poster post) {
-  if (opts.method == StoreOptions::Method::kFileBased) return make_sqlite_store(opts, std::move(post));
+  if (opts.method == StoreOptions::Method::kFileBased)
+    return make_sqlite_store(opts, std::move(post));
   return make_memory_store(std::move(post));
 }
 

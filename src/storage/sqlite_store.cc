@@ -1,19 +1,32 @@
 // Durable adapter: SQLite in WAL mode. Mutations are executed by one writer thread that
 // commits whatever has queued up in a single transaction ("group commit") and acknowledges
-// each write only after its transaction committed. Reads run on the engine thread over a
-// separate connection (WAL readers never block the writer). Nothing is cached in the process
-// beyond SQLite's bounded page cache, so memory does not grow with the stored data.
+// each write only after its transaction committed. Reads run on a small pool of reader threads,
+// each with its own read-only connection (a WAL reader sees one consistent snapshot per
+// statement and never blocks the writer), and post their results back to the engine thread, so
+// listing a large group never stalls other connections. One reader is always kept for point
+// reads (get, list_indexes): lists use at most kReaders - 1 of them.
+//
+// Read-your-writes: a read issued on the engine thread after a write to the same key (get), the
+// same index (list) or an index under the same prefix (list_indexes) waits, on the engine
+// thread and without blocking anything, until that write is acknowledged, and then runs on a
+// reader, which therefore sees it; its completion comes after the write's. A read issued before
+// a write is concurrent with it and may see it or not. Nothing is cached in the process beyond
+// SQLite's bounded page caches, so memory does not grow with the stored data.
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 
 #include "storage/kv_store.h"
 
@@ -23,6 +36,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxBatch = 4096;
+constexpr int kReaders = 2;
 
 std::string resolve_db_path(const std::string& configured) {
   fs::path p = configured.empty() ? fs::path("kv_store_data.db") : fs::path(configured);
@@ -38,10 +52,8 @@ std::string resolve_db_path(const std::string& configured) {
 
 class Db {
  public:
-  explicit Db(const std::string& path) {
-    if (sqlite3_open_v2(path.c_str(), &db_,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
+  explicit Db(const std::string& path, int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) {
+    if (sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
       std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
       sqlite3_close(db_);
       throw std::runtime_error("cannot open database '" + path + "': " + msg);
@@ -82,21 +94,195 @@ struct Use {
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
   }
-  void text(int i, const std::string& v) { sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_STATIC); }
+  void text(int i, const std::string& v) {
+    sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_STATIC);
+  }
   sqlite3_stmt* s;
 };
 
-json::value column_json(sqlite3_stmt* s, int col) {
+json::value column_json(sqlite3_stmt* s, int col, json::storage_ptr sp = {}) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
   const int n = sqlite3_column_bytes(s, col);
   boost::system::error_code ec;
-  json::value v = json::parse(std::string_view(p ? p : "", size_t(n)), ec);
-  return ec ? json::value(nullptr) : v;
+  json::value v = json::parse(std::string_view(p ? p : "", size_t(n)), ec, sp);
+  if (ec) return json::value(nullptr, sp);
+  return v;
 }
+
+// A read waiting to run on a reader thread.
+struct ReadOp {
+  enum Kind { kGet, kList, kIndexes } kind = kGet;
+  std::string index, key;  // key: the item (get) or the prefix (list_indexes)
+  KvStore::GetCallback on_get;
+  KvStore::ListCallback on_list;
+  KvStore::IndexesCallback on_indexes;
+
+  bool scan() const { return kind == kList; }
+  void fail(const std::string& error) {
+    switch (kind) {
+      case kGet:
+        return on_get({std::nullopt, error});
+      case kList:
+        return on_list({{}, error});
+      case kIndexes:
+        return on_indexes({{}, error});
+    }
+  }
+};
+
+// One reader thread's read-only connection and statements.
+class ReaderConn {
+ public:
+  ReaderConn(const std::string& path, int64_t cache_kib) : db_(path, SQLITE_OPEN_READONLY) {
+    db_.exec("PRAGMA cache_size=-" + std::to_string(std::max<int64_t>(cache_kib, 64)));
+    get_ = db_.prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
+    list_ = db_.prepare("SELECT value FROM kv WHERE idx=?1 ORDER BY seq");
+    indexes_ = db_.prepare(
+        "SELECT idx FROM kv_indexes WHERE idx >= ?1 AND substr(idx, 1, length(?1)) = ?1 "
+        "ORDER BY idx");
+  }
+
+  // Runs the read and returns its completion, to be run on the engine thread. Each statement
+  // runs in its own implicit read transaction: one consistent WAL snapshot.
+  std::function<void()> run(ReadOp& op) {
+    switch (op.kind) {
+      case ReadOp::kGet: {
+        Stored<std::optional<json::value>> r;
+        Use u(get_);
+        u.text(1, op.index);
+        u.text(2, op.key);
+        const int rc = sqlite3_step(get_);
+        if (rc == SQLITE_ROW)
+          r.value = column_json(get_, 0);
+        else if (rc != SQLITE_DONE)
+          r.error = db_.error();
+        return [cb = std::move(op.on_get), r = std::move(r)]() mutable { cb(std::move(r)); };
+      }
+      case ReadOp::kList: {
+        // The values of one list share one arena: the engine thread, which copies them into
+        // its reply and then drops them, frees a few blocks instead of every string and
+        // object of a large group (freeing memory allocated on another thread is slow).
+        Stored<std::vector<json::value>> r;
+        auto arena = json::make_shared_resource<json::monotonic_resource>();
+        Use u(list_);
+        u.text(1, op.index);
+        int rc;
+        while ((rc = sqlite3_step(list_)) == SQLITE_ROW)
+          r.value.push_back(column_json(list_, 0, arena));
+        if (rc != SQLITE_DONE) r = {{}, db_.error()};
+        return [cb = std::move(op.on_list), r = std::move(r)]() mutable { cb(std::move(r)); };
+      }
+      case ReadOp::kIndexes: {
+        Stored<std::vector<std::string>> r;
+        Use u(indexes_);
+        u.text(1, op.key);
+        int rc;
+        while ((rc = sqlite3_step(indexes_)) == SQLITE_ROW)
+          r.value.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(indexes_, 0)));
+        if (rc != SQLITE_DONE) r = {{}, db_.error()};
+        return [cb = std::move(op.on_indexes), r = std::move(r)]() mutable { cb(std::move(r)); };
+      }
+    }
+    return {};
+  }
+
+ private:
+  Db db_;
+  sqlite3_stmt *get_, *list_, *indexes_;
+};
+
+// Reader queues (guarded by mu) and the engine thread's read-after-write bookkeeping. Shared
+// with the completions the writer posts, so that an acknowledgement that runs after the store
+// is gone touches nothing freed.
+struct ReadState {
+  // ---- reader threads and the engine thread, under mu
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<ReadOp> points, scans;  // gets and list_indexes / lists
+  int scanning = 0;                  // readers inside a list
+  bool stopping = false;
+
+  // ---- engine thread only
+  struct Pending {
+    uint64_t last = 0;                               // newest unacknowledged write to the index
+    std::unordered_map<std::string, uint64_t> keys;  // newest unacknowledged write per key
+  };
+  uint64_t last_write = 0;                 // sequence number of the newest accepted write
+  uint64_t acked = 0;                      // every write up to this one is acknowledged
+  std::map<std::string, Pending> pending;  // indexes with unacknowledged writes
+  std::multimap<uint64_t, ReadOp> parked;  // reads waiting for the acknowledgement of a write
+
+  // Queues a read for the readers, or fails it once the store is closed.
+  void dispatch(ReadOp op) {
+    {
+      std::lock_guard lock(mu);
+      if (!stopping) {
+        (op.scan() ? scans : points).push_back(std::move(op));
+        cv.notify_all();
+        return;
+      }
+    }
+    op.fail("store is closed");
+  }
+
+  // The write a read must wait for (0: none): the newest unacknowledged write it could see.
+  uint64_t must_follow(const ReadOp& op) const {
+    if (op.kind == ReadOp::kIndexes) {
+      uint64_t newest = 0;
+      for (auto it = pending.lower_bound(op.key);
+           it != pending.end() && it->first.compare(0, op.key.size(), op.key) == 0; ++it)
+        newest = std::max(newest, it->second.last);
+      return newest;
+    }
+    auto it = pending.find(op.index);
+    if (it == pending.end()) return 0;
+    if (op.kind == ReadOp::kList) return it->second.last;
+    auto k = it->second.keys.find(op.key);
+    return k == it->second.keys.end() ? 0 : k->second;
+  }
+
+  void read(ReadOp op) {
+    const uint64_t after = must_follow(op);
+    if (after && !closed())
+      parked.emplace(after, std::move(op));
+    else
+      dispatch(std::move(op));  // fails it when closed
+  }
+
+  bool closed() {
+    std::lock_guard lock(mu);
+    return stopping;
+  }
+
+  uint64_t note_write(const std::string& index, const std::string& key) {
+    Pending& p = pending[index];
+    p.last = p.keys[key] = ++last_write;
+    return last_write;
+  }
+
+  void note_acked(uint64_t seq, const std::string& index, const std::string& key) {
+    acked = seq;
+    auto it = pending.find(index);
+    if (it == pending.end()) return;
+    if (auto k = it->second.keys.find(key); k != it->second.keys.end() && k->second == seq)
+      it->second.keys.erase(k);
+    if (it->second.last == seq) pending.erase(it);
+  }
+
+  // Sends the parked reads whose writes are now acknowledged to the readers.
+  void release_parked() {
+    while (!parked.empty() && parked.begin()->first <= acked) {
+      ReadOp op = std::move(parked.begin()->second);
+      parked.erase(parked.begin());
+      dispatch(std::move(op));
+    }
+  }
+};
 
 class SqliteStore : public KvStore {
  public:
-  SqliteStore(const StoreOptions& opts, Poster post) : post_(std::move(post)) {
+  SqliteStore(const StoreOptions& opts, Poster post)
+      : post_(std::move(post)), reads_(std::make_shared<ReadState>()) {
     path_ = resolve_db_path(opts.file_path);
     writer_db_ = std::make_unique<Db>(path_);
     writer_db_->exec("PRAGMA journal_mode=WAL");
@@ -115,7 +301,8 @@ class SqliteStore : public KvStore {
         "CREATE TABLE IF NOT EXISTS kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) "
         "WITHOUT ROWID");
     w_get_ = writer_db_->prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
-    w_insert_ = writer_db_->prepare("INSERT INTO kv (idx, key, seq, value) VALUES (?1, ?2, ?3, ?4)");
+    w_insert_ =
+        writer_db_->prepare("INSERT INTO kv (idx, key, seq, value) VALUES (?1, ?2, ?3, ?4)");
     w_replace_ = writer_db_->prepare("UPDATE kv SET value=?3 WHERE idx=?1 AND key=?2");
     w_delete_ = writer_db_->prepare("DELETE FROM kv WHERE idx=?1 AND key=?2");
     w_count_ = writer_db_->prepare(
@@ -127,20 +314,22 @@ class SqliteStore : public KvStore {
       Use u(s);
       if (sqlite3_step(s) == SQLITE_ROW) seq_ = sqlite3_column_int64(s, 0);
     }
-    reader_db_ = std::make_unique<Db>(path_);
-    reader_db_->exec("PRAGMA cache_size=-" + std::to_string(opts.cache_mb * 1024 / 2));
-    r_get_ = reader_db_->prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
-    r_list_ = reader_db_->prepare("SELECT value FROM kv WHERE idx=?1 ORDER BY seq");
-    r_indexes_ = reader_db_->prepare(
-        "SELECT idx FROM kv_indexes WHERE idx >= ?1 AND substr(idx, 1, length(?1)) = ?1 "
-        "ORDER BY idx");
-    spdlog::info("file_based store at {} (SQLite WAL, synchronous={})", path_,
-                 opts.fsync ? "FULL" : "NORMAL");
+    // The readers share the other half of the page cache budget.
+    std::vector<std::unique_ptr<ReaderConn>> conns;
+    for (int i = 0; i < kReaders; ++i)
+      conns.push_back(std::make_unique<ReaderConn>(path_, opts.cache_mb * 1024 / 2 / kReaders));
+    spdlog::info("file_based store at {} (SQLite WAL, synchronous={}, {} readers)", path_,
+                 opts.fsync ? "FULL" : "NORMAL", kReaders);
     writer_ = std::thread([this] { run_writer(); });
+    for (auto& c : conns)
+      readers_.emplace_back(
+          [this, conn = std::shared_ptr<ReaderConn>(std::move(c))] { run_reader(*conn); });
   }
 
   ~SqliteStore() override { close(); }
 
+  // Called on the engine thread (or after it stopped). Writes drain first; then the reads that
+  // waited for them are queued; then the readers drain their queues and stop.
   void close() override {
     {
       std::lock_guard lock(mu_);
@@ -149,37 +338,35 @@ class SqliteStore : public KvStore {
     }
     cv_.notify_one();
     if (writer_.joinable()) writer_.join();
+    // Every write is committed now (its acknowledgement is posted), so the parked reads can run.
+    auto& parked = reads_->parked;
+    for (auto& [seq, op] : parked) reads_->dispatch(std::move(op));
+    parked.clear();
+    {
+      std::lock_guard lock(reads_->mu);
+      reads_->stopping = true;
+    }
+    reads_->cv.notify_all();
+    for (auto& t : readers_)
+      if (t.joinable()) t.join();
   }
 
   void get(const std::string& index, const std::string& key, GetCallback cb) override {
-    Use u(r_get_);
-    u.text(1, index);
-    u.text(2, key);
-    const int rc = sqlite3_step(r_get_);
-    if (rc == SQLITE_ROW) return cb({column_json(r_get_, 0), std::nullopt});
-    if (rc == SQLITE_DONE) return cb({});
-    cb({std::nullopt, reader_db_->error()});
+    ReadOp op{ReadOp::kGet, index, key};
+    op.on_get = std::move(cb);
+    reads_->read(std::move(op));
   }
 
   void list(const std::string& index, ListCallback cb) override {
-    Use u(r_list_);
-    u.text(1, index);
-    std::vector<json::value> out;
-    int rc;
-    while ((rc = sqlite3_step(r_list_)) == SQLITE_ROW) out.push_back(column_json(r_list_, 0));
-    if (rc != SQLITE_DONE) return cb({{}, reader_db_->error()});
-    cb({std::move(out), std::nullopt});
+    ReadOp op{ReadOp::kList, index, {}};
+    op.on_list = std::move(cb);
+    reads_->read(std::move(op));
   }
 
   void list_indexes(const std::string& prefix, IndexesCallback cb) override {
-    Use u(r_indexes_);
-    u.text(1, prefix);
-    std::vector<std::string> out;
-    int rc;
-    while ((rc = sqlite3_step(r_indexes_)) == SQLITE_ROW)
-      out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(r_indexes_, 0)));
-    if (rc != SQLITE_DONE) return cb({{}, reader_db_->error()});
-    cb({std::move(out), std::nullopt});
+    ReadOp op{ReadOp::kIndexes, {}, prefix};
+    op.on_indexes = std::move(cb);
+    reads_->read(std::move(op));
   }
 
   void set(const std::string& index, const std::string& key, json::value value,
@@ -213,6 +400,7 @@ class SqliteStore : public KvStore {
     SetCallback on_set;
     DeleteCallback on_delete;
     UpdateCallback on_update;
+    uint64_t seq = 0;  // ReadState's write sequence number
     // Outcome, filled by the writer thread.
     std::optional<json::value> old_value;
     UpdateResult update_result;
@@ -222,20 +410,22 @@ class SqliteStore : public KvStore {
   void enqueue(WriteOp op) {
     {
       std::lock_guard lock(mu_);
-      if (stopping_) {
-        op.error = "store is closed";
-        complete(op);
+      if (!stopping_) {
+        op.seq = reads_->note_write(op.index, op.key);
+        queue_.push_back(std::move(op));
+        cv_.notify_one();
         return;
       }
-      queue_.push_back(std::move(op));
     }
-    cv_.notify_one();
+    op.error = "store is closed";
+    complete(op);
   }
 
-  void complete(WriteOp& op) {
+  static void complete(WriteOp& op) {
     switch (op.kind) {
       case WriteOp::kSet:
-        if (op.on_set) op.on_set({SetResult{std::move(op.old_value), std::move(op.value)}, op.error});
+        if (op.on_set)
+          op.on_set({SetResult{std::move(op.old_value), std::move(op.value)}, op.error});
         break;
       case WriteOp::kDelete:
         if (op.on_delete) op.on_delete({std::move(op.old_value), op.error});
@@ -259,10 +449,47 @@ class SqliteStore : public KvStore {
         }
       }
       commit(batch);
+      // Batches are posted in commit order, so `acked` only grows. Each write is marked
+      // acknowledged before its callback runs: a read issued from the callback need not wait.
       auto done = std::make_shared<std::deque<WriteOp>>(std::move(batch));
-      post_([this, done] {
-        for (auto& op : *done) complete(op);
+      post_([reads = reads_, done] {
+        for (auto& op : *done) {
+          reads->note_acked(op.seq, op.index, op.key);
+          complete(op);
+        }
+        reads->release_parked();
       });
+    }
+  }
+
+  void run_reader(ReaderConn& conn) {
+    ReadState& rs = *reads_;
+    for (;;) {
+      ReadOp op;
+      {
+        std::unique_lock lock(rs.mu);
+        auto can_scan = [&] { return !rs.scans.empty() && rs.scanning < kReaders - 1; };
+        rs.cv.wait(lock, [&] {
+          return !rs.points.empty() || can_scan() || (rs.stopping && rs.scans.empty());
+        });
+        if (!rs.points.empty()) {
+          op = std::move(rs.points.front());
+          rs.points.pop_front();
+        } else if (can_scan()) {
+          op = std::move(rs.scans.front());
+          rs.scans.pop_front();
+          ++rs.scanning;
+        } else {
+          return;  // stopping, and every queued read is taken
+        }
+      }
+      // A list counts as running until its result is handed to the engine thread.
+      post_(conn.run(op));
+      if (op.scan()) {
+        std::lock_guard lock(rs.mu);
+        --rs.scanning;
+        rs.cv.notify_all();
+      }
     }
   }
 
@@ -361,15 +588,16 @@ class SqliteStore : public KvStore {
 
   Poster post_;
   std::string path_;
-  std::unique_ptr<Db> writer_db_, reader_db_;
+  std::unique_ptr<Db> writer_db_;
   sqlite3_stmt *w_get_, *w_insert_, *w_replace_, *w_delete_, *w_count_, *w_drop_empty_;
-  sqlite3_stmt *r_get_, *r_list_, *r_indexes_;
   int64_t seq_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<WriteOp> queue_;
   bool stopping_ = false;
   std::thread writer_;
+  std::shared_ptr<ReadState> reads_;
+  std::vector<std::thread> readers_;
 };
 
 }  // namespace

@@ -1,13 +1,12 @@
 #include "storage/update_ops.h"
 
 #include <array>
+#include <boost/json/array.hpp>
+#include <boost/json/string.hpp>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <utility>
-
-#include <boost/json/array.hpp>
-#include <boost/json/string.hpp>
 
 namespace iii::storage {
 namespace {
@@ -340,9 +339,9 @@ MaybeFailure append_to(json::value& target, const UpdateOp& op) {
       return std::nullopt;
     case json::kind::string:
       if (!op.value.is_string()) {
-        return fail(op.type, "type_mismatch",
-                    "Expected string append value at path '" + p + "', got " +
-                        type_str(op.value) + ".");
+        return fail(
+            op.type, "type_mismatch",
+            "Expected string append value at path '" + p + "', got " + type_str(op.value) + ".");
       }
       target.get_string().append(op.value.get_string());
       return std::nullopt;

@@ -179,8 +179,8 @@ TEST(UpdateOps, ResultJsonWithErrors) {
 }
 
 TEST(UpdateOps, StoredNullIsNotMissing) {
-  expect_error(run(J("null"), R"([{"type":"increment","path":"","by":1}])"),
-               "increment.not_number", "Expected number at path 'root', got null.");
+  expect_error(run(J("null"), R"([{"type":"increment","path":"","by":1}])"), "increment.not_number",
+               "Expected number at path 'root', got null.");
   UpdateResult r = run(J("null"), R"([{"type":"append","path":"","value":1}])");
   EXPECT_TRUE(r.errors.empty());
   EXPECT_EQ(r.new_value, J("[1]"));
@@ -246,14 +246,11 @@ TEST(UpdateOpsSet, RootReplaces) {
 }
 
 TEST(UpdateOpsSet, TargetNotObject) {
-  expect_error(run(J("[1]"), R"([{"type":"set","path":"a","value":1}])"),
-               "set.target_not_object",
+  expect_error(run(J("[1]"), R"([{"type":"set","path":"a","value":1}])"), "set.target_not_object",
                "Cannot set at path 'a': target is array, expected object.");
-  expect_error(run(J("\"s\""), R"([{"type":"set","path":"a","value":1}])"),
-               "set.target_not_object",
+  expect_error(run(J("\"s\""), R"([{"type":"set","path":"a","value":1}])"), "set.target_not_object",
                "Cannot set at path 'a': target is string, expected object.");
-  expect_error(run(J("true"), R"([{"type":"set","path":"a","value":1}])"),
-               "set.target_not_object",
+  expect_error(run(J("true"), R"([{"type":"set","path":"a","value":1}])"), "set.target_not_object",
                "Cannot set at path 'a': target is boolean, expected object.");
 }
 
@@ -266,16 +263,16 @@ TEST(UpdateOpsSet, PathErrors) {
                "set.path.segment_too_long", "Path segment of 257 bytes exceeds maximum of 256");
   // 256 bytes is allowed.
   const std::string ok_key(256, 'k');
-  EXPECT_TRUE(run(J("{}"), R"([{"type":"set","path":")" + ok_key + R"(","value":1}])")
-                  .errors.empty());
+  EXPECT_TRUE(
+      run(J("{}"), R"([{"type":"set","path":")" + ok_key + R"(","value":1}])").errors.empty());
 }
 
 // ---------------------------------------------------------------------------------------------
 // merge
 
 TEST(UpdateOpsMerge, RootShallowMerge) {
-  UpdateResult r = run(J(R"({"a":1,"b":{"x":1,"y":2}})"),
-                       R"([{"type":"merge","value":{"b":{"x":9},"c":3}}])");
+  UpdateResult r =
+      run(J(R"({"a":1,"b":{"x":1,"y":2}})"), R"([{"type":"merge","value":{"b":{"x":9},"c":3}}])");
   EXPECT_TRUE(r.errors.empty());
   // Shallow: `b` is replaced, not deep-merged.
   EXPECT_EQ(r.new_value, J(R"({"a":1,"b":{"x":9},"c":3})"));
@@ -521,8 +518,8 @@ TEST(UpdateOpsIncrement, RootNotNumber) {
                "increment.not_number", "Expected number at path 'root', got object.");
   expect_error(run(J("\"5\""), R"([{"type":"decrement","path":"","by":1}])"),
                "decrement.not_number", "Expected number at path 'root', got string.");
-  expect_error(run(J("[]"), R"([{"type":"decrement","path":"","by":1}])"),
-               "decrement.not_number", "Expected number at path 'root', got array.");
+  expect_error(run(J("[]"), R"([{"type":"decrement","path":"","by":1}])"), "decrement.not_number",
+               "Expected number at path 'root', got array.");
 }
 
 TEST(UpdateOpsIncrement, KeyedNotNumber) {
@@ -599,8 +596,8 @@ TEST(UpdateOpsIncrement, DecrementByI64Min) {
 }
 
 TEST(UpdateOpsIncrement, ParsedByRange) {
-  UpdateResult r = run(J(R"({"n":0})"),
-                       R"([{"type":"increment","path":"n","by":9223372036854775807}])");
+  UpdateResult r =
+      run(J(R"({"n":0})"), R"([{"type":"increment","path":"n","by":9223372036854775807}])");
   EXPECT_EQ(r.new_value.at("n").get_int64(), std::numeric_limits<int64_t>::max());
   r = run(J(R"({"n":0})"), R"([{"type":"increment","path":"n","by":-9223372036854775808}])");
   EXPECT_EQ(r.new_value.at("n").get_int64(), std::numeric_limits<int64_t>::min());
@@ -655,8 +652,7 @@ TEST(UpdateOpsAppend, RootMissingItem) {
 
 TEST(UpdateOpsAppend, RootExisting) {
   EXPECT_EQ(run(J("[1]"), R"([{"type":"append","path":"","value":2}])").new_value, J("[1,2]"));
-  EXPECT_EQ(run(J("\"a\""), R"([{"type":"append","path":"","value":"b"}])").new_value,
-            J("\"ab\""));
+  EXPECT_EQ(run(J("\"a\""), R"([{"type":"append","path":"","value":"b"}])").new_value, J("\"ab\""));
   expect_error(run(J(R"({"a":1})"), R"([{"type":"append","path":"","value":2}])"),
                "append.type_mismatch",
                "Cannot append at path 'root': target is object, expected array, string, null, or "
