@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/logging.h"
 #include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
@@ -123,6 +124,7 @@ struct Worker {
   std::vector<std::string> functions;       // ids this connection registered (insertion order)
   std::unordered_set<Uuid, UuidHash> executing;  // invocations it must answer
   std::unordered_set<Uuid, UuidHash> waiting;    // invocations it initiated and waits on
+  logging::WarningLimiter invalid_messages;      // rate-limits the warnings for its bad frames
 };
 
 // An in-process worker instance, listed by engine::workers::list.
