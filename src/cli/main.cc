@@ -1,6 +1,7 @@
 // `iii`: runs the engine, or `iii trigger` to invoke one function from the shell.
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
@@ -124,8 +125,11 @@ int run_engine(const RunOptions& opts) {
 // join the logging thread, which may be stuck in write() for good.
 int finish(int code) {
   if (!iii::logging::shutdown()) {
-    std::cerr << "iii: log output blocked; " << iii::logging::dropped_messages()
-              << " log messages dropped, the rest of the queue is lost\n";
+    // write(2) rather than std::cerr, which is tied to std::cout and would flush the blocked stdout.
+    const std::string msg = "iii: log output blocked at exit; " +
+                            std::to_string(iii::logging::dropped_messages()) +
+                            " log messages were dropped and the ones still queued are lost\n";
+    [[maybe_unused]] const auto n = ::write(STDERR_FILENO, msg.data(), msg.size());
     std::_Exit(code);
   }
   return code;
