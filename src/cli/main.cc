@@ -125,7 +125,7 @@ int run_engine(const RunOptions& opts) {
 // join the logging thread, which may be stuck in write() for good.
 int finish(int code) {
   if (!iii::logging::shutdown()) {
-    // write(2) rather than std::cerr, which is tied to std::cout and would flush the blocked stdout.
+    // write(2): std::cerr is tied to std::cout and would flush the blocked stdout.
     const std::string msg = "iii: log output blocked at exit; " +
                             std::to_string(iii::logging::dropped_messages()) +
                             " log messages were dropped and the ones still queued are lost\n";
