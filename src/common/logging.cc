@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace iii::logging {
 namespace {
@@ -187,6 +188,9 @@ struct Global {
   std::shared_ptr<Queue> queue;
   std::shared_ptr<spdlog::async_logger> logger;
   Format format = Format::kText;
+  // Loggers that were the default: spdlog::info() on another thread may hold a raw pointer to
+  // one while it is replaced, so they are kept (a handful per process).
+  std::vector<std::shared_ptr<spdlog::logger>> retired;
 };
 
 Global& global() {
@@ -273,6 +277,7 @@ void init_with_sink(spdlog::sink_ptr sink, const std::string& level, const std::
   logger->set_level(lvl);
   g.logger = logger;
   g.format = fmt;
+  g.retired.push_back(spdlog::default_logger());
   spdlog::set_default_logger(std::move(logger));
 }
 
@@ -306,6 +311,7 @@ bool shutdown(std::chrono::milliseconds timeout) {
   sync->set_formatter(make_formatter(g.format));
   sync->set_level(g.logger->level());
   sync->flush_on(spdlog::level::trace);
+  g.retired.push_back(spdlog::default_logger());
   spdlog::set_default_logger(std::move(sync));
   g.logger.reset();
   g.pool.reset();  // joins the logging thread, which has nothing left to write
