@@ -1,12 +1,14 @@
 // `iii`: runs the engine, or `iii trigger` to invoke one function from the shell.
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -57,6 +59,15 @@ void drain_then_stop(asio::io_context& io, iii::engine::Engine& engine,
 
 int run_engine(const RunOptions& opts) {
   iii::config::EngineConfig cfg;
+  try {
+    // Checked here so that a bad value is blamed on the option, not on the config file.
+    if (!opts.log_level.empty()) iii::logging::parse_level(opts.log_level);
+    if (!opts.log_format.empty()) iii::logging::parse_format(opts.log_format);
+  } catch (const std::exception& e) {
+    std::cerr << "Error: " << (opts.log_level.empty() ? "--log-format" : "--log-level") << ": "
+              << e.what() << "\n";
+    return 2;
+  }
   try {
     cfg = load_config(opts);
     for (auto& w : cfg.workers) {
@@ -114,8 +125,22 @@ int run_engine(const RunOptions& opts) {
   spdlog::info("engine ready");
   io.run();
   spdlog::info("engine stopped");
-  spdlog::default_logger()->flush();
   return 0;
+}
+
+// Writes out what is still queued for the log and returns `code`. When stdout does not drain
+// (a reader that stopped reading), the process leaves at once with `code`: a normal exit would
+// join the logging thread, which may be stuck in write() for good.
+int finish(int code) {
+  if (!iii::logging::shutdown()) {
+    // write(2): std::cerr is tied to std::cout and would flush the blocked stdout.
+    const std::string msg = "iii: log output blocked at exit; " +
+                            std::to_string(iii::logging::dropped_messages()) +
+                            " log messages were dropped and the ones still queued are lost\n";
+    [[maybe_unused]] const auto n = ::write(STDERR_FILENO, msg.data(), msg.size());
+    std::_Exit(code);
+  }
+  return code;
 }
 
 }  // namespace
@@ -144,6 +169,6 @@ int main(int argc, char** argv) {
   trigger->add_option("--timeout-ms", trig.timeout_ms, "Timeout in milliseconds (default 30000)");
 
   CLI11_PARSE(app, argc, argv);
-  if (trigger->parsed()) return iii::cli::run_trigger(trig);
-  return run_engine(run);
+  if (trigger->parsed()) return finish(iii::cli::run_trigger(trig));
+  return finish(run_engine(run));
 }

@@ -133,7 +133,17 @@ void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
 
 void Engine::handle_decode_error(Worker& w, const protocol::DecodeError& e) {
   ++stats_.decode_errors;
-  spdlog::warn("worker {}: invalid {} message: {}", w.id, e.type.empty() ? "" : e.type, e.reason);
+  // A peer sending garbage in a loop must not flood the log: the first few warnings per
+  // connection, then one a second with the count suppressed, and the rest when it disconnects.
+  if (!w.invalid_messages.has_summary())
+    w.invalid_messages.set_summary("worker " + w.id + ": invalid messages");
+  if (const auto suppressed = w.invalid_messages.admit()) {
+    if (*suppressed == 0)
+      spdlog::warn("worker {}: invalid {} message: {}", w.id, e.type, e.reason);
+    else
+      spdlog::warn("worker {}: invalid {} message: {} ({} more suppressed before this one)", w.id,
+                   e.type, e.reason, *suppressed);
+  }
   // Only an invokefunction with a readable id has a caller waiting for an answer.
   if (e.invocation_id) {
     Outcome o = Outcome::fail("invalid_message", "invalid invokefunction: " + e.reason);

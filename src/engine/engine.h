@@ -17,6 +17,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/logging.h"
 #include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
@@ -122,7 +123,8 @@ struct Worker {
   json::value telemetry;
   std::vector<std::string> functions;       // ids this connection registered (insertion order)
   std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
-  std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated and waits on
+  std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
+  logging::WarningLimiter invalid_messages;  // rate-limits the warnings for its bad frames
 };
 
 // An in-process worker instance, listed by engine::workers::list.

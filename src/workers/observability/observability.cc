@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/json/serialize.hpp>
+#include <stdexcept>
 
 #include "common/logging.h"
 #include "config/config.h"
@@ -39,16 +40,29 @@ class Observability : public engine::BuiltinWorker {
   Observability(const config::WorkerEntry& entry, engine::Runtime& rt)
       : rt_(rt), name_(entry.instance_name) {
     config::WorkerConfigReader r(entry);
-    level_ = r.get_string("level", "");
-    if (level_.empty()) level_ = r.get_string("log_level", "info");
+    // `level` wins over the original's older spelling `log_level`.
+    const std::string level = r.get_string("level", "");
+    const std::string log_level = r.get_string("log_level", "");
+    const std::string level_key = level.empty() && !log_level.empty() ? "log_level" : "level";
+    level_ = !level.empty() ? level : !log_level.empty() ? log_level : "info";
     format_ = r.get_string("format", "text");
     for (const char* k : kAcceptedKeys) r.get_node(k);
     r.finish();
+    try {
+      logging::parse_level(level_);
+    } catch (const std::invalid_argument& e) {
+      r.fail(level_key, "key '" + level_key + "': " + e.what());
+    }
+    try {
+      logging::parse_format(format_);
+    } catch (const std::invalid_argument& e) {
+      r.fail("format", std::string("key 'format': ") + e.what());
+    }
     rt_.engine.add_builtin_worker({entry.instance_name, entry.name, true, {}});
+    // Applied at creation, before any worker starts, so start-up is logged as configured.
+    // The CLI's --log-level/--log-format have already been written into this entry.
+    logging::init(level_, format_);
   }
-
-  const std::string& level() const { return level_; }
-  const std::string& format() const { return format_; }
 
   void start() override {
     for (const auto& fn : kLogFunctions) {
