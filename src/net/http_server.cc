@@ -110,6 +110,11 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   size_t queued_bytes() const { return queued_bytes_; }
+
+  template <class F>
+  void post(F&& f) {
+    asio::post(socket_.get_executor(), std::forward<F>(f));
+  }
   bool connected() const { return !broken_ && !released_; }
 
   tcp::socket release() {
@@ -151,6 +156,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     if (ec) return on_read_error(ec, parser_->got_some() || buffer_.size() > 0);
     const auto& req = parser_->get();
     if (beast::websocket::is_upgrade(req) || parser_->is_done()) return dispatch();
+    if (opts_.stream_body && opts_.stream_body(req)) return dispatch_head();
     if (has_token(req[http::field::expect], "100-continue"))
       queue("HTTP/1.1 100 Continue\r\n\r\n", {}, {}, {}, false, false);
     arm_read(opts_.body_timeout);
@@ -202,6 +208,50 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     shared_->router(std::move(r));
   }
 
+  // The router gets the headers now and reads the body with read_body_piece.
+  void dispatch_head() {
+    http::request_header<> head = parser_->get().base();
+    continue_due_ = has_token(head[http::field::expect], "100-continue");
+    auto r = std::make_shared<IncomingRequest>(shared_from_this(), HttpRequest(std::move(head)),
+                                               ip_, port_);
+    r->body_pending_ = true;
+    shared_->router(std::move(r));
+  }
+
+ public:
+  // The next piece of a body the router reads itself (see stream_body).
+  void read_body_piece(std::function<void(beast::error_code, std::string_view, bool)> cb) {
+    if (broken_ || released_) {
+      return post([cb = std::move(cb)] { cb(asio::error::operation_aborted, {}, false); });
+    }
+    if (!parser_ || body_reading_) {  // a read is under way
+      return post([cb = std::move(cb)] { cb(asio::error::in_progress, {}, false); });
+    }
+    if (continue_due_) {
+      continue_due_ = false;
+      queue("HTTP/1.1 100 Continue\r\n\r\n", {}, {}, {}, false, false);
+    }
+    body_reading_ = true;
+    arm_read(opts_.body_timeout);
+    http::async_read_some(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this(), cb = std::move(cb)](beast::error_code ec, size_t) mutable {
+          self->body_reading_ = false;
+          self->disarm_read();
+          if (self->released_ || !self->parser_)
+            return cb(asio::error::operation_aborted, {}, false);
+          if (self->read_timed_out_) ec = beast::error::timeout;
+          if (ec) return cb(ec, {}, false);
+          std::string piece = std::move(self->parser_->get().body());
+          self->parser_->get().body().clear();
+          const bool last = self->parser_->is_done();
+          if (last) self->parser_.reset();
+          if (piece.empty() && !last) return self->read_body_piece(std::move(cb));
+          cb({}, piece, last);
+        });
+  }
+
+ private:
   void write_next() {
     writing_ = true;
     Out& o = out_.front();
@@ -234,7 +284,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
     }
     if (o.written) o.written(true);
     if (o.last) {
-      if (o.close) return linger();
+      // A body the router did not read to its end is not worth reading.
+      if (o.close || parser_) return linger();
       // Whatever the router queues meanwhile is sent before the next response.
       read_request();
     }
@@ -256,6 +307,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   void linger() {
     broken_ = true;  // nothing more is written
     beast::error_code ignored;
+    if (body_reading_) socket_.cancel(ignored);  // its handler tells the router
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
     read_timer_.expires_after(kLingerTime);
     read_timer_.async_wait([weak = weak_from_this(), gen = ++read_gen_](beast::error_code ec) {
@@ -301,6 +353,8 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   std::array<char, 4096> discard_;
   size_t lingered_ = 0;
   bool read_timed_out_ = false;
+  bool body_reading_ = false;  // a read_body_piece is under way
+  bool continue_due_ = false;  // 100 Continue is sent when the router first reads the body
   uint64_t read_gen_ = 0;
   uint64_t write_gen_ = 0;
   bool writing_ = false;
@@ -338,6 +392,24 @@ bool IncomingRequest::is_websocket_upgrade() const { return beast::websocket::is
 
 bool IncomingRequest::connected() const { return conn_ && conn_->connected(); }
 
+void IncomingRequest::read_body(
+    std::function<void(boost::system::error_code, std::string_view, bool)> on_piece) {
+  if (!conn_) return on_piece(asio::error::operation_aborted, {}, false);
+  if (!body_pending_ || body_error_) {  // read before routing, to its end, or failed
+    return conn_->post(
+        [on_piece = std::move(on_piece), ec = body_error_] { on_piece(ec, {}, !ec); });
+  }
+  conn_->read_body_piece([self = shared_from_this(), on_piece = std::move(on_piece)](
+                             beast::error_code ec, std::string_view piece, bool last) {
+    // After an error the body stays pending: the connection closes after the response.
+    if (ec)
+      self->body_error_ = ec;
+    else if (last)
+      self->body_pending_ = false;
+    on_piece(ec, piece, last);
+  });
+}
+
 size_t IncomingRequest::queued_bytes() const { return conn_ ? conn_->queued_bytes() : 0; }
 
 tcp::socket IncomingRequest::release_socket() {
@@ -350,7 +422,9 @@ void IncomingRequest::respond(HttpStatus status, std::string body, std::string_v
                               HttpFields fields) {
   if (answered_ || !conn_) return;
   answered_ = ended_ = true;
-  const bool close = !keep_alive_ || has_token(fields[http::field::connection], "close");
+  // A body not read to its end is not worth reading: the connection closes.
+  const bool close =
+      !keep_alive_ || body_pending_ || has_token(fields[http::field::connection], "close");
   if (fields.find(http::field::server) == fields.end())
     fields.set(http::field::server, "iii/" III_VERSION);
   fields.erase(http::field::transfer_encoding);
@@ -371,7 +445,7 @@ void IncomingRequest::start_response(HttpStatus status, HttpFields fields,
                                      std::optional<uint64_t> content_length) {
   if (answered_ || !conn_) return;
   answered_ = streaming_ = true;
-  bool close = !keep_alive_ || has_token(fields[http::field::connection], "close");
+  bool close = !keep_alive_ || body_pending_ || has_token(fields[http::field::connection], "close");
   if (fields.find(http::field::server) == fields.end())
     fields.set(http::field::server, "iii/" III_VERSION);
   fields.erase(http::field::transfer_encoding);

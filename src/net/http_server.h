@@ -1,7 +1,8 @@
 // Generic HTTP/1.1 server plumbing: accepts TCP connections (TCP_NODELAY on each), reads
 // requests with bounded headers (431 beyond), bounded bodies (413 beyond) and a deadline for
 // the request line and headers (408, or a plain close when nothing arrived), and hands each
-// request to a router. The router upgrades it to a WebSocket (release_socket), or answers it,
+// request to a router (after its body, or before it for requests the server is told to stream
+// the body of). The router upgrades it to a WebSocket (release_socket), or answers it,
 // now or later on the server's thread, whole (respond) or in pieces (start_response,
 // write_body, end_response). Connections are kept alive (HTTP/1.1 unless `Connection: close`):
 // the next request is read once the previous response has been written, so pipelined requests
@@ -42,6 +43,9 @@ struct HttpServerOptions {
   std::chrono::milliseconds header_timeout{10000};
   std::chrono::milliseconds body_timeout{30000};   // for the whole body; 408 beyond
   std::chrono::milliseconds write_timeout{30000};  // for each write of a response
+  // Requests for which this returns true (say, by path) reach the router as soon as their
+  // headers are in, with an empty body(): the router reads the body in pieces with read_body.
+  std::function<bool(const HttpRequest&)> stream_body;
 };
 
 class HttpConnection;  // internal to http_server.cc
@@ -89,16 +93,29 @@ class IncomingRequest : public std::enable_shared_from_this<IncomingRequest> {
   // Bytes of this connection queued and not yet written.
   size_t queued_bytes() const;
 
+  // For a request routed before its body (HttpServerOptions::stream_body): reads the next
+  // piece of the body and calls `on_piece(ec, piece, last)` once; call again for the next one
+  // (one read at a time; `Expect: 100-continue` is answered at the first). Errors:
+  // http::error::body_limit (answer 413), beast::error::timeout (body_timeout passed; 408), or
+  // the client went away. Answering before the body is read to its end closes the connection
+  // after the response. Bodies read before routing (the default) report an empty last piece.
+  void read_body(
+      std::function<void(boost::system::error_code ec, std::string_view piece, bool last)>
+          on_piece);
+
   // For an upgrade: takes the socket (the request stays readable). The connection is done.
   boost::asio::ip::tcp::socket release_socket();
 
  private:
+  friend class HttpConnection;
   std::shared_ptr<HttpConnection> conn_;
   HttpRequest req_;
   std::string ip_;
   uint16_t remote_port_ = 0;
   bool keep_alive_ = false;
-  bool answered_ = false;  // an answer has started
+  bool answered_ = false;      // an answer has started
+  bool body_pending_ = false;  // routed before its body, which is not read to its end yet
+  boost::system::error_code body_error_;  // reading that body failed
   bool streaming_ = false;
   bool ended_ = false;
   std::optional<uint64_t> length_;  // declared Content-Length of a streamed body

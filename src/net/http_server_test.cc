@@ -203,6 +203,77 @@ TEST_F(HttpServerTest, ABodyOverTheLimitIs413) {
   EXPECT_EQ(served_, 1);
 }
 
+// Reads a body in pieces, reporting each; answers with the pieces, or 413.
+struct BodyReader : std::enable_shared_from_this<BodyReader> {
+  std::shared_ptr<IncomingRequest> r;
+  std::vector<std::string> pieces;
+  std::function<void(size_t)> on_piece;
+  void next() {
+    r->read_body(
+        [self = shared_from_this()](beast::error_code ec, std::string_view piece, bool last) {
+          if (ec == http::error::body_limit)
+            return self->r->respond(HttpStatus::payload_too_large, "too big");
+          if (ec) return;
+          if (!piece.empty()) {
+            self->pieces.emplace_back(piece);
+            self->on_piece(self->pieces.size());
+          }
+          if (!last) return self->next();
+          std::string all;
+          for (const auto& p : self->pieces) all += "[" + p + "]";
+          self->r->respond(HttpStatus::ok, all);
+        });
+  }
+};
+
+// With stream_body, the router has the request before its body and reads the body as it
+// comes: the second piece is sent only once the router has had the first.
+TEST_F(HttpServerTest, ABodyCanBeReadInPiecesAsItArrives) {
+  HttpServerOptions opts;
+  opts.max_body_bytes = 1000;
+  opts.stream_body = [](const HttpRequest& r) { return r.target() == "/stream"; };
+  std::promise<void> got[2];
+  bool routed_one = false;
+  start(opts, [&](std::shared_ptr<IncomingRequest> r) {
+    if (r->target() != "/stream") return r->respond(HttpStatus::ok, "whole " + r->body());
+    auto reader = std::make_shared<BodyReader>();
+    reader->r = std::move(r);
+    reader->on_piece = [&got, first = !routed_one](size_t n) {
+      if (first && n <= 2) got[n - 1].set_value();
+    };
+    routed_one = true;
+    reader->next();
+  });
+  RawClient c(port_);
+  c.send(
+      "POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nExpect: "
+      "100-continue\r\n\r\n");
+  auto interim = c.read_response();
+  ASSERT_TRUE(interim);
+  EXPECT_EQ(interim->result(), http::status::continue_);
+  c.send("5\r\nhello\r\n");
+  ASSERT_EQ(got[0].get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  c.send("5\r\nworld\r\n");
+  ASSERT_EQ(got[1].get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  c.send("0\r\n\r\n");
+  auto res = c.read_response();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->body(), "[hello][world]");
+  c.send(post("/other", "abc"));  // the connection goes on, bodies read whole again
+  res = c.read_response();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->body(), "whole abc");
+
+  RawClient big(port_);  // over the limit in pieces: the router answers 413, then the close
+  big.send("POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 3; ++i) big.send("190\r\n" + std::string(400, 'x') + "\r\n");
+  res = big.read_response();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->result(), http::status::payload_too_large);
+  EXPECT_FALSE(res->keep_alive());
+  EXPECT_TRUE(big.closed_by_server());
+}
+
 TEST_F(HttpServerTest, HeadersOverTheLimitAre431) {
   HttpServerOptions opts;
   opts.max_header_bytes = 4096;

@@ -156,7 +156,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   }
 
  private:
-  static json::object membership_event(const stream::StreamSubscription& sub, const json::value& ctx) {
+  static json::object membership_event(const stream::StreamSubscription& sub,
+                                       const json::value& ctx) {
     return json::object{{"subscription_id", sub.subscription_id},
                         {"stream_name", sub.stream_name},
                         {"group_id", sub.group_id},
