@@ -110,17 +110,39 @@ int run_engine(const RunOptions& opts) {
   }
 
   asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](boost::system::error_code ec, int sig) {
-    if (ec) return;
-    spdlog::info("received signal {}; shutting down", sig);
-    // Refuse new calls, let workers finish accepted work (stores flush and post their
-    // acknowledgements), then answer what is still pending and close the connections.
+  // Graceful shutdown: first every worker stops taking outside work and finishes what it took
+  // (HTTP requests in flight; bounded by a grace period) while the engine still routes; then
+  // new calls are refused, stores flush and post their acknowledgements, what is still pending
+  // is answered, and the connections close.
+  auto finish = [&io, &engine, &workers] {
     engine.stop_accepting();
     for (auto& w : workers) w->stop();
     asio::post(io, [&io, &engine] {
       engine.shutdown();
       drain_then_stop(io, engine, std::make_shared<asio::steady_timer>(io), 200);
     });
+  };
+  auto grace = std::make_shared<asio::steady_timer>(io);
+  signals.async_wait([&, grace](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}; shutting down", sig);
+    auto remaining = std::make_shared<size_t>(workers.size() + 1);
+    auto finished = std::make_shared<bool>(false);
+    auto one_done = [remaining, finished, finish, grace] {
+      if (--*remaining > 0 || *finished) return;
+      *finished = true;
+      grace->cancel();
+      finish();
+    };
+    grace->expires_after(std::chrono::seconds(5));
+    grace->async_wait([finished, finish](boost::system::error_code e) {
+      if (e || *finished) return;
+      spdlog::warn("shutdown: requests still in flight after 5 s; stopping anyway");
+      *finished = true;
+      finish();
+    });
+    for (auto& w : workers) w->drain(one_done);
+    one_done();
   });
   spdlog::info("engine ready");
   io.run();

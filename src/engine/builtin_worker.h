@@ -33,6 +33,10 @@ class BuiltinWorker {
   virtual ~BuiltinWorker() = default;
   // Binds ports, registers functions. Throws std::exception with a clear message on failure.
   virtual void start() = 0;
+  // First step of a graceful shutdown, while the engine still routes normally: stop taking
+  // work from outside (close listeners) and call `done` once the requests already taken have
+  // been answered. The engine waits for every worker, bounded by a grace period.
+  virtual void drain(std::function<void()> done) { done(); }
   // Stops accepting new work (listeners close); in-flight work is handled by Engine::shutdown.
   virtual void stop() {}
 };

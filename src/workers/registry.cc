@@ -8,6 +8,7 @@
 #include "config/config.h"
 #include "engine/builtin_worker.h"
 #include "workers/engine_functions/engine_functions.h"
+#include "workers/http/http_worker.h"
 #include "workers/observability/observability.h"
 #include "workers/state/state_worker.h"
 #include "workers/stream/stream_worker.h"
@@ -29,7 +30,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-engine-functions", kMandatory, workers::make_engine_functions, {}},
       {"iii-observability", kMandatory, workers::make_observability, {"log"}},
       {"iii-telemetry", kMandatory, nullptr, {}},
-      {"iii-http", kDefault, nullptr, {"http"}},
+      {"iii-http", kDefault, workers::make_http_worker, {"http"}},
       {"iii-state", kDefault, workers::make_state_worker, {"state"}},
       {"iii-stream", kDefault, workers::make_stream_worker, {"stream", "stream:join", "stream:leave"}},
       {"iii-queue", kDefault, nullptr, {"durable:subscriber"}},
