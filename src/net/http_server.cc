@@ -176,7 +176,9 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
       spdlog::debug("{}: {} was too slow to send its request", opts_.name, ip_);
       return refuse(HttpStatus::request_timeout, "Request Timeout\n");
     }
-    if (ec == http::error::header_limit)
+    // Beast reports a single header line longer than its read buffer as buffer_overflow.
+    if (ec == http::error::header_limit ||
+        (ec == http::error::buffer_overflow && !parser_->is_header_done()))
       return refuse(HttpStatus::request_header_fields_too_large,
                     "Request header fields too large\n");
     if (ec == http::error::body_limit)

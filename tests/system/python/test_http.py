@@ -113,3 +113,78 @@ def test_health_route_follows_its_worker(engine, make_client, session):
     session.clients.remove(c)  # shut down here, not again at teardown
     c.shutdown()
     wait_for(lambda: request(base + "/health")[0] == 404, what="route gone with its worker")
+
+
+@pytest.mark.engine(extra_yaml="  - name: iii-http\n    config: { host: 127.0.0.1, port: 0, header_timeout_ms: 300 }\n")
+def test_slow_oversized_and_garbage_requests(engine, make_client):
+    import socket
+    import time
+
+    base = base_url(engine)
+    port = engine.ports[1]
+    c = make_client("py-http-bad")
+    c.register_function("pyhttp::ok", lambda req: {"body": "ok"})
+    c.register_trigger({"type": "http", "function_id": "pyhttp::ok", "config": {"api_path": "/ok"}})
+    wait_routed(base + "/ok")
+
+    def exchange(raw: bytes, wait: float = 0.0) -> bytes:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(raw)
+        if wait:
+            time.sleep(wait)
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        s.close()
+        return data
+
+    # Slowloris: headers never finish; the header deadline answers 408 (or closes).
+    t0 = time.monotonic()
+    slow = exchange(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    assert time.monotonic() - t0 < 3
+    assert slow == b"" or slow.startswith(b"HTTP/1.1 408"), slow[:80]
+    # Oversized headers: 431.
+    big = exchange(b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 431"), big[:80]
+    # A request line that is not HTTP: 400 or closed, never a crash.
+    garbage = exchange(b"\x00\x01\x02 garbage\r\n\r\n")
+    assert garbage == b"" or garbage.startswith(b"HTTP/1.1 400"), garbage[:80]
+    # Pipelined keep-alive requests are answered in order on one connection.
+    two = exchange(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nGET /missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert two.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 404" in two, two[:200]
+    assert request(base + "/ok")[0] == 200
+
+
+@pytest.mark.engine(extra_yaml=HTTP_YAML)
+def test_shutdown_finishes_requests_in_flight(engine, make_client):
+    import signal
+    import threading
+    import time
+
+    base = base_url(engine)
+    c = make_client("py-http-slow")
+
+    def slow(req):
+        time.sleep(1.0)
+        return {"body": "finished"}
+
+    c.register_function("pyhttp::slow", slow)
+    c.register_trigger({"type": "http", "function_id": "pyhttp::slow", "config": {"api_path": "/slow"}})
+    wait_for(lambda: any("http" == t.get("trigger_type") and t.get("state") == "bound"
+                         for t in c.trigger({"function_id": "engine::triggers::list", "payload": {}})["triggers"]),
+             what="route bound")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=request(base + "/slow")))
+    t.start()
+    time.sleep(0.3)  # the request is in the handler
+    engine.proc.send_signal(signal.SIGTERM)
+    t.join(10)
+    assert result["r"][0] == 200 and json.loads(result["r"][2]) == "finished", result
+    assert engine.proc.wait(10) == 0
+    engine.stopped = True
