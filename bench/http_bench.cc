@@ -27,7 +27,11 @@
 //            vs single requests, against the normal worker (TCP_NODELAY, as the SDK sets it) and
 //            against a second worker whose WebSocket socket has Nagle's algorithm back on (the
 //            bench clears TCP_NODELAY on the SDK's socket after it connected), bound to
-//            `POST /echo-nagle`. Reports the p50/p99 time of a whole batch and of one request.
+//            `POST /echo-nagle`. Reports the p50/p99 time of a whole batch and of one request,
+//            and the same for the bare server.
+//
+// Latency samples are the requests issued in the window (after --warmup-s, for --duration-s),
+// including those that complete after it; req/s counts the completions inside the window.
 //
 // With an engine it started (or --engine-pid) the engine's CPU time per request is reported too.
 #include <arpa/inet.h>
@@ -251,10 +255,10 @@ class Client {
           if (s.errors++ == 0) s.first_error = err;
         } else {
           ++total;
-          if (t1 >= m0 && t1 <= m1) {
-            ++s.completed;
-            if (c.t0 >= m0) s.ns.push_back((t1 - c.t0).count());
-          }
+          if (t1 >= m0 && t1 <= m1) ++s.completed;
+          // Every request issued in the window counts, even if it ends after it: a 1 MiB
+          // request at concurrency 128 can take longer than the whole window.
+          if (c.t0 >= m0) s.ns.push_back((t1 - c.t0).count());
         }
         if (t1 < m1 && ok) begin(c, requests[next_req++ % requests.size()]);
         else --busy;
@@ -513,10 +517,8 @@ void issue(InvokeRun* run) {
       if (run->errors++ == 0) run->first_error = o.error->what();
     } else {
       ++run->total;
-      if (t1 >= run->m0 && t1 <= run->m1) {
-        ++run->completed;
-        if (t0 >= run->m0) run->ns.push_back((t1 - t0).count());
-      }
+      if (t1 >= run->m0 && t1 <= run->m1) ++run->completed;
+      if (t0 >= run->m0) run->ns.push_back((t1 - t0).count());  // as Client::run
     }
     if (t1 < run->m1) issue(run);
     else if (--run->lanes == 0) run->done.set_value();
@@ -665,6 +667,15 @@ int main(int argc, char** argv) {
     return s;
   };
 
+  // Warms up the engine, the worker and the floor server (first-touch allocations, the
+  // kernel's socket state) so that the first measurement is not the slowest.
+  {
+    Client warm(http_port, 8), warm_floor(floor_port, 8);
+    warm.run({&echo_small}, 0, 1, nullptr);
+    warm_floor.run({&echo_small}, 0, 0.5, nullptr);
+    invoke(*caller, "bench::http_echo", small, 8, 0, 0.5, nullptr);
+  }
+
   int rc = 0;
   if (modes.count("latency")) {
     for (int64_t body_bytes : body_sizes) {
@@ -735,16 +746,27 @@ int main(int argc, char** argv) {
     }
     const std::string nagle_req = http_request("POST", "/echo-nagle", small);
     wait_route(http_port, nagle_req);
-    for (const auto& [variant, req] :
-         {std::pair<std::string, const std::string*>{"nodelay-worker", &echo_small},
-          {"nagle-worker", &nagle_req}}) {
+    struct Variant {
+      std::string path, name;
+      uint16_t port;
+      const std::string* req;
+    };
+    for (const auto& v : {Variant{"floor", "bare-server", floor_port, &echo_small},
+                          Variant{"http", "nodelay-worker", http_port, &echo_small},
+                          Variant{"http", "nagle-worker", http_port, &nagle_req}}) {
+      double single = 0;
       for (int64_t k : {int64_t{1}, batch}) {
-        Client client(http_port, static_cast<size_t>(k));
-        client.batches(*req, 10);  // warm-up
-        const int64_t before = engine_pid ? bench::cpu_ns(engine_pid) : -1;
-        Sample s = client.batches(*req, batches);
-        report.print("nagle", "http", variant, k, 100, s,
-                     cpu_per(engine_pid, before, s.completed * k));
+        Client client(v.port, static_cast<size_t>(k));
+        client.batches(*v.req, 10);  // warm-up
+        const bool engine_side = v.path == "http";
+        const int64_t before = engine_side && engine_pid ? bench::cpu_ns(engine_pid) : -1;
+        Sample s = client.batches(*v.req, batches);
+        report.print("nagle", v.path, v.name, k, 100, s,
+                     engine_side ? cpu_per(engine_pid, before, s.completed * k) : -1);
+        if (k == 1) single = bench::percentile(s.ns, 0.5);
+        else if (single > 0)
+          std::printf("  => batch of %lld / single request (p50): %.1fx\n",
+                      static_cast<long long>(k), bench::percentile(s.ns, 0.5) / single);
         rc |= s.errors ? 1 : 0;
       }
     }
