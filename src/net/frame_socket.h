@@ -55,8 +55,12 @@ class FrameSocket {
 
   template <class MutableBufferSequence, class ReadHandler>
   auto async_read_some(const MutableBufferSequence& buffers, ReadHandler&& handler) {
+    ++reads_;
     return socket_.async_read_some(buffers, std::forward<ReadHandler>(handler));
   }
+
+  // Socket reads started so far (Beast may complete a read from its own buffer without one).
+  uint64_t reads() const { return reads_; }
 
   // Beast's writes (see the file comment).
   template <class ConstBufferSequence, class WriteHandler>
@@ -127,6 +131,7 @@ class FrameSocket {
   std::vector<Entry> in_flight_;
   std::vector<boost::asio::const_buffer> gather_;
   size_t queued_bytes_ = 0;
+  uint64_t reads_ = 0;
   bool writing_ = false;
   bool held_ = false;
   bool completing_beast_ = false;  // inside one of Beast's handlers (see push_beast)
