@@ -531,7 +531,10 @@ void Exchange::run_route_middleware(size_t index) {
 
 void Exchange::run_handler() {
   stage_ = Stage::kHandler;
-  json::object request = request_without_channels();
+  // The body is not needed here any more: move it (a 1 MiB body is not copied again).
+  json::object request = http::make_api_request(req_->method(), req_->target(), headers_,
+                                                route_.api_path, path_params_, std::move(body_));
+  body_ = nullptr;
   request["request_body"] = channel_ref(req_refs_, "read");
   request["response"] = channel_ref(resp_refs_, "write");
   engine().invoke(route_.function_id, std::move(request), CallContext{},
