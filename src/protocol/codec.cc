@@ -3,6 +3,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/parser.hpp>
 #include <boost/json/value.hpp>
+#include <cmath>
 
 #include "protocol/json_writer.h"
 
@@ -143,6 +144,28 @@ DecodeResult decode_invoke(Reader& r, json::object& obj) {
   return Message(std::move(m));
 }
 
+// False if `v` holds a double that is NaN or infinite. Boost.JSON 1.81 reads a number beyond
+// the double range (1e400) as infinity and 0e400 as NaN, and then writes them as `Infinity`
+// and `NaN`, which are not JSON: the frame forwarded to an executor would be unreadable there.
+// serde_json refuses such numbers ("number out of range"); so does decode. Recursion is bounded
+// by the parser's max_depth.
+bool all_numbers_finite(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_:
+      return std::isfinite(v.get_double());
+    case json::kind::array:
+      for (const json::value& item : v.get_array())
+        if (!all_numbers_finite(item)) return false;
+      return true;
+    case json::kind::object:
+      for (const auto& kv : v.get_object())
+        if (!all_numbers_finite(kv.value())) return false;
+      return true;
+    default:
+      return true;
+  }
+}
+
 }  // namespace
 
 bool is_uuid(std::string_view s) {
@@ -174,6 +197,8 @@ DecodeResult decode(std::string_view frame) {
   parser.write(frame.data(), frame.size(), ec);
   if (ec) return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
   json::value v = parser.release();
+  if (!all_numbers_finite(v))
+    return DecodeError{"malformed JSON: number out of range", "", std::nullopt, std::nullopt};
   if (!v.is_object())
     return DecodeError{"a message must be a JSON object", "", std::nullopt, std::nullopt};
   return decode(std::move(v.get_object()));

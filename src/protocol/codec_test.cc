@@ -87,6 +87,26 @@ TEST(Codec, ReportsMalformedInputClearly) {
             std::string::npos);
 }
 
+// Found by fuzz/codec_fuzz.cc: Boost.JSON reads 1e400 as infinity, which encodes as
+// `Infinity` (not JSON), so the frame forwarded to the executor could not be parsed there.
+// serde_json refuses such a number ("number out of range"), and so does decode.
+TEST(Codec, RefusesNumbersBeyondTheDoubleRange) {
+  // Boost also reads 0e400 as NaN (serde_json: 0.0); refused too rather than sent on as `NaN`.
+  for (const char* data : {"1e400", "-1e400", R"([1,{"a":[2e308]}])", "0e400"}) {
+    const std::string frame =
+        std::string(R"({"type":"invokefunction","function_id":"f","data":)") + data + "}";
+    auto r = decode(frame);
+    ASSERT_TRUE(std::holds_alternative<DecodeError>(r))
+        << frame << " decoded, and encodes as " << encode(std::get<Message>(r));
+    EXPECT_EQ(std::get<DecodeError>(r).reason, "malformed JSON: number out of range") << frame;
+  }
+  // The largest finite double and an underflow to 0 are fine.
+  EXPECT_EQ(expect_message<InvokeFunction>(
+                R"({"type":"invokefunction","function_id":"f","data":[1.7976931348623157e308,1e-400]})")
+                .data,
+            boost::json::parse("[1.7976931348623157e308,0.0]"));
+}
+
 TEST(Codec, NonUuidInvocationIdKeepsIdsForTheErrorReply) {
   auto e = expect_error(R"({"type":"invokefunction","invocation_id":"abc","function_id":"f","data":1})");
   EXPECT_EQ(e.invocation_id, "abc");
