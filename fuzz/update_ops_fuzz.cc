@@ -20,7 +20,7 @@ namespace {
 namespace json = boost::json;
 using namespace iii::storage;
 
-// protocol::decode refuses NaN and infinite numbers (Boost reads 1e400 and 0e400 as such), so
+// protocol::decode never yields a NaN or an infinity (Boost's parse below does: 1e400), so
 // stored values and ops never hold one.
 bool all_numbers_finite(const json::value& v) {
   if (v.is_double()) return std::isfinite(v.get_double());
