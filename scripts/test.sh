@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fresh machine to full test run: dependencies, release and sanitizer builds, unit tests
 # (ctest) for both, and the system tests (official Node and Python SDKs against the real
-# binary) for both. Prints a final "N passed, N failed" line over the suites.
+# binary) for both, then each fuzz target for 30 s (scripts/fuzz.sh; III_SKIP_FUZZ=1 skips
+# it). Prints a final "N passed, N failed" line over the suites.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh || exit 1
@@ -31,6 +32,10 @@ if [ "${III_SKIP_ASAN:-0}" != 1 ]; then
   step "build asan" ./scripts/build.sh asan
   step "unit tests (asan+ubsan)" ctest --preset asan --timeout 300
   step "system tests (asan+ubsan)" env III_BIN="$PWD/build/asan/iii" III_SANITIZED=1 ./tests/system/run.sh
+fi
+
+if [ "${III_SKIP_FUZZ:-0}" != 1 ]; then
+  step "fuzz (30 s per target)" ./scripts/fuzz.sh 30
 fi
 
 echo "suites: $passed passed, $failed failed"

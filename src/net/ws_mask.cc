@@ -1,11 +1,20 @@
 #include "net/ws_mask.h"
 
-#include <immintrin.h>
-
+#include <bit>
 #include <cstdint>
 #include <cstring>
 
+// The AVX2 path is x86-64 only (chosen at run time); elsewhere, e.g. aarch64, the portable
+// loop below does all the work.
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define III_WS_MASK_AVX2 1
+#endif
+
 namespace iii::net {
+
+// The key is handled as a 32-bit word whose low byte applies first.
+static_assert(std::endian::native == std::endian::little, "ws_mask assumes a little-endian CPU");
 
 namespace {
 
@@ -40,6 +49,7 @@ void mask_words(char* dst, const char* src, size_t n, uint32_t k) {
   mask_bytes(dst, src, i, n, k);
 }
 
+#ifdef III_WS_MASK_AVX2
 // AVX2: bytes one at a time until `dst` is 32-byte aligned, then aligned 32-byte stores, four
 // per iteration (unaligned stores, which is what the compiler emits, cost twice as much).
 __attribute__((target("avx2"))) void mask_avx2(char* dst, const char* src, size_t n, uint32_t k) {
@@ -68,12 +78,13 @@ bool have_avx2() {
   static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
   return yes;
 }
+#endif  // III_WS_MASK_AVX2
 
 void mask(char* dst, const char* src, size_t n, uint32_t k) {
-  if (n >= 64 && have_avx2())
-    mask_avx2(dst, src, n, k);
-  else
-    mask_words(dst, src, n, k);
+#ifdef III_WS_MASK_AVX2
+  if (n >= 64 && have_avx2()) return mask_avx2(dst, src, n, k);
+#endif
+  mask_words(dst, src, n, k);
 }
 
 }  // namespace

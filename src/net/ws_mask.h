@@ -1,8 +1,9 @@
 // WebSocket payload masking (RFC 6455 §5.3): every byte XORed with the 4-byte masking key,
 // repeating. The engine unmasks every byte a channel writer sends and the C++ SDK masks every
-// byte it sends, so this runs over all channel data twice: with AVX2 (checked once at run
-// time) it goes about twice as fast as Beast's mask_inplace, which GCC vectorises to SSE2 with
-// unaligned stores (35 against 18 GB/s on this machine's cached data; docs/performance.md).
+// byte it sends, so this runs over all channel data twice: with AVX2 (x86-64 only, checked
+// once at run time) it goes about twice as fast as Beast's mask_inplace, which GCC vectorises
+// to SSE2 with unaligned stores (35 against 18 GB/s on this machine's cached data;
+// docs/performance.md).
 #pragma once
 
 #include <array>

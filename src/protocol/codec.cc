@@ -1,8 +1,10 @@
 #include "protocol/codec.h"
 
-#include <boost/json/parse.hpp>
-#include <boost/json/parser.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/value.hpp>
+#include <boost/json/value_stack.hpp>
+#include <charconv>
+#include <cmath>
 
 #include "protocol/json_writer.h"
 #include "protocol/uuid.h"
@@ -140,6 +142,107 @@ DecodeResult decode_invoke(Reader& r, json::object& obj) {
   return Message(std::move(m));
 }
 
+// Builds the value as Boost's json::parser does (its detail::handler), except for numbers with
+// a fraction or an exponent. Boost 1.81 converts those with a fast method that is not correctly
+// rounded (1.8446744073701114e82 comes out one ulp off), so a double could reach the executor
+// changed; and it reads 1e400 as infinity and 0e400 as NaN, which it writes as `Infinity` and
+// `NaN`, not JSON. Here the number's text is converted with std::from_chars (correctly rounded,
+// as serde_json does), and a magnitude beyond the double range is refused, as serde_json does
+// ("number out of range"); an underflow becomes 0 (or Boost's subnormal), as there.
+struct ValueBuilder {
+  static constexpr std::size_t max_object_size = json::object::max_size();
+  static constexpr std::size_t max_array_size = json::array::max_size();
+  static constexpr std::size_t max_key_size = json::string::max_size();
+  static constexpr std::size_t max_string_size = json::string::max_size();
+
+  using error_code = boost::system::error_code;
+  using string_view = json::string_view;
+
+  json::value_stack st;
+  std::string number;  // the start of a number cut by the end of a write (on_number_part)
+  bool out_of_range = false;
+
+  bool on_document_begin(error_code&) { return true; }
+  bool on_document_end(error_code&) { return true; }
+  bool on_object_begin(error_code&) { return true; }
+  bool on_object_end(std::size_t n, error_code&) {
+    st.push_object(n);
+    return true;
+  }
+  bool on_array_begin(error_code&) { return true; }
+  bool on_array_end(std::size_t n, error_code&) {
+    st.push_array(n);
+    return true;
+  }
+  bool on_key_part(string_view s, std::size_t, error_code&) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_key(string_view s, std::size_t, error_code&) {
+    st.push_key(s);
+    return true;
+  }
+  bool on_string_part(string_view s, std::size_t, error_code&) {
+    st.push_chars(s);
+    return true;
+  }
+  bool on_string(string_view s, std::size_t, error_code&) {
+    st.push_string(s);
+    return true;
+  }
+  bool on_number_part(string_view s, error_code&) {
+    number.append(s.data(), s.size());
+    return true;
+  }
+  bool on_int64(std::int64_t i, string_view, error_code&) {
+    number.clear();
+    st.push_int64(i);
+    return true;
+  }
+  bool on_uint64(std::uint64_t u, string_view, error_code&) {
+    number.clear();
+    st.push_uint64(u);
+    return true;
+  }
+  bool on_double(double boost_value, string_view s, error_code& ec) {
+    std::string_view text(s.data(), s.size());
+    if (!number.empty()) {
+      number.append(text);
+      text = number;
+    }
+    double v = boost_value;
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), v);
+    number.clear();
+    if (err == std::errc::result_out_of_range) {
+      if (!std::isfinite(boost_value) || std::fabs(boost_value) >= 1.0) {
+        out_of_range = true;
+        ec = json::error::exponent_overflow;
+        return false;
+      }
+      v = boost_value;  // an underflow
+    } else if (err != std::errc() || end != text.data() + text.size()) {
+      v = boost_value;  // not expected for text the parser accepted
+    }
+    if (!std::isfinite(v)) {
+      out_of_range = true;
+      ec = json::error::exponent_overflow;
+      return false;
+    }
+    st.push_double(v);
+    return true;
+  }
+  bool on_bool(bool b, error_code&) {
+    st.push_bool(b);
+    return true;
+  }
+  bool on_null(error_code&) {
+    st.push_null();
+    return true;
+  }
+  bool on_comment_part(string_view, error_code&) { return true; }
+  bool on_comment(string_view, error_code&) { return true; }
+};
+
 }  // namespace
 
 bool is_uuid(std::string_view s) { return Uuid::parse(s).has_value(); }
@@ -269,13 +372,20 @@ DecodeError too_deep_error(std::string_view frame) {
 DecodeResult decode(std::string_view frame) {
   // One parser per thread: its internal stack is kept from one message to the next instead of
   // being allocated for each (json::parse builds a new parser every call).
-  thread_local json::parser parser(json::storage_ptr(), json_parse_options());
+  thread_local json::basic_parser<ValueBuilder> parser{json_parse_options()};
   boost::system::error_code ec;
   parser.reset();
-  parser.write(frame.data(), frame.size(), ec);
+  ValueBuilder& builder = parser.handler();
+  builder.st.reset();
+  builder.number.clear();
+  builder.out_of_range = false;
+  const size_t n = parser.write_some(false, frame.data(), frame.size(), ec);
+  if (!ec && n < frame.size()) ec = json::error::extra_data;
   if (ec == json::error::too_deep) return too_deep_error(frame);
+  if (builder.out_of_range)
+    return DecodeError{"malformed JSON: number out of range", "", std::nullopt, std::nullopt};
   if (ec) return DecodeError{"malformed JSON: " + ec.message(), "", std::nullopt, std::nullopt};
-  json::value v = parser.release();
+  json::value v = builder.st.release();
   if (!v.is_object())
     return DecodeError{"a message must be a JSON object", "", std::nullopt, std::nullopt};
   return decode(std::move(v.get_object()));

@@ -4,6 +4,8 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <cmath>
+#include <cstdlib>
 
 namespace iii::protocol {
 namespace {
@@ -85,6 +87,46 @@ TEST(Codec, ReportsMalformedInputClearly) {
   EXPECT_NE(expect_error(R"({"type":"registerfunction"})").reason.find("'id'"), std::string::npos);
   EXPECT_NE(expect_error(R"({"type":"registerfunction","id":5})").reason.find("must be a string"),
             std::string::npos);
+}
+
+// Found by fuzz/codec_fuzz.cc: Boost.JSON 1.81 reads 1e400 as infinity, which encodes as
+// `Infinity` (not JSON), so the frame forwarded to the executor could not be parsed there.
+// serde_json refuses such a number ("number out of range"), and so does decode.
+TEST(Codec, RefusesNumbersBeyondTheDoubleRange) {
+  for (const char* data : {"1e400", "-1e400", R"([1,{"a":[2e308]}])", "-123456789e99999"}) {
+    const std::string frame =
+        std::string(R"({"type":"invokefunction","function_id":"f","data":)") + data + "}";
+    auto r = decode(frame);
+    ASSERT_TRUE(std::holds_alternative<DecodeError>(r))
+        << frame << " decoded, and encodes as " << encode(std::get<Message>(r));
+    EXPECT_EQ(std::get<DecodeError>(r).reason, "malformed JSON: number out of range") << frame;
+  }
+  // The largest finite double passes; underflows are 0, and 0e400 (NaN for Boost) is 0 too.
+  const json::value data = expect_message<InvokeFunction>(
+                               R"({"type":"invokefunction","function_id":"f","data":)"
+                               R"([1.7976931348623157e308,1e-400,-1e-400,0e400,-0.0e999]})")
+                               .data;
+  ASSERT_EQ(data.as_array().size(), 5u);
+  EXPECT_EQ(data.as_array()[0].as_double(), 1.7976931348623157e308);
+  for (size_t i = 1; i < 5; ++i) EXPECT_EQ(data.as_array()[i].as_double(), 0.0) << i;
+  EXPECT_TRUE(std::signbit(data.as_array()[4].as_double()));
+}
+
+// Found by fuzz/codec_fuzz.cc: Boost.JSON 1.81 does not round every double correctly, so a
+// number a worker sent reached the executor changed in its last digit. Decoded numbers are
+// the nearest doubles (as serde_json reads them), whatever their length.
+TEST(Codec, DecodesDoublesCorrectlyRounded) {
+  for (const char* text :
+       {"1.8446744073701114E82", "-1.8446744073701114e82", "0.1", "2.2250738585072014e-308",
+        "4.9e-324", "9007199254740993.0", "1.00000000000000011102230246251565404236316680908203125",
+        "18446744073701111111111111111111111111111111111111111111111111111111111111111111119551615."
+        "0"}) {
+    const std::string frame =
+        std::string(R"({"type":"invokefunction","function_id":"f","data":)") + text + "}";
+    const json::value data = expect_message<InvokeFunction>(frame).data;
+    ASSERT_TRUE(data.is_double()) << text;
+    EXPECT_EQ(data.get_double(), std::strtod(text, nullptr)) << text;
+  }
 }
 
 TEST(Codec, NonUuidInvocationIdKeepsIdsForTheErrorReply) {

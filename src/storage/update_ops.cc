@@ -440,7 +440,9 @@ size_t json_depth(const boost::json::value& v) {
   size_t max_depth = 0;
   if (v.is_object() || v.is_array()) stack.emplace_back(&v, 1);
   while (!stack.empty()) {
-    auto [node, depth] = stack.back();
+    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+    const json::value* node = stack.back().first;
+    const size_t depth = stack.back().second;
     stack.pop_back();
     max_depth = std::max(max_depth, depth);
     auto push = [&](const json::value& child) {
