@@ -138,6 +138,9 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     if (jobs_.count(t.id)) return "Cron job '" + t.id + "' is already registered";
     Job& j = jobs_[t.id];
     j.expr = *parsed.expression;
+    // What the tick lock is keyed by: the same job in every engine, whatever its trigger id.
+    j.lock_key = t.function_id + "|" + text;
+    if (auto c = t.condition_function_id()) j.lock_key += "|" + *c;
     j.generation = ++generation_;
     schedule(t.id, j);
     if (j.scheduled)
@@ -156,6 +159,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
  private:
   struct Job {
     CronExpression expr;
+    std::string lock_key;
     uint64_t generation = 0;
     bool scheduled = false;
     bool running = false;
@@ -216,7 +220,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void run(const std::string& id, Job& j, CronExpression::Seconds tick) {
     j.running = true;
     const uint64_t gen = j.generation;
-    lock_->acquire(id, to_ms(tick), [this, id, gen, tick](bool owned) {
+    lock_->acquire(j.lock_key, to_ms(tick), [this, id, gen, tick](bool owned) {
       if (stopping_ || !find(id, gen)) return;
       if (!owned) return finish(id, gen, tick);
       auto t = rt_.engine.triggers().find(id);

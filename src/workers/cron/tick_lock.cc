@@ -11,11 +11,11 @@ namespace json = boost::json;
 TickLock::TickLock(storage::KvStore& store, std::string index, int64_t ttl_ms, std::string owner)
     : store_(store), index_(std::move(index)), ttl_ms_(ttl_ms), owner_(std::move(owner)) {}
 
-std::string TickLock::key_of(const std::string& job_id, int64_t tick_ms) {
-  return job_id + "@" + std::to_string(tick_ms);
+std::string TickLock::key_of(const std::string& job, int64_t tick_ms) {
+  return job + "@" + std::to_string(tick_ms);
 }
 
-void TickLock::acquire(const std::string& job_id, int64_t tick_ms, std::function<void(bool)> done) {
+void TickLock::acquire(const std::string& job, int64_t tick_ms, std::function<void(bool)> done) {
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
@@ -26,15 +26,15 @@ void TickLock::acquire(const std::string& job_id, int64_t tick_ms, std::function
   // An object, not the bare id: appending a string to a string would concatenate them.
   ops[0].value = json::object{{"owner", owner_}, {"claimed_at_ms", now_ms}};
   ops[1].type = storage::UpdateOpType::kSet;
-  ops[1].path = {"job_id"};
-  ops[1].value = json::value(job_id);
+  ops[1].path = {"job"};
+  ops[1].value = json::value(job);
   ops[2].type = storage::UpdateOpType::kSet;
   ops[2].path = {"tick_ms"};
   ops[2].value = json::value(tick_ms);
   ops[3].type = storage::UpdateOpType::kSet;
   ops[3].path = {"expires_at_ms"};
   ops[3].value = json::value(expires_at);
-  std::string key = key_of(job_id, tick_ms);
+  std::string key = key_of(job, tick_ms);
   store_.update(
       index_, key, std::move(ops),
       [this, key, expires_at, done = std::move(done)](storage::Stored<storage::UpdateResult> r) {
@@ -67,7 +67,7 @@ void TickLock::sweep(int64_t now_ms) {
     for (const auto& v : r.value) {
       if (!v.is_object()) continue;
       const auto& o = v.get_object();
-      const auto* job = o.if_contains("job_id");
+      const auto* job = o.if_contains("job");
       const auto* tick = o.if_contains("tick_ms");
       const auto* exp = o.if_contains("expires_at_ms");
       if (!job || !job->is_string() || !tick || !tick->is_int64() || !exp || !exp->is_int64())
