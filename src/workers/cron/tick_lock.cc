@@ -16,10 +16,21 @@ std::string TickLock::key_of(const std::string& job, int64_t tick_ms) {
 }
 
 void TickLock::acquire(const std::string& job, int64_t tick_ms, std::function<void(bool)> done) {
+  std::string key = key_of(job, tick_ms);
+  // Triggers of this engine with the same job share one claim (and one store write).
+  auto [it, fresh] = claims_.try_emplace(key);
+  Claim& claim = it->second;
+  if (!fresh) {
+    if (claim.decided) return done(claim.owned);
+    claim.waiters.push_back(std::move(done));
+    return;
+  }
+  claim.waiters.push_back(std::move(done));
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
   const int64_t expires_at = now_ms + ttl_ms_;
+  expiry_.emplace_back(expires_at, key);
   std::vector<storage::UpdateOp> ops(4);
   ops[0].type = storage::UpdateOpType::kAppend;
   ops[0].path = {"owners"};
@@ -34,29 +45,41 @@ void TickLock::acquire(const std::string& job, int64_t tick_ms, std::function<vo
   ops[3].type = storage::UpdateOpType::kSet;
   ops[3].path = {"expires_at_ms"};
   ops[3].value = json::value(expires_at);
-  std::string key = key_of(job, tick_ms);
-  store_.update(
-      index_, key, std::move(ops),
-      [this, key, expires_at, done = std::move(done)](storage::Stored<storage::UpdateResult> r) {
-        if (!r.ok()) {
-          spdlog::warn("cron: lock {} in '{}' failed: {}; tick skipped", key, index_, *r.error);
-          return done(false);
-        }
-        const json::value& v = r.value.new_value;
-        const json::value* owners = v.is_object() ? v.get_object().if_contains("owners") : nullptr;
-        const bool won = owners && owners->is_array() && !owners->get_array().empty() &&
-                         owners->get_array()[0].is_object() &&
-                         owners->get_array()[0].get_object().if_contains("owner") &&
-                         owners->get_array()[0].get_object().at("owner") == json::value(owner_);
-        if (won) owned_.emplace_back(expires_at, key);
-        done(won);
-      });
+  store_.update(index_, key, std::move(ops), [this, key](storage::Stored<storage::UpdateResult> r) {
+    bool won = false;
+    if (!r.ok()) {
+      spdlog::warn("cron: lock {} in '{}' failed: {}; tick skipped", key, index_, *r.error);
+    } else {
+      const json::value& v = r.value.new_value;
+      const json::value* owners = v.is_object() ? v.get_object().if_contains("owners") : nullptr;
+      const json::value* first = owners && owners->is_array() && !owners->get_array().empty()
+                                     ? &owners->get_array()[0]
+                                     : nullptr;
+      const json::value* who =
+          first && first->is_object() ? first->get_object().if_contains("owner") : nullptr;
+      won = who && *who == json::value(owner_);
+    }
+    auto c = claims_.find(key);
+    if (c == claims_.end()) return;  // forgotten meanwhile (expired before the store answered)
+    c->second.decided = true;
+    c->second.owned = won;
+    if (won) ++owned_;
+    auto waiters = std::move(c->second.waiters);
+    for (auto& w : waiters) w(won);
+  });
 }
 
 void TickLock::expire(int64_t now_ms) {
-  while (!owned_.empty() && owned_.front().first <= now_ms) {
-    store_.del(index_, owned_.front().second, [](storage::Stored<std::optional<json::value>>) {});
-    owned_.pop_front();
+  while (!expiry_.empty() && expiry_.front().first <= now_ms) {
+    auto c = claims_.find(expiry_.front().second);
+    if (c != claims_.end() && c->second.decided) {
+      if (c->second.owned) {
+        store_.del(index_, c->first, [](storage::Stored<std::optional<json::value>>) {});
+        --owned_;
+      }
+      claims_.erase(c);
+    }
+    expiry_.pop_front();
   }
 }
 

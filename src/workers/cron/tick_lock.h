@@ -15,7 +15,9 @@
 #include <deque>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "storage/kv_store.h"
 
@@ -39,7 +41,7 @@ class TickLock {
   void sweep(int64_t now_ms);
 
   static std::string key_of(const std::string& job, int64_t tick_ms);
-  size_t owned_keys() const { return owned_.size(); }
+  size_t owned_keys() const { return owned_; }
   const std::string& owner() const { return owner_; }
 
  private:
@@ -47,7 +49,14 @@ class TickLock {
   std::string index_;
   int64_t ttl_ms_;
   std::string owner_;
-  std::deque<std::pair<int64_t, std::string>> owned_;  // (expires_at_ms, key), oldest first
+  struct Claim {
+    bool decided = false;
+    bool owned = false;
+    std::vector<std::function<void(bool)>> waiters;
+  };
+  std::unordered_map<std::string, Claim> claims_;       // key -> this engine's claim, until expiry
+  std::deque<std::pair<int64_t, std::string>> expiry_;  // (expires_at_ms, key), oldest first
+  size_t owned_ = 0;
 };
 
 }  // namespace iii::workers::cron
