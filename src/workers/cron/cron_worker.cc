@@ -92,9 +92,13 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   CronWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
       : rt_(rt), name_(entry.instance_name), timer_(rt.io) {
     const CronConfig cfg = read_cron_config(entry);
-    store_ = storage::open_store_for(entry, cfg.store, rt_.io);
-    lock_ = std::make_unique<cron::TickLock>(*store_, cfg.lock_index, cfg.lock_ttl_ms,
-                                             protocol::Uuid::random_v4().str());
+    // An in_memory store is seen by this engine only, so every tick is ours: no lock (and no
+    // store) is needed. A file_based store may be shared by several engines.
+    if (cfg.store.method == storage::StoreOptions::Method::kFileBased) {
+      store_ = storage::open_store_for(entry, cfg.store, rt_.io);
+      lock_ = std::make_unique<cron::TickLock>(*store_, cfg.lock_index, cfg.lock_ttl_ms,
+                                               protocol::Uuid::random_v4().str());
+    }
     rt_.engine.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -105,7 +109,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   }
 
   void start() override {
-    lock_->sweep(to_ms(system_clock::now()));
+    if (lock_) lock_->sweep(to_ms(system_clock::now()));
     engine::TriggerType tt;
     tt.id = "cron";
     tt.description =
@@ -118,7 +122,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void stop() override {
     stopping_ = true;
     timer_.cancel();
-    store_->close();
+    if (store_) store_->close();
   }
 
   std::optional<std::string> bind(const engine::Trigger& t) override {
@@ -205,7 +209,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void on_timer() {
     if (stopping_) return;
     const auto now = system_clock::now();
-    lock_->expire(to_ms(now));
+    if (lock_) lock_->expire(to_ms(now));
     while (!queue_.empty() && queue_.begin()->first <= now) {
       auto node = queue_.extract(queue_.begin());
       const auto& [tick, id] = node.value();
@@ -220,26 +224,31 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void run(const std::string& id, Job& j, CronExpression::Seconds tick) {
     j.running = true;
     const uint64_t gen = j.generation;
+    if (!lock_) return dispatch(id, gen, tick);
     lock_->acquire(j.lock_key, to_ms(tick), [this, id, gen, tick](bool owned) {
       if (stopping_ || !find(id, gen)) return;
       if (!owned) return finish(id, gen, tick);
-      auto t = rt_.engine.triggers().find(id);
-      if (t == rt_.engine.triggers().end() || t->second.state != engine::Trigger::State::kBound)
-        return finish(id, gen, tick);
-      json::object payload;
-      payload["trigger"] = "cron";
-      payload["job_id"] = id;
-      payload["scheduled_time"] = cron::format_rfc3339(tick);
-      payload["actual_time"] = cron::format_rfc3339(system_clock::now());
-      const std::string function_id = t->second.function_id;
-      rt_.engine.fire(t->second, std::move(payload),
-                      [this, id, gen, tick, function_id](engine::FireStatus st, engine::Outcome o) {
-                        if (st == engine::FireStatus::kInvoked && o.error)
-                          spdlog::warn("cron job {}: {} failed: {}: {}", id, function_id,
-                                       o.error->code, o.error->message);
-                        finish(id, gen, tick);
-                      });
+      dispatch(id, gen, tick);
     });
+  }
+
+  // Builds the payload and fires the trigger (its condition first, if any).
+  void dispatch(const std::string& id, uint64_t gen, CronExpression::Seconds tick) {
+    auto t = rt_.engine.triggers().find(id);
+    if (t == rt_.engine.triggers().end() || t->second.state != engine::Trigger::State::kBound)
+      return finish(id, gen, tick);
+    json::object payload(4);
+    payload["trigger"] = "cron";
+    payload["job_id"] = id;
+    payload["scheduled_time"] = cron::format_rfc3339(tick);
+    payload["actual_time"] = cron::format_rfc3339(system_clock::now());
+    rt_.engine.fire(t->second, std::move(payload),
+                    [this, id, gen, tick](engine::FireStatus st, engine::Outcome o) {
+                      if (st == engine::FireStatus::kInvoked && o.error)
+                        spdlog::warn("cron job {}: handler failed: {}: {}", id, o.error->code,
+                                     o.error->message);
+                      finish(id, gen, tick);
+                    });
   }
 
   // The run is over: the next tick is computed now, so ticks that passed meanwhile are skipped.
