@@ -9,7 +9,8 @@
 // (async handlers: they count on the SDK I/O thread and answer at once) and one `subscribe`
 // trigger each on topic `bench-<N>`. A separate publisher worker calls `publish` with up to
 // `--window` calls in flight (and at most 20,000 deliveries outstanding) until `--deliveries`
-// handler calls arrived. Reports deliveries/s and publishes/s.
+// handler calls arrived. Reports deliveries/s and publishes/s (and with --engine-pid the
+// engine's CPU time per delivery).
 //
 // cron: a worker registers `--jobs` functions and one `cron` trigger each, all `* * * * * *`,
 // then records for `--seconds` seconds, per call: engine jitter = actual_time - scheduled_time
@@ -75,7 +76,8 @@ bool wait_bound(iii::III& w, const std::string& type, const std::string& prefix,
   return false;
 }
 
-int run_publish(const std::string& url, int64_t n, int64_t target, int64_t window) {
+int run_publish(const std::string& url, int64_t n, int64_t target, int64_t window,
+                long engine_pid) {
   auto sub = iii::register_worker(url, options("bench-subscriber"));
   std::atomic<int64_t> delivered{0};
   const std::string prefix = "bench::sub::" + std::to_string(n) + "::";
@@ -101,6 +103,7 @@ int run_publish(const std::string& url, int64_t n, int64_t target, int64_t windo
   std::mutex mu;
   std::condition_variable cv;
   int64_t in_flight = 0, sent = 0, failed = 0;
+  const int64_t cpu0 = engine_pid > 0 ? bench::cpu_ns(engine_pid) : -1;
   const auto t0 = Clock::now();
   while (sent < publishes) {
     {
@@ -130,16 +133,20 @@ int run_publish(const std::string& url, int64_t n, int64_t target, int64_t windo
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const int64_t got = delivered.load();
+  // Engine CPU per delivery (publish calls and handler results included).
+  const double cpu_us =
+      cpu0 >= 0 && got ? double(bench::cpu_ns(engine_pid) - cpu0) / 1e3 / double(got) : -1;
   std::printf(
       "publish N=%-5lld publishes=%lld deliveries=%lld/%lld in %.2fs: %.0f deliveries/s, %.0f "
-      "publishes/s%s\n",
+      "publishes/s; engine CPU %.2f us per delivery%s\n",
       (long long)n, (long long)publishes, (long long)got, (long long)expected, secs, got / secs,
-      publishes / secs, failed ? " (publish errors!)" : "");
+      publishes / secs, cpu_us, failed ? " (publish errors!)" : "");
   std::printf(
       "{\"bench\":\"pubsub_publish\",\"subscribers\":%lld,\"publishes\":%lld,\"deliveries\":%lld,"
-      "\"seconds\":%.3f,\"deliveries_per_s\":%.0f,\"publishes_per_s\":%.0f,\"errors\":%lld}\n",
+      "\"seconds\":%.3f,\"deliveries_per_s\":%.0f,\"publishes_per_s\":%.0f,"
+      "\"engine_cpu_us_per_delivery\":%.2f,\"errors\":%lld}\n",
       (long long)n, (long long)publishes, (long long)got, secs, got / secs, publishes / secs,
-      (long long)failed);
+      cpu_us, (long long)failed);
   for (auto& t : triggers) t.unregister();
   pub->shutdown();
   sub->shutdown();
@@ -248,8 +255,8 @@ int main(int argc, char** argv) {
   int rc = 0;
   if (mode.find("publish") != std::string::npos)
     for (int64_t n : flags.list("--fanout", {1, 100, 1000}))
-      rc |=
-          run_publish(url, n, flags.integer("--deliveries", 200000), flags.integer("--window", 16));
+      rc |= run_publish(url, n, flags.integer("--deliveries", 200000),
+                        flags.integer("--window", 16), long(flags.integer("--engine-pid", 0)));
   if (mode.find("cron") != std::string::npos)
     rc |= run_cron(url, flags.integer("--jobs", 1000), flags.integer("--seconds", 10),
                    long(flags.integer("--engine-pid", 0)));
