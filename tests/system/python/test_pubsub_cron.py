@@ -5,6 +5,7 @@ sharing one file_based store firing each tick once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -277,6 +278,35 @@ def test_invalid_expressions_are_refused(engine, make_client):
              what="a refusal line per trigger in the engine log")
     log = "\n".join(engine.lines_since(mark))
     assert "refused: Invalid cron expression '*/5 * * * *'" in log
+
+
+@pytest.mark.engine(listeners=[{"invocation_timeout_ms": 1500}], extra_yaml=CRON)
+def test_failing_and_hung_handlers_do_not_stop_the_job(engine, make_client):
+    c = make_client("cron-hang")
+    calls: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    async def handler(payload):
+        with lock:
+            calls.append(payload)
+            n = len(calls)
+        if n == 1:
+            raise RuntimeError("the first tick fails")
+        if n == 2:
+            await asyncio.sleep(2)  # hangs past the engine's 1.5 s deadline (ends before teardown)
+        return None
+
+    mark = engine.mark()
+    c.register_function("cron::flaky", handler)
+    c.register_trigger({"type": "cron", "function_id": "cron::flaky", "config": {"expression": "* * * * * *"}})
+    wait_for(lambda: len(calls) >= 3, timeout=9, what="a tick after the failure and the hang")
+    with lock:
+        t = [parse_time(p["scheduled_time"]) for p in calls[:3]]
+    assert (t[1] - t[0]).total_seconds() == 1.0, "a failed run does not delay the next tick"
+    # The hung run overlapped the next tick, which is skipped; the engine deadline ended the run.
+    assert 2.0 <= (t[2] - t[1]).total_seconds() <= 3.0, t
+    wait_for(lambda: any("handler failed: timeout" in l for l in engine.lines_since(mark)), what="the timeout in the log")
+    assert any("handler failed: invocation_failed" in l for l in engine.lines_since(mark))
 
 
 def test_two_engines_on_one_file_based_store_fire_each_tick_once(start_engine, session):
