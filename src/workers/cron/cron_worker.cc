@@ -194,7 +194,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
 
   // One timer for every job, set for the earliest tick.
   void arm() {
-    if (stopping_ || queue_.empty()) return;
+    if (stopping_ || in_timer_ || queue_.empty()) return;
     const CronExpression::Seconds first = queue_.begin()->first;
     if (armed_ && *armed_ <= first) return;
     armed_ = first;
@@ -210,6 +210,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     if (stopping_) return;
     const auto now = system_clock::now();
     if (lock_) lock_->expire(to_ms(now));
+    in_timer_ = true;  // runs that finish at once reschedule; arm once after the loop
     while (!queue_.empty() && queue_.begin()->first <= now) {
       auto node = queue_.extract(queue_.begin());
       const auto& [tick, id] = node.value();
@@ -218,6 +219,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
       it->second.scheduled = false;
       run(id, it->second, tick);
     }
+    in_timer_ = false;
     arm();
   }
 
@@ -271,6 +273,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
       queue_;  // (tick, job id), earliest first
   uint64_t generation_ = 0;
   bool stopping_ = false;
+  bool in_timer_ = false;
 };
 
 }  // namespace
