@@ -7,9 +7,11 @@
 
 #include "config/config.h"
 #include "engine/builtin_worker.h"
+#include "workers/cron/cron_worker.h"
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/http/http_worker.h"
 #include "workers/observability/observability.h"
+#include "workers/pubsub/pubsub_worker.h"
 #include "workers/state/state_worker.h"
 #include "workers/stream/stream_worker.h"
 #include "workers/worker_manager/worker_manager.h"
@@ -34,8 +36,8 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-state", kDefault, workers::make_state_worker, {"state"}},
       {"iii-stream", kDefault, workers::make_stream_worker, {"stream", "stream:join", "stream:leave"}},
       {"iii-queue", kDefault, nullptr, {"durable:subscriber"}},
-      {"iii-pubsub", kDefault, nullptr, {"subscribe"}},
-      {"iii-cron", kDefault, nullptr, {"cron"}},
+      {"iii-pubsub", kDefault, workers::make_pubsub_worker, {"subscribe"}},
+      {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
       {"iii-http-functions", kOptional, nullptr, {}},
       {"iii-exec", kOptional, nullptr, {}},
       {"iii-bridge", kOptional, nullptr, {}},
