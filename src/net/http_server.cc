@@ -68,6 +68,9 @@ bool has_no_body(HttpStatus s) {
 struct ServerShared {
   HttpServerOptions opts;
   RequestRouter router;
+  // Set by HttpServer::stop(): the router (often a member of the server's owner) is not called
+  // any more, even by connections that outlive the server.
+  mutable bool stopped = false;
 };
 
 // One accepted connection: reads a request, hands it to the router, writes its response, and
@@ -204,6 +207,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
   }
 
   void dispatch() {
+    if (shared_->stopped) return close_now();
     HttpRequest req = parser_->release();
     parser_.reset();
     auto r = std::make_shared<IncomingRequest>(shared_from_this(), std::move(req), ip_, port_);
@@ -212,6 +216,7 @@ class HttpConnection : public std::enable_shared_from_this<HttpConnection> {
 
   // The router gets the headers now and reads the body with read_body_piece.
   void dispatch_head() {
+    if (shared_->stopped) return close_now();
     http::request_header<> head = parser_->get().base();
     continue_due_ = has_token(head[http::field::expect], "100-continue");
     auto r = std::make_shared<IncomingRequest>(shared_from_this(), HttpRequest(std::move(head)),
@@ -561,6 +566,7 @@ HttpServer::~HttpServer() { stop(); }
 uint16_t HttpServer::port() const { return impl_->port; }
 
 void HttpServer::stop() {
+  impl_->shared->stopped = true;
   beast::error_code ignored;
   impl_->acceptor.close(ignored);
   impl_->retry.cancel();

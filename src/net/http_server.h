@@ -132,7 +132,8 @@ class HttpServer {
   HttpServer(boost::asio::io_context& io, HttpServerOptions opts, RequestRouter router);
   ~HttpServer();
   uint16_t port() const;
-  // Stops accepting; connections already open finish on their own.
+  // Stops accepting and routing: requests already routed can still be answered; a connection
+  // that sends another request is closed.
   void stop();
 
  private:

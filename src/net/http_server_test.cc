@@ -83,7 +83,7 @@ class RawClient {
       char buf[65536];
       const ssize_t r = ::recv(fd_, buf, sizeof buf, 0);
       if (r <= 0) {
-        if (r == 0) {
+        if (r == 0 && p.got_some()) {  // (put_eof completes an empty parser)
           beast::error_code ec;
           p.put_eof(ec);
           if (!ec && p.is_done()) return p.release();
@@ -340,6 +340,24 @@ TEST_F(HttpServerTest, ConnectionCloseAndHttp10EndTheConnection) {
     EXPECT_TRUE(c.closed_by_server());
   }
   EXPECT_EQ(served_, 2);
+}
+
+// After stop(), a kept-alive connection's next request is not routed (the router may belong
+// to an object that is gone): the connection is closed.
+TEST_F(HttpServerTest, NoRequestIsRoutedAfterStop) {
+  start_echo();
+  RawClient c(port_);
+  c.send(get("/"));
+  ASSERT_TRUE(c.read_response());
+  std::promise<void> stopped;
+  asio::post(io_, [&] {
+    server_->stop();
+    stopped.set_value();
+  });
+  stopped.get_future().wait();
+  c.send(get("/after"));
+  EXPECT_FALSE(c.read_response());
+  EXPECT_EQ(served_, 1);
 }
 
 TEST_F(HttpServerTest, TheRouterCanCloseTheConnection) {
