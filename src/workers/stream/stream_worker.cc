@@ -181,7 +181,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       op_get(in, [reply](Outcome o) { reply(std::move(o), nullptr); });
     } else {
       json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id}};
-      op_list(in, [reply](Outcome o) { reply(std::move(o), json::array()); });
+      op_list(in, false, [reply](Outcome o) { reply(std::move(o), json::array()); });
     }
   }
 
@@ -260,7 +260,9 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     });
   }
 
-  void op_list(const json::object& in_obj, Completion done) {
+  // `raw`: the caller only forwards the result, so the store may hand it over as JSON text
+  // (Outcome::raw_result, built off the engine thread) instead of a json::array.
+  void op_list(const json::object& in_obj, bool raw, Completion done) {
     json::value input = in_obj;
     BuiltinInput in("stream::list", input);
     auto stream = in.required_string("stream_name");
@@ -268,7 +270,16 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     if (!in.ok()) return done(in.failure());
     if (custom("list", stream, json::object{{"stream_name", stream}, {"group_id", group}}, done))
       return;
-    store_->list(index_of(stream, group), [done](auto r) {
+    const std::string index = index_of(stream, group);
+    if (raw) {
+      store_->list_raw(index, [done](storage::Stored<storage::KvStore::RawList> r) {
+        if (!r.ok())
+          return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
+        done(Outcome::ok_raw(std::move(r.value)));
+      });
+      return;
+    }
+    store_->list(index, [done](auto r) {
       if (!r.ok()) return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
       done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
     });
@@ -290,7 +301,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     add("stream::list", "List the items of a stream group",
         [this](const CallContext&, json::value input, Completion done) {
           if (!input.is_object()) return done(BuiltinInput("stream::list", input, false).failure());
-          op_list(input.get_object(), std::move(done));
+          op_list(input.get_object(), true, std::move(done));
         });
 
     add("stream::set", "Set a stream item; returns {old_value, new_value}",
