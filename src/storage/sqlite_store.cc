@@ -230,6 +230,7 @@ class ReaderConn {
         // Each text is checked (not parsed) so that a damaged row reads as null, as in list().
         Stored<KvStore::RawList> r;
         std::string out;
+        out.reserve(raw_reserve_);  // the last list's size: no regrowth copies for a re-list
         out += '[';
         Use u(list_);
         u.text(1, op.index);
@@ -245,6 +246,8 @@ class ReaderConn {
             out += "null";
         }
         out += ']';
+        raw_reserve_ = std::min<size_t>(out.size() + out.size() / 8 + 64, size_t(64) << 20);
+        if (out.capacity() > 2 * out.size() + 4096) out.shrink_to_fit();  // a small list
         if (rc != SQLITE_DONE)
           r.error = db_.error();
         else
@@ -269,6 +272,7 @@ class ReaderConn {
   Db db_;
   sqlite3_stmt *get_, *list_, *indexes_;
   JsonValidator validator_;
+  size_t raw_reserve_ = 64;
 };
 
 // Reader queues (guarded by mu) and the engine thread's read-after-write bookkeeping. Shared
