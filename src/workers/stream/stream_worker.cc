@@ -172,6 +172,23 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
                      o.error->code, o.error->message);
         return done(true, nullptr);
       }
+      if (o.raw_result && !o.result) {
+        // A group's list as the store's JSON text: spliced in as `data`, so a large group is
+        // not built as a json::array on the engine thread. The wrapper is written with a null
+        // `data`, which is its last field (`..."data":null}}`), and the text replaces it.
+        std::string out;
+        protocol::append_json(out, wrapper(sub.stream_name, sub.group_id, sub.item_id,
+                                           json::object{{"type", "sync"}, {"data", nullptr}}));
+        constexpr std::string_view kTail = "null}}";
+        if (out.size() >= kTail.size() && out.ends_with(kTail)) {
+          out.resize(out.size() - kTail.size());
+          out.reserve(out.size() + o.raw_result->size() + 2);
+          out += *o.raw_result;
+          out += "}}";
+          return done(true, engine::make_frame(std::move(out)));
+        }
+        o.materialise();  // never reached: the wrapper always ends with its event
+      }
       json::object event{{"type", "sync"}, {"data", o.result ? *o.result : std::move(fallback)}};
       done(true, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id, std::move(event))));
     };
@@ -181,7 +198,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       op_get(in, [reply](Outcome o) { reply(std::move(o), nullptr); });
     } else {
       json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id}};
-      op_list(in, false, [reply](Outcome o) { reply(std::move(o), json::array()); });
+      op_list(in, true, [reply](Outcome o) { reply(std::move(o), json::array()); });
     }
   }
 
@@ -260,8 +277,9 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     });
   }
 
-  // `raw`: the caller only forwards the result, so the store may hand it over as JSON text
-  // (Outcome::raw_result, built off the engine thread) instead of a json::array.
+  // `raw`: the caller only forwards the result (to a worker, or spliced into a sync event), so
+  // the store may hand it over as JSON text (Outcome::raw_result, built off the engine thread)
+  // instead of a json::array.
   void op_list(const json::object& in_obj, bool raw, Completion done) {
     json::value input = in_obj;
     BuiltinInput in("stream::list", input);
