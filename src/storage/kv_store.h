@@ -58,8 +58,9 @@ class KvStore {
   // Values of one index in insertion order. They may share one allocator (the SQLite adapter
   // parses a list into one arena): copy, rather than move, a value that must outlive the list.
   virtual void list(const std::string& index, ListCallback cb) = 0;
-  // The same list as compact JSON text: byte for byte the serialisation of list()'s values as
-  // one array (never null; "[]" for an empty or missing index), with the same consistency.
+  // The same list as JSON text, never null ("[]" for an empty or missing index), with the same
+  // consistency as list(): byte for byte the compact serialisation of list()'s values as one
+  // array (a row the engine did not write, e.g. edited by hand, may keep its own spacing).
   // Lets a caller that only forwards the list skip building a json::array on the engine
   // thread. The default serialises list()'s result; the SQLite adapter joins its stored texts
   // on a reader thread.
