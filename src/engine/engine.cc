@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "protocol/codec.h"
@@ -273,8 +274,12 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
     auto builtin = target->builtin;
     builtin->handler(ctx, std::move(data),
                      [this, caller, caller_inv_id, function_id, done](Outcome o) {
-                       if (caller) reply_to_worker(caller, caller_inv_id, function_id, o);
-                       else if (done) done(std::move(o));
+                       if (caller) {
+                         reply_to_worker(caller, caller_inv_id, function_id, o);
+                       } else if (done) {
+                         o.materialise();
+                         done(std::move(o));
+                       }
                      });
     return;
   }
@@ -337,6 +342,16 @@ void Engine::complete(const protocol::Uuid& key, Outcome outcome) {
   }
 }
 
+void Outcome::materialise() {
+  if (!raw_result) return;
+  if (!result && !error) {
+    boost::system::error_code ec;
+    json::value v = json::parse(*raw_result, ec, {}, protocol::json_parse_options());
+    result = ec ? json::value(nullptr) : std::move(v);  // raw results are valid by contract
+  }
+  raw_result.reset();
+}
+
 void Engine::add_deadline(const protocol::Uuid& key, Pending& p, int64_t timeout_ms) {
   const Clock::time_point when = Clock::now() + std::chrono::milliseconds(timeout_ms);
   p.timeout_ms = timeout_ms;
@@ -376,6 +391,11 @@ void Engine::reply_to_worker(uint64_t caller, std::string_view invocation_id,
                              std::string_view function_id, const Outcome& o) {
   Worker* c = find_worker(caller);
   if (!c) return;
+  if (o.raw_result && !o.result && !o.error) {
+    c->conn->send(make_frame(protocol::encode_result_raw(invocation_id, function_id, *o.raw_result,
+                                                         o.traceparent, o.baggage)));
+    return;
+  }
   c->conn->send(make_frame(protocol::encode_result(invocation_id, function_id, o.result, o.error,
                                                    o.traceparent, o.baggage)));
 }

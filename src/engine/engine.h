@@ -35,8 +35,20 @@ struct Outcome {
   std::optional<ErrorBody> error;
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
+  // A successful result already serialised as one compact JSON value (a store list built on a
+  // reader thread), used when `result` and `error` are absent. A worker caller gets it
+  // verbatim; the engine parses it into `result` (materialise) before an in-process caller
+  // sees the outcome, so only the worker reply path ever reads it.
+  std::shared_ptr<const std::string> raw_result;
 
   static Outcome ok(json::value v) { return Outcome{std::move(v), std::nullopt, {}, {}}; }
+  static Outcome ok_raw(std::shared_ptr<const std::string> json_text) {
+    Outcome o;
+    o.raw_result = std::move(json_text);
+    return o;
+  }
+  // Moves raw_result into result (parsed); a no-op when there is none.
+  void materialise();
   static Outcome empty() { return Outcome{}; }
   static Outcome fail(std::string code, std::string message) {
     return Outcome{std::nullopt, ErrorBody{std::move(code), std::move(message), std::nullopt}, {}, {}};

@@ -255,6 +255,30 @@ TEST_F(EngineTest, BuiltinsRunInProcessAndCannotBeHijacked) {
   EXPECT_EQ(r.at("result").at("_caller_worker_id").as_string(), caller.id);
 }
 
+// A built-in may answer with pre-serialised JSON: a worker caller gets it verbatim as
+// `result`, an in-process caller gets it parsed into `result`.
+TEST_F(EngineTest, RawResultsReachWorkersVerbatimAndInternalCallersParsed) {
+  engine.add_builtin_worker({"iii-engine-functions", "iii-engine-functions", true, {}});
+  const auto text = std::make_shared<const std::string>(R"([{"a":1},"x\n",2.5E0,null])");
+  engine.register_builtin(FunctionInfo{"engine::raw", {}, {}, {}, {}}, "iii-engine-functions",
+                          [text](const CallContext&, json::value, Completion done) {
+                            done(Outcome::ok_raw(text));
+                          });
+  Peer caller = connect();
+  call(caller, "engine::raw", "{}");
+  auto r = caller.conn->take("invocationresult");
+  EXPECT_EQ(json::serialize(r.at("result")), *text);
+  EXPECT_EQ(r.at("invocation_id").as_string(), kInv);
+
+  std::optional<Outcome> got;
+  engine.invoke("engine::raw", json::object(), CallContext{}, [&](Outcome o) { got = std::move(o); });
+  ASSERT_TRUE(got);
+  EXPECT_FALSE(got->raw_result);
+  ASSERT_TRUE(got->result);
+  EXPECT_EQ(json::serialize(*got->result), *text);
+  EXPECT_FALSE(got->error);
+}
+
 TEST_F(EngineTest, InternalInvokeCompletes) {
   Peer worker = connect();
   register_fn(worker, "f");

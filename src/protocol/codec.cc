@@ -514,6 +514,11 @@ class ObjectWriter {
     append_json(out_, v);
     return *this;
   }
+  ObjectWriter& raw(std::string_view key, std::string_view json_text) {
+    this->key(key);
+    out_.append(json_text);
+    return *this;
+  }
   ObjectWriter& opt(std::string_view key, const std::optional<std::string>& s) {
     if (s) str(key, *s);
     return *this;
@@ -597,6 +602,24 @@ std::string encode_result(std::string_view invocation_id, std::string_view funct
   if (error) w.error("error", *error);
   else if (result) w.val("result", *result);
   w.opt("traceparent", traceparent).opt("baggage", baggage).close();
+  return out;
+}
+
+std::string encode_result_raw(std::string_view invocation_id, std::string_view function_id,
+                              std::string_view result_json,
+                              const std::optional<std::string>& traceparent,
+                              const std::optional<std::string>& baggage) {
+  std::string out;
+  out.reserve(128 + invocation_id.size() + function_id.size() + opt_size(traceparent) +
+              opt_size(baggage) + result_json.size());
+  ObjectWriter(out)
+      .str("type", "invocationresult")
+      .str("invocation_id", invocation_id)
+      .str("function_id", function_id)
+      .raw("result", result_json)
+      .opt("traceparent", traceparent)
+      .opt("baggage", baggage)
+      .close();
   return out;
 }
 

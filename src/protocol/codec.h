@@ -38,6 +38,12 @@ std::string encode_result(std::string_view invocation_id, std::string_view funct
                           const std::optional<ErrorBody>& error,
                           const std::optional<std::string>& traceparent,
                           const std::optional<std::string>& baggage);
+// The same frame with a successful result given as compact JSON text, written verbatim (the
+// caller guarantees it is one valid JSON value). A large result is then one copy.
+std::string encode_result_raw(std::string_view invocation_id, std::string_view function_id,
+                              std::string_view result_json,
+                              const std::optional<std::string>& traceparent,
+                              const std::optional<std::string>& baggage);
 std::string encode_register_trigger(const RegisterTrigger& t);
 std::string encode_unregister_trigger(std::string_view id, std::string_view trigger_type);
 std::string encode_error_frame(std::string_view code, std::string_view message);

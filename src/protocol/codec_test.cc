@@ -229,6 +229,28 @@ TEST(CodecBytes, EngineEncodersMatchObjectSerialisation) {
                                          {"error", {{"code", "bad"}, {"message", "x\"y"}}}}));
 }
 
+// A raw result is written verbatim and gives the frame the non-raw encoder makes from the
+// parsed value, byte for byte (the text is compact JSON, as the stores produce it).
+TEST(CodecBytes, RawResultIsWrittenVerbatim) {
+  const json::value awkward = {{"s", "q\"uote\\ \n\x01 caf\xc3\xa9 \xe2\x80\xa8"},
+                               {"n", {1, -2, 0.1, 3.0, -0.0, 1e300, nullptr, true}},
+                               {"u", json::value(uint64_t(18446744073709551615ull))}};
+  const std::string text = json::serialize(json::array{awkward, 1, "two", json::array()});
+  EXPECT_EQ(encode_result_raw(kId, "stream::list", text, std::nullopt, std::nullopt),
+            encode_result(kId, "stream::list", json::parse(text), std::nullopt, std::nullopt,
+                          std::nullopt));
+  const std::string framed =
+      encode_result_raw(kId, "f\"", "[]", std::string("tp"), std::string("bg"));
+  EXPECT_EQ(framed, encode_result(kId, "f\"", json::value(json::array()), std::nullopt,
+                                  std::string("tp"), std::string("bg")));
+  EXPECT_NE(framed.find(R"("result":[])"), std::string::npos);
+  // Whatever the text holds is copied as is, even when it is not what serialise would write.
+  const std::string spaced = encode_result_raw(kId, "f", "[1, 2]", std::nullopt, std::nullopt);
+  EXPECT_NE(spaced.find(R"("result":[1, 2])"), std::string::npos);
+  auto parsed = json::parse(spaced).as_object();
+  EXPECT_EQ(parsed.at("result"), (json::array{1, 2}));
+}
+
 TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
   RegisterFunction rf{"f", std::string("d"), kAwkward, std::nullopt, json::value{{"m", 1}},
                       json::value{{"path", "/x"}}};

@@ -44,6 +44,9 @@ class KvStore {
   using UpdateCallback = std::function<void(Stored<UpdateResult>)>;
   using ListCallback = std::function<void(Stored<std::vector<json::value>>)>;
   using IndexesCallback = std::function<void(Stored<std::vector<std::string>>)>;
+  // One list already serialised as a JSON array text, "[v1,v2,...]", immutable and shareable.
+  using RawList = std::shared_ptr<const std::string>;
+  using RawListCallback = std::function<void(Stored<RawList>)>;
 
   virtual void get(const std::string& index, const std::string& key, GetCallback cb) = 0;
   virtual void set(const std::string& index, const std::string& key, json::value value,
@@ -55,6 +58,13 @@ class KvStore {
   // Values of one index in insertion order. They may share one allocator (the SQLite adapter
   // parses a list into one arena): copy, rather than move, a value that must outlive the list.
   virtual void list(const std::string& index, ListCallback cb) = 0;
+  // The same list as JSON text, never null ("[]" for an empty or missing index), with the same
+  // consistency as list(): byte for byte the compact serialisation of list()'s values as one
+  // array (a row the engine did not write, e.g. edited by hand, may keep its own spacing).
+  // Lets a caller that only forwards the list skip building a json::array on the engine
+  // thread. The default serialises list()'s result; the SQLite adapter joins its stored texts
+  // on a reader thread.
+  virtual void list_raw(const std::string& index, RawListCallback cb);
   // Names of the non-empty indexes that start with `prefix`, sorted.
   virtual void list_indexes(const std::string& prefix, IndexesCallback cb) = 0;
 
@@ -69,6 +79,9 @@ struct StoreOptions {
   bool fsync = true;      // file_based: fsync each group commit (else survive process crashes only)
   int64_t cache_mb = 16;  // file_based: SQLite page cache
 };
+
+// Compact JSON array of `values`: what list_raw produces for that list.
+std::string serialise_list(const std::vector<json::value>& values);
 
 std::unique_ptr<KvStore> make_memory_store(Poster post);
 // Throws std::runtime_error with a clear message when the database cannot be opened.

@@ -93,6 +93,14 @@ struct Sync {
     json::array a(r->value.begin(), r->value.end());
     return json::serialize(a);
   }
+  // list_raw's text; "<error>" when it failed or gave no text.
+  std::string list_raw(const std::string& idx) {
+    std::optional<Stored<KvStore::RawList>> r;
+    store.list_raw(idx, [&](auto x) { r = std::move(x); });
+    loop.run_until([&] { return r.has_value(); });
+    EXPECT_TRUE(r->ok()) << *r->error;
+    return r->ok() && r->value ? *r->value : std::string("<error>");
+  }
   std::vector<std::string> indexes(const std::string& prefix) {
     std::optional<Stored<std::vector<std::string>>> r;
     store.list_indexes(prefix, [&](auto x) { r = std::move(x); });
@@ -250,6 +258,70 @@ TEST_P(KvStoreTest, ListsSeeConsistentSnapshotsDuringWrites) {
   EXPECT_EQ(listed, lists);
 }
 
+// list_raw is byte for byte the serialised list, through inserts, updates (which keep an
+// item's position), deletes, and for empty and missing indexes.
+TEST_P(KvStoreTest, ListRawIsTheSerialisedList) {
+  EXPECT_EQ(s().list_raw("missing"), "[]");
+  const char* values[] = {
+      R"({"s":"q\"uote\\ \n\u0001 café  ","n":[1,-2,0.1,3.0,-0.0,1e300,null,true]})",
+      R"(18446744073709551615)", R"(-9223372036854775808)", R"("")", R"([])", R"({})",
+      R"({"nested":{"a":[{"b":[1.5,2.25e-10]}]}})", R"(null)", R"(false)"};
+  int n = 0;
+  for (const char* v : values) s().set("g", "k" + std::to_string(n++), J(v));
+  EXPECT_EQ(s().list_raw("g"), s().list("g"));
+  EXPECT_EQ(json::parse(s().list_raw("g")).as_array().size(), size_t(n));
+  s().set("g", "k3", J(R"({"updated":true})"));
+  s().update("g", "k5", R"([{"type":"increment","path":"hits","by":2}])");
+  s().del("g", "k0");
+  s().del("g", "k8");
+  const std::string raw = s().list_raw("g");
+  EXPECT_EQ(raw, s().list("g"));
+  auto arr = json::parse(raw).as_array();
+  ASSERT_EQ(arr.size(), 7u);
+  EXPECT_EQ(json::serialize(arr[2]), R"({"updated":true})");  // k3 kept its position
+  EXPECT_EQ(json::serialize(arr[4]), R"({"hits":2})");
+  for (int i = 1; i <= 8; ++i) s().del("g", "k" + std::to_string(i));
+  EXPECT_EQ(s().list_raw("g"), "[]");
+  EXPECT_EQ(s().list("g"), "[]");
+}
+
+// Values nested as deep as the protocol allows read back whole (not as null) from every read.
+TEST_P(KvStoreTest, DeepValuesReadBack) {
+  std::string deep;
+  for (int i = 0; i < 100; ++i) deep += "[";
+  deep += "1";
+  for (int i = 0; i < 100; ++i) deep += "]";
+  json::parse_options opts;
+  opts.max_depth = 200;
+  s().set("d", "k", json::parse(deep, {}, opts));
+  EXPECT_EQ(json::serialize(*s().get("d", "k")), deep);
+  EXPECT_EQ(s().list("d"), "[" + deep + "]");
+  EXPECT_EQ(s().list_raw("d"), "[" + deep + "]");
+}
+
+// list_raw follows the same read-your-writes rule as list.
+TEST_P(KvStoreTest, ListRawIssuedAfterAnUnacknowledgedWriteSeesIt) {
+  std::vector<std::string> events;
+  store_->set("g", "a", J("1"), [&](auto r) { events.push_back("set a"); });
+  store_->set("g", "b", J(R"({"x":2})"), [&](auto r) { events.push_back("set b"); });
+  store_->list_raw("g", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("list " + *r.value);
+  });
+  store_->del("g", "a", [&](auto r) { events.push_back("del a"); });
+  store_->list_raw("g", [&](auto r) {
+    ASSERT_TRUE(r.ok());
+    events.push_back("list " + *r.value);
+  });
+  loop_.run_until([&] { return events.size() == 5; });
+  auto pos = [&](const std::string& e) {
+    return std::find(events.begin(), events.end(), e) - events.begin();
+  };
+  EXPECT_LT(pos("set b"), pos(R"(list [1,{"x":2}])"));
+  EXPECT_LT(pos("del a"), pos(R"(list [{"x":2}])"));
+  EXPECT_LT(pos(R"(list [{"x":2}])"), 5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Adapters, KvStoreTest,
                          ::testing::Values(StoreOptions::Method::kInMemory,
                                            StoreOptions::Method::kFileBased),
@@ -343,8 +415,46 @@ TEST(SqliteStore, OpensStoresWithTheEarlierTableLayout) {
     EXPECT_EQ(json::serialize(*sync.get("state:s", "a")), R"({"x":1})");
     sync.set("state:s", "b", J("2"));
     EXPECT_EQ(sync.list("state:s"), R"([{"x":1},2])");
+    EXPECT_EQ(sync.list_raw("state:s"), R"([{"x":1},2])");
   }
   EXPECT_NE(table_sql(path, "kv").find("WITHOUT ROWID"), std::string::npos);
+  fs::remove_all(dir);
+}
+
+// A damaged row (text that is not one JSON value) reads as null from get, list and list_raw,
+// so list_raw never sends invalid JSON.
+TEST(SqliteStore, DamagedRowsReadAsNull) {
+  const fs::path dir = fs::temp_directory_path() / ("iii-kv-damaged-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = dir.string();
+  {
+    TestLoop loop;
+    auto store = make_store(o, loop.poster());
+    Sync sync{*store, loop};
+    sync.set("state:s", "a", J("1"));
+    sync.set("state:s", "b", J("2"));
+    sync.set("state:s", "c", J("3"));
+    sync.set("state:s", "d", J("4"));
+  }
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "iii_kv.sqlite3").string().c_str(), &db), SQLITE_OK);
+    const char* damage =
+        "UPDATE kv SET value='{\"x\":' WHERE key='a';"
+        "UPDATE kv SET value='2 3' WHERE key='b';"
+        "UPDATE kv SET value='' WHERE key='c';";
+    ASSERT_EQ(sqlite3_exec(db, damage, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  TestLoop loop;
+  auto store = make_store(o, loop.poster());
+  Sync sync{*store, loop};
+  EXPECT_EQ(json::serialize(*sync.get("state:s", "a")), "null");
+  EXPECT_EQ(sync.list("state:s"), "[null,null,null,4]");
+  EXPECT_EQ(sync.list_raw("state:s"), "[null,null,null,4]");
+  store.reset();
   fs::remove_all(dir);
 }
 

@@ -3,6 +3,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "protocol/json_writer.h"
 #include "storage/kv_store.h"
 
 namespace iii::storage {
@@ -54,6 +55,21 @@ class MemoryStore : public KvStore {
         out.push_back(idx->second.by_key.at(key).value);
     }
     cb({std::move(out), std::nullopt});
+  }
+
+  // Serialises the stored values in place, without copying them into a list first.
+  void list_raw(const std::string& index, RawListCallback cb) override {
+    std::string out = "[";
+    if (auto idx = indexes_.find(index); idx != indexes_.end()) {
+      bool first = true;
+      for (const auto& [seq, key] : idx->second.by_seq) {
+        if (!first) out += ',';
+        first = false;
+        protocol::append_json(out, idx->second.by_key.at(key).value);
+      }
+    }
+    out += ']';
+    cb({std::make_shared<const std::string>(std::move(out)), std::nullopt});
   }
 
   void list_indexes(const std::string& prefix, IndexesCallback cb) override {

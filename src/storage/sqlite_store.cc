@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -28,6 +29,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "protocol/codec.h"
 #include "storage/kv_store.h"
 
 namespace iii::storage {
@@ -100,30 +102,80 @@ struct Use {
   sqlite3_stmt* s;
 };
 
-json::value column_json(sqlite3_stmt* s, int col, json::storage_ptr sp = {}) {
+std::string_view column_text(sqlite3_stmt* s, int col) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
   const int n = sqlite3_column_bytes(s, col);
+  return std::string_view(p ? p : "", size_t(n));
+}
+
+// A stored value that does not parse (a damaged row) reads as null. The depth limit is the
+// protocol's, so every value a worker could store reads back.
+json::value column_json(sqlite3_stmt* s, int col, json::storage_ptr sp = {}) {
   boost::system::error_code ec;
-  json::value v = json::parse(std::string_view(p ? p : "", size_t(n)), ec, sp);
+  json::value v = json::parse(column_text(s, col), ec, sp, protocol::json_parse_options());
   if (ec) return json::value(nullptr, sp);
   return v;
 }
 
+// Checks that a text is one JSON value, with column_json's options, without building it.
+class JsonValidator {
+ public:
+  JsonValidator() : p_(protocol::json_parse_options()) {}
+  bool valid(std::string_view text) {
+    p_.reset();
+    boost::system::error_code ec;
+    const std::size_t n = p_.write_some(false, text.data(), text.size(), ec);
+    return !ec && n == text.size();  // like json::parse, refuse anything after the value
+  }
+
+ private:
+  struct Handler {
+    using ec_t = boost::system::error_code;
+    using sv = json::string_view;
+    static constexpr std::size_t max_object_size = std::size_t(-1);
+    static constexpr std::size_t max_array_size = std::size_t(-1);
+    static constexpr std::size_t max_key_size = std::size_t(-1);
+    static constexpr std::size_t max_string_size = std::size_t(-1);
+    bool on_document_begin(ec_t&) { return true; }
+    bool on_document_end(ec_t&) { return true; }
+    bool on_object_begin(ec_t&) { return true; }
+    bool on_object_end(std::size_t, ec_t&) { return true; }
+    bool on_array_begin(ec_t&) { return true; }
+    bool on_array_end(std::size_t, ec_t&) { return true; }
+    bool on_key_part(sv, std::size_t, ec_t&) { return true; }
+    bool on_key(sv, std::size_t, ec_t&) { return true; }
+    bool on_string_part(sv, std::size_t, ec_t&) { return true; }
+    bool on_string(sv, std::size_t, ec_t&) { return true; }
+    bool on_number_part(sv, ec_t&) { return true; }
+    bool on_int64(std::int64_t, sv, ec_t&) { return true; }
+    bool on_uint64(std::uint64_t, sv, ec_t&) { return true; }
+    bool on_double(double, sv, ec_t&) { return true; }
+    bool on_bool(bool, ec_t&) { return true; }
+    bool on_null(ec_t&) { return true; }
+    bool on_comment_part(sv, ec_t&) { return true; }
+    bool on_comment(sv, ec_t&) { return true; }
+  };
+  json::basic_parser<Handler> p_;
+};
+
 // A read waiting to run on a reader thread.
 struct ReadOp {
-  enum Kind { kGet, kList, kIndexes } kind = kGet;
+  enum Kind { kGet, kList, kListRaw, kIndexes } kind = kGet;
   std::string index, key;  // key: the item (get) or the prefix (list_indexes)
   KvStore::GetCallback on_get;
   KvStore::ListCallback on_list;
+  KvStore::RawListCallback on_list_raw;
   KvStore::IndexesCallback on_indexes;
 
-  bool scan() const { return kind == kList; }
+  bool scan() const { return kind == kList || kind == kListRaw; }
   void fail(const std::string& error) {
     switch (kind) {
       case kGet:
         return on_get({std::nullopt, error});
       case kList:
         return on_list({{}, error});
+      case kListRaw:
+        return on_list_raw({nullptr, error});
       case kIndexes:
         return on_indexes({{}, error});
     }
@@ -172,6 +224,36 @@ class ReaderConn {
         if (rc != SQLITE_DONE) r = {{}, db_.error()};
         return [cb = std::move(op.on_list), r = std::move(r)]() mutable { cb(std::move(r)); };
       }
+      case ReadOp::kListRaw: {
+        // Values are stored as the compact JSON that serialising them gives (write_value), so
+        // the reply is the stored texts joined, built here rather than on the engine thread.
+        // Each text is checked (not parsed) so that a damaged row reads as null, as in list().
+        Stored<KvStore::RawList> r;
+        std::string out;
+        out.reserve(raw_reserve_);  // the last list's size: no regrowth copies for a re-list
+        out += '[';
+        Use u(list_);
+        u.text(1, op.index);
+        int rc;
+        bool first = true;
+        while ((rc = sqlite3_step(list_)) == SQLITE_ROW) {
+          if (!first) out += ',';
+          first = false;
+          const std::string_view text = column_text(list_, 0);
+          if (validator_.valid(text))
+            out += text;
+          else
+            out += "null";
+        }
+        out += ']';
+        raw_reserve_ = std::min<size_t>(out.size() + out.size() / 8 + 64, size_t(64) << 20);
+        if (out.capacity() > 2 * out.size() + 4096) out.shrink_to_fit();  // a small list
+        if (rc != SQLITE_DONE)
+          r.error = db_.error();
+        else
+          r.value = std::make_shared<const std::string>(std::move(out));
+        return [cb = std::move(op.on_list_raw), r = std::move(r)]() mutable { cb(std::move(r)); };
+      }
       case ReadOp::kIndexes: {
         Stored<std::vector<std::string>> r;
         Use u(indexes_);
@@ -189,6 +271,8 @@ class ReaderConn {
  private:
   Db db_;
   sqlite3_stmt *get_, *list_, *indexes_;
+  JsonValidator validator_;
+  size_t raw_reserve_ = 64;
 };
 
 // Reader queues (guarded by mu) and the engine thread's read-after-write bookkeeping. Shared
@@ -236,7 +320,7 @@ struct ReadState {
     }
     auto it = pending.find(op.index);
     if (it == pending.end()) return 0;
-    if (op.kind == ReadOp::kList) return it->second.last;
+    if (op.scan()) return it->second.last;
     auto k = it->second.keys.find(op.key);
     return k == it->second.keys.end() ? 0 : k->second;
   }
@@ -360,6 +444,12 @@ class SqliteStore : public KvStore {
   void list(const std::string& index, ListCallback cb) override {
     ReadOp op{ReadOp::kList, index, {}};
     op.on_list = std::move(cb);
+    reads_->read(std::move(op));
+  }
+
+  void list_raw(const std::string& index, RawListCallback cb) override {
+    ReadOp op{ReadOp::kListRaw, index, {}};
+    op.on_list_raw = std::move(cb);
     reads_->read(std::move(op));
   }
 

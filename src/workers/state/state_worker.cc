@@ -173,9 +173,10 @@ class StateWorker : public engine::BuiltinWorker {
           BuiltinInput in("state::list", input);
           auto scope = in.required_string("scope");
           if (!in.ok()) return done(in.failure());
-          store->list(index_of(scope), [done](storage::Stored<std::vector<json::value>> r) {
+          // Forwarded as the store's JSON text: no json::array is built on the engine thread.
+          store->list_raw(index_of(scope), [done](storage::Stored<storage::KvStore::RawList> r) {
             if (!r.ok()) return done(Outcome::fail("LIST_ERROR", "Failed to list values: " + *r.error));
-            done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
+            done(Outcome::ok_raw(std::move(r.value)));
           });
         });
 

@@ -173,6 +173,23 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
                      o.error->code, o.error->message);
         return done(true, nullptr);
       }
+      if (o.raw_result && !o.result) {
+        // A group's list as the store's JSON text: spliced in as `data`, so a large group is
+        // not built as a json::array on the engine thread. The wrapper is written with a null
+        // `data`, which is its last field (`..."data":null}}`), and the text replaces it.
+        std::string out;
+        protocol::append_json(out, wrapper(sub.stream_name, sub.group_id, sub.item_id,
+                                           json::object{{"type", "sync"}, {"data", nullptr}}));
+        constexpr std::string_view kTail = "null}}";
+        if (out.size() >= kTail.size() && out.ends_with(kTail)) {
+          out.resize(out.size() - kTail.size());
+          out.reserve(out.size() + o.raw_result->size() + 2);
+          out += *o.raw_result;
+          out += "}}";
+          return done(true, engine::make_frame(std::move(out)));
+        }
+        o.materialise();  // never reached: the wrapper always ends with its event
+      }
       json::object event{{"type", "sync"}, {"data", o.result ? *o.result : std::move(fallback)}};
       done(true, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id, std::move(event))));
     };
@@ -182,7 +199,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       op_get(in, [reply](Outcome o) { reply(std::move(o), nullptr); });
     } else {
       json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id}};
-      op_list(in, [reply](Outcome o) { reply(std::move(o), json::array()); });
+      op_list(in, true, [reply](Outcome o) { reply(std::move(o), json::array()); });
     }
   }
 
@@ -261,7 +278,10 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     });
   }
 
-  void op_list(const json::object& in_obj, Completion done) {
+  // `raw`: the caller only forwards the result (to a worker, or spliced into a sync event), so
+  // the store may hand it over as JSON text (Outcome::raw_result, built off the engine thread)
+  // instead of a json::array.
+  void op_list(const json::object& in_obj, bool raw, Completion done) {
     json::value input = in_obj;
     BuiltinInput in("stream::list", input);
     auto stream = in.required_string("stream_name");
@@ -269,7 +289,16 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     if (!in.ok()) return done(in.failure());
     if (custom("list", stream, json::object{{"stream_name", stream}, {"group_id", group}}, done))
       return;
-    store_->list(index_of(stream, group), [done](auto r) {
+    const std::string index = index_of(stream, group);
+    if (raw) {
+      store_->list_raw(index, [done](storage::Stored<storage::KvStore::RawList> r) {
+        if (!r.ok())
+          return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
+        done(Outcome::ok_raw(std::move(r.value)));
+      });
+      return;
+    }
+    store_->list(index, [done](auto r) {
       if (!r.ok()) return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
       done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
     });
@@ -291,7 +320,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     add("stream::list", "List the items of a stream group",
         [this](const CallContext&, json::value input, Completion done) {
           if (!input.is_object()) return done(BuiltinInput("stream::list", input, false).failure());
-          op_list(input.get_object(), std::move(done));
+          op_list(input.get_object(), true, std::move(done));
         });
 
     add("stream::set", "Set a stream item; returns {old_value, new_value}",
