@@ -6,8 +6,10 @@
 #include <map>
 #include <unordered_map>
 
+#include "common/logging.h"
 #include "net/http_server.h"
 #include "net/ws_session.h"
+#include "protocol/codec.h"
 
 namespace iii::workers::stream {
 
@@ -96,27 +98,28 @@ class Core : public std::enable_shared_from_this<Core> {
 
   uint64_t open(std::shared_ptr<engine::Connection> conn, json::value context) {
     const uint64_t id = ++next_id_;
-    clients_[id] = Client{std::move(conn), std::move(context), {}};
+    clients_.emplace(id, Client{std::move(conn), std::move(context), {}, {}});
     return id;
   }
 
   void on_frame(uint64_t id, std::string_view frame) {
     if (frame.find_first_not_of(" \t\r\n") == std::string_view::npos) return;
     boost::system::error_code ec;
-    json::value v = json::parse(frame, ec);
+    json::value v = json::parse(frame, ec, {}, protocol::json_parse_options());
     const json::object* msg = ec ? nullptr : v.if_object();
     const json::value* type = msg ? msg->if_contains("type") : nullptr;
     if (!type || !type->is_string()) {
-      spdlog::warn(
-          "iii-stream: client {} sent an invalid message (expected {{type, data}} JSON); ignored",
-          id);
+      warn_client(id,
+                  "iii-stream: client {} sent an invalid message (expected {{type, data}} JSON); "
+                  "ignored",
+                  id);
       return;
     }
     std::string error;
     auto sub = parse_subscription(*msg, error);
     if (!sub) {
-      spdlog::warn("iii-stream: client {} sent an invalid {}: {}; ignored", id,
-                   std::string(type->get_string()), error);
+      warn_client(id, "iii-stream: client {} sent an invalid {}: {}; ignored", id,
+                  std::string(type->get_string()), error);
       return;
     }
     if (type->get_string() == "join")
@@ -124,8 +127,8 @@ class Core : public std::enable_shared_from_this<Core> {
     else if (type->get_string() == "leave")
       leave(id, sub->subscription_id);
     else
-      spdlog::warn("iii-stream: client {} sent unknown message type '{}'; ignored", id,
-                   std::string(type->get_string()));
+      warn_client(id, "iii-stream: client {} sent unknown message type '{}'; ignored", id,
+                  std::string(type->get_string()));
   }
 
   void join(uint64_t id, StreamSubscription sub) {
@@ -188,7 +191,23 @@ class Core : public std::enable_shared_from_this<Core> {
     std::shared_ptr<engine::Connection> conn;
     json::value context;
     std::map<std::string, StreamSubscription> subs;
+    logging::WarningLimiter invalid_messages;  // a client sending garbage cannot flood the log
   };
+
+  // Logs a bad message from client `id`, rate-limited per client with a count.
+  template <typename... Args>
+  void warn_client(uint64_t id, fmt::format_string<Args...> f, Args&&... args) {
+    auto it = clients_.find(id);
+    if (it == clients_.end()) return;
+    auto& limiter = it->second.invalid_messages;
+    if (!limiter.has_summary())
+      limiter.set_summary("iii-stream: client " + std::to_string(id) + ": invalid messages");
+    const auto suppressed = limiter.admit();
+    if (!suppressed) return;
+    const std::string text = fmt::format(f, std::forward<Args>(args)...);
+    if (*suppressed == 0) spdlog::warn("{}", text);
+    else spdlog::warn("{} ({} more suppressed before this one)", text, *suppressed);
+  }
   // One subscription in the fan-out index: what publish needs, without looking anything up.
   struct Target {
     uint64_t client;

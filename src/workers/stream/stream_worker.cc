@@ -46,7 +46,7 @@ engine::SharedFrame frame_of(const json::object& o) {
   return engine::make_frame(std::move(out));
 }
 
-// Trigger ids bound to one of the stream trigger types.
+// Validates the config of the stream trigger types; the engine keeps the bound ids.
 class BoundSet : public engine::TriggerTypeHandler {
  public:
   explicit BoundSet(bool needs_stream_name) : needs_stream_name_(needs_stream_name) {}
@@ -60,11 +60,9 @@ class BoundSet : public engine::TriggerTypeHandler {
         if (auto* v = c->if_contains(k); v && !v->is_null() && !v->is_string())
           return std::string("Failed to deserialize stream trigger: `") + k + "` must be a string";
     }
-    ids.push_back(t.id);
     return std::nullopt;
   }
-  void unbind(const engine::Trigger& t) override { std::erase(ids, t.id); }
-  std::vector<std::string> ids;
+  void unbind(const engine::Trigger&) override {}
 
  private:
   bool needs_stream_name_;
@@ -125,34 +123,35 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   void join(const stream::StreamSubscription& sub, const json::value& context,
             std::function<void(bool, engine::SharedFrame)> done) override {
     json::object event = membership_event(sub, context);
-    auto remaining = std::make_shared<size_t>(join_triggers_.ids.size());
+    // One count per fired trigger plus one for this loop, so `decide` runs once, after the
+    // last answer, even when every answer comes synchronously.
+    auto remaining = std::make_shared<size_t>(1);
     auto unauthorized = std::make_shared<bool>(false);
-    auto decide = [this, sub, done, remaining, unauthorized] {
+    auto decide = [this, sub, done, unauthorized] {
       if (*unauthorized) {
         return done(false, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id,
                                             json::object{{"type", "unauthorized"}})));
       }
       send_sync(sub, done);
     };
-    if (*remaining == 0) return decide();
-    for (const auto& id : std::vector<std::string>(join_triggers_.ids)) {
-      auto it = eng_.triggers().find(id);
-      if (it == eng_.triggers().end()) {
-        if (--*remaining == 0) decide();
-        continue;
-      }
-      eng_.fire(it->second, event, [remaining, unauthorized, decide](engine::FireStatus st, Outcome o) {
-        if (st == engine::FireStatus::kInvoked && o.result && o.result->is_object()) {
-          const auto* u = o.result->get_object().if_contains("unauthorized");
-          if (u && u->is_bool() && u->get_bool()) *unauthorized = true;
-        }
-        if (--*remaining == 0) decide();
-      });
-    }
+    eng_.fire_type(
+        "stream:join", event,
+        [remaining](const engine::Trigger&) {
+          ++*remaining;
+          return true;
+        },
+        [remaining, unauthorized, decide](const std::string&, engine::FireStatus st, Outcome o) {
+          if (st == engine::FireStatus::kInvoked && o.result && o.result->is_object()) {
+            const auto* u = o.result->get_object().if_contains("unauthorized");
+            if (u && u->is_bool() && u->get_bool()) *unauthorized = true;
+          }
+          if (--*remaining == 0) decide();
+        });
+    if (--*remaining == 0) decide();
   }
 
   void leave(const stream::StreamSubscription& sub, const json::value& context) override {
-    fire_all(leave_triggers_, membership_event(sub, context));
+    eng_.fire_type("stream:leave", membership_event(sub, context));
   }
 
  private:
@@ -210,36 +209,23 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     eng_.register_builtin_trigger_type(std::move(tt), h);
   }
 
-  void fire_all(BoundSet& set, const json::object& payload) {
-    for (const auto& id : std::vector<std::string>(set.ids)) {
-      auto it = eng_.triggers().find(id);
-      if (it == eng_.triggers().end()) continue;
-      eng_.fire(it->second, payload, [id](engine::FireStatus st, Outcome o) {
-        if (st == engine::FireStatus::kInvoked && o.error)
-          spdlog::warn("stream trigger {}: handler failed: {}: {}", id, o.error->code,
-                       o.error->message);
-      });
-    }
-  }
-
   // An item changed (or a custom event was sent): fire matching `stream` triggers, then push to
   // subscribers. The event is serialised once and the buffer shared by every subscriber.
   void emit(const std::string& stream, const std::string& group,
             const std::optional<std::string>& id, json::object event) {
     json::object w = wrapper(stream, group, id, std::move(event));
-    for (const auto& tid : std::vector<std::string>(stream_triggers_.ids)) {
-      auto it = eng_.triggers().find(tid);
-      if (it == eng_.triggers().end()) continue;
-      const auto& c = it->second.config.get_object();
-      if (c.at("stream_name").get_string() != stream) continue;
-      if (auto* g = c.if_contains("group_id"); g && g->is_string() && !g->get_string().empty() &&
-                                               g->get_string() != group)
-        continue;
-      if (auto* i = c.if_contains("item_id"); i && i->is_string() && !i->get_string().empty() &&
-                                              i->get_string() != id.value_or(""))
-        continue;
-      eng_.fire(it->second, w);
-    }
+    if (!eng_.bound_triggers("stream").empty())
+      eng_.fire_type("stream", w, [&](const engine::Trigger& t) {
+        const auto& c = t.config.get_object();
+        if (c.at("stream_name").get_string() != stream) return false;
+        if (auto* g = c.if_contains("group_id");
+            g && g->is_string() && !g->get_string().empty() && g->get_string() != group)
+          return false;
+        if (auto* i = c.if_contains("item_id");
+            i && i->is_string() && !i->get_string().empty() && i->get_string() != id.value_or(""))
+          return false;
+        return true;
+      });
     if (server_) server_->publish(stream, group, id, frame_of(w));
   }
 

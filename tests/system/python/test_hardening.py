@@ -217,3 +217,35 @@ def test_only_the_registering_worker_can_replace_or_remove_its_trigger(engine):
     # The owner itself can remove it.
     send_json(owner, {"type": "unregistertrigger", "id": "own-1"})
     assert recv_json(type_owner) == {"type": "unregistertrigger", "id": "own-1", "trigger_type": "own.type"}
+
+
+@pytest.mark.engine(extra_yaml="  - name: iii-stream\n    config: { host: 127.0.0.1, port: 0 }\n")
+def test_bad_stream_client_messages_are_rate_limited(engine):
+    import re
+
+    def stream_port():
+        for line in engine.lines:
+            m = re.search(r"iii-stream listening on [0-9.]+:(\d+)", line)
+            if m:
+                return int(m.group(1))
+        return None
+
+    port = wait_for(stream_port, what="iii-stream listening")
+    ws = connect(f"ws://127.0.0.1:{port}", max_size=None, open_timeout=5, proxy=None)
+    mark = engine.mark()
+    for i in range(3000):
+        ws.send("not json" if i % 2 else '{"type":"teleport"}')
+    ws.close()
+    wait_for(lambda: any("more suppressed" in line for line in engine.lines_since(mark)), what="summary line")
+    lines = [line for line in engine.lines_since(mark) if "iii-stream: client" in line]
+    assert 2 <= len(lines) <= 20, lines
+    counted = 0
+    for line in lines:
+        m = re.search(r"(\d+) more suppressed", line)
+        if not m:
+            counted += 1  # one message, logged
+        elif "before this one" in line:
+            counted += 1 + int(m.group(1))  # this one, and those suppressed before it
+        else:
+            counted += int(m.group(1))  # the summary when the client leaves
+    assert counted == 3000, (counted, lines)
