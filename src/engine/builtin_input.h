@@ -14,7 +14,7 @@ class BuiltinInput {
  public:
   // `allow_null` lets a null/absent payload stand for {} (most functions); list_all-style
   // functions that require an object pass false.
-  BuiltinInput(std::string function_id, const json::value& input, bool allow_null = true)
+  BuiltinInput(std::string function_id, const boost::json::value& input, bool allow_null = true)
       : fn_(std::move(function_id)) {
     if (input.is_object()) obj_ = &input.get_object();
     else if (input.is_null() && allow_null) obj_ = &empty_;
@@ -23,7 +23,7 @@ class BuiltinInput {
 
   std::string required_string(std::string_view key) {
     if (!obj_) return {};
-    const json::value* v = obj_->if_contains(key);
+    const boost::json::value* v = obj_->if_contains(key);
     if (!v || v->is_null()) {
       fail("missing field `" + std::string(key) + "`");
       return {};
@@ -37,7 +37,7 @@ class BuiltinInput {
 
   std::optional<std::string> optional_string(std::string_view key) {
     if (!obj_) return std::nullopt;
-    const json::value* v = obj_->if_contains(key);
+    const boost::json::value* v = obj_->if_contains(key);
     if (!v || v->is_null()) return std::nullopt;
     if (!v->is_string()) {
       fail("field `" + std::string(key) + "` must be a string");
@@ -47,9 +47,9 @@ class BuiltinInput {
   }
 
   // A present value of any JSON type (null counts as present when `null_ok`).
-  const json::value* required_value(std::string_view key, bool null_ok = true) {
+  const boost::json::value* required_value(std::string_view key, bool null_ok = true) {
     if (!obj_) return nullptr;
-    const json::value* v = obj_->if_contains(key);
+    const boost::json::value* v = obj_->if_contains(key);
     if (!v || (!null_ok && v->is_null())) {
       fail("missing field `" + std::string(key) + "`");
       return nullptr;
@@ -57,7 +57,7 @@ class BuiltinInput {
     return v;
   }
 
-  const json::value* optional_value(std::string_view key) {
+  const boost::json::value* optional_value(std::string_view key) {
     return obj_ ? obj_->if_contains(key) : nullptr;
   }
 
@@ -72,9 +72,9 @@ class BuiltinInput {
 
  private:
   std::string fn_;
-  const json::object* obj_ = nullptr;
+  const boost::json::object* obj_ = nullptr;
   std::string error_;
-  static inline const json::object empty_{};
+  static inline const boost::json::object empty_{};
 };
 
 }  // namespace iii::engine

@@ -10,6 +10,8 @@
 
 namespace iii::engine {
 
+namespace json = boost::json;
+
 namespace {
 constexpr std::string_view kStoppedCode = "invocation_stopped";
 constexpr std::string_view kStoppedMessage = "Invocation stopped";

@@ -26,13 +26,11 @@
 
 namespace iii::engine {
 
-namespace json = boost::json;
-using protocol::ErrorBody;
 
 // What an invocation produced: a result (possibly absent), or an error.
 struct Outcome {
-  std::optional<json::value> result;
-  std::optional<ErrorBody> error;
+  std::optional<boost::json::value> result;
+  std::optional<protocol::ErrorBody> error;
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
   // A successful result already serialised as one compact JSON value (a store list built on a
@@ -41,7 +39,7 @@ struct Outcome {
   // sees the outcome, so only the worker reply path ever reads it.
   std::shared_ptr<const std::string> raw_result;
 
-  static Outcome ok(json::value v) { return Outcome{std::move(v), std::nullopt, {}, {}}; }
+  static Outcome ok(boost::json::value v) { return Outcome{std::move(v), std::nullopt, {}, {}}; }
   static Outcome ok_raw(std::shared_ptr<const std::string> json_text) {
     Outcome o;
     o.raw_result = std::move(json_text);
@@ -51,7 +49,7 @@ struct Outcome {
   void materialise();
   static Outcome empty() { return Outcome{}; }
   static Outcome fail(std::string code, std::string message) {
-    return Outcome{std::nullopt, ErrorBody{std::move(code), std::move(message), std::nullopt}, {}, {}};
+    return Outcome{std::nullopt, protocol::ErrorBody{std::move(code), std::move(message), std::nullopt}, {}, {}};
   }
 };
 
@@ -65,7 +63,7 @@ struct CallContext {
   std::optional<std::string> baggage;
 };
 
-using BuiltinHandler = std::function<void(const CallContext&, json::value input, Completion done)>;
+using BuiltinHandler = std::function<void(const CallContext&, boost::json::value input, Completion done)>;
 
 struct BuiltinFunction {
   BuiltinHandler handler;
@@ -78,14 +76,14 @@ struct Trigger {
   std::string id;
   std::string trigger_type;
   std::string function_id;
-  json::value config;
-  std::optional<json::value> metadata;
+  boost::json::value config;
+  std::optional<boost::json::value> metadata;
   uint64_t owner = 0;  // registering connection; 0 = registered in-process
   State state = State::kPending;
   std::string error;  // why binding failed (kFailed)
 
   std::optional<std::string> condition_function_id() const;
-  json::object to_json() const;  // {id, trigger_type, function_id, config, metadata?, state, error?}
+  boost::json::object to_json() const;  // {id, trigger_type, function_id, config, metadata?, state, error?}
 };
 
 // Implemented by in-process workers that provide a trigger type (http, cron, ...).
@@ -100,13 +98,13 @@ class TriggerTypeHandler {
 struct TriggerType {
   std::string id;
   std::string description;
-  std::optional<json::value> trigger_request_format;
-  std::optional<json::value> call_request_format;
+  std::optional<boost::json::value> trigger_request_format;
+  std::optional<boost::json::value> call_request_format;
   uint64_t owner = 0;                       // connection serving a custom type (newest)
   std::vector<uint64_t> registrants;        // every live connection that registered it
   TriggerTypeHandler* builtin = nullptr;    // in-process provider (not owned)
 
-  json::object to_json() const;
+  boost::json::object to_json() const;
 };
 
 struct Service {
@@ -132,7 +130,7 @@ struct Worker {
   // Metadata from engine::workers::register.
   std::optional<std::string> name, runtime, version, os, isolation;
   std::optional<int64_t> pid;
-  json::value telemetry;
+  boost::json::value telemetry;
   std::vector<std::string> functions;       // ids this connection registered (insertion order)
   std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
@@ -178,7 +176,7 @@ class Engine {
   // Registers a built-in function owned by `owner` (an instance name).
   void register_builtin(FunctionInfo info, const std::string& owner, BuiltinHandler handler);
   // Invokes a function from inside the engine (or on behalf of a caller in `ctx`).
-  void invoke(const std::string& function_id, json::value data, CallContext ctx, Completion done);
+  void invoke(const std::string& function_id, boost::json::value data, CallContext ctx, Completion done);
 
   // ---- hooks for built-in workers that own part of the protocol ----
   // Invocations whose `action` is `type` (iii-queue owns `enqueue`). The handler answers through
@@ -195,7 +193,7 @@ class Engine {
     std::string error;  // when refused
   };
   using InvocationRegistrar = std::function<InvocationRegistration(
-      const Worker& w, const FunctionInfo& info, const json::value& invocation)>;
+      const Worker& w, const FunctionInfo& info, const boost::json::value& invocation)>;
   void set_invocation_registrar(InvocationRegistrar r) { invocation_registrar_ = std::move(r); }
 
   // ---- triggers ----
@@ -206,22 +204,22 @@ class Engine {
   void unregister_trigger(const std::string& id);
   // Runs `t`'s condition function (if any) with `payload`, then its function. The shared
   // implementation of condition_function_id for every trigger type.
-  void fire(const Trigger& t, json::value payload, FireCompletion done = {});
+  void fire(const Trigger& t, boost::json::value payload, FireCompletion done = {});
   // Fires every bound trigger of the built-in type `type` that `matches` accepts (all when
   // empty), each through its condition function. `done` gets each trigger's outcome; without it,
   // a failing handler is logged. The one way built-in workers fire their triggers.
   using TriggerFilter = std::function<bool(const Trigger&)>;
   using TriggerDone = std::function<void(const std::string& trigger_id, FireStatus, Outcome)>;
-  void fire_type(const std::string& type, const json::value& payload,
+  void fire_type(const std::string& type, const boost::json::value& payload,
                  const TriggerFilter& matches = {}, const TriggerDone& done = {});
   // Ids of the bound triggers of a built-in type, in binding order.
   const std::vector<std::string>& bound_triggers(const std::string& type) const;
   const std::map<std::string, Trigger>& triggers() const { return triggers_; }
   const std::map<std::string, TriggerType>& trigger_types() const { return trigger_types_; }
   const std::map<std::string, Service>& services() const { return services_; }
-  json::object list_triggers(bool include_internal) const;
-  json::object list_trigger_types(bool include_internal) const;
-  json::object list_services() const;
+  boost::json::object list_triggers(bool include_internal) const;
+  boost::json::object list_trigger_types(bool include_internal) const;
+  boost::json::object list_services() const;
 
   // Runs `fn` after the current message is processed (on the engine thread). Set by the
   // runtime to post onto the io_context; without one, `fn` runs inline.
@@ -257,8 +255,8 @@ class Engine {
   bool shutting_down() const { return shutting_down_; }
 
   // ---- introspection ----
-  json::object list_functions(bool include_internal) const;
-  json::object list_workers(const std::optional<std::string>& worker_id) const;
+  boost::json::object list_functions(bool include_internal) const;
+  boost::json::object list_workers(const std::optional<std::string>& worker_id) const;
   Worker* find_worker(uint64_t handle);
   Worker* find_worker_by_id(std::string_view id);
   const FunctionRegistry& functions() const { return functions_; }
@@ -306,7 +304,7 @@ class Engine {
   void handle_decode_error(Worker& w, const protocol::DecodeError& e);
 
   // Core routing: sends to a worker or runs a built-in. `reply` receives the outcome.
-  void route(const std::string& function_id, json::value data, CallContext ctx,
+  void route(const std::string& function_id, boost::json::value data, CallContext ctx,
              std::optional<std::string> preferred_id, uint64_t caller, std::string caller_inv_id,
              Completion done);
   void complete(const protocol::Uuid& key, Outcome outcome);

@@ -4,6 +4,8 @@
 
 namespace iii::engine {
 
+namespace json = boost::json;
+
 json::object FunctionInfo::to_json() const {
   json::object o;
   o["function_id"] = id;

@@ -16,16 +16,15 @@
 
 namespace iii::engine {
 
-namespace json = boost::json;
 
 struct FunctionInfo {
   std::string id;
   std::optional<std::string> description;
-  std::optional<json::value> request_format;
-  std::optional<json::value> response_format;
-  std::optional<json::value> metadata;
+  std::optional<boost::json::value> request_format;
+  std::optional<boost::json::value> response_format;
+  std::optional<boost::json::value> metadata;
 
-  json::object to_json() const;  // {function_id, description, request_format, response_format, metadata}
+  boost::json::object to_json() const;  // {function_id, description, request_format, response_format, metadata}
 };
 
 struct BuiltinFunction;  // defined by the engine; opaque here

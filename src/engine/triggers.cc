@@ -10,6 +10,8 @@
 
 namespace iii::engine {
 
+namespace json = boost::json;
+
 namespace {
 
 std::optional<std::string_view> reserved_worker(std::string_view type) {

@@ -11,6 +11,8 @@
 #include "protocol/uuid.h"
 
 namespace iii::protocol {
+
+namespace json = boost::json;
 namespace {
 
 // Field readers record the first problem and keep going, so one decode pass yields

@@ -8,6 +8,8 @@
 #include <cstdlib>
 
 namespace iii::protocol {
+
+namespace json = boost::json;
 namespace {
 
 constexpr const char* kId = "6f1c2a9e-1b2c-4d3e-8f40-123456789abc";
@@ -186,7 +188,6 @@ TEST(Codec, ClientEncodeRoundTrips) {
 
 // The encoders used to build a json::object and serialise it; they now write directly.
 // These pin the bytes to what the object-based version produced (field order included).
-namespace json = boost::json;
 
 const json::value kAwkward = {{"s", "q\"uote\\ \n\x01 caf\xc3\xa9 \xe2\x80\xa8 \xff"},
                               {"n", {1, -2, 0.1, 3.0, -0.0, 1e300, nullptr, true}},

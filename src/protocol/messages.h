@@ -8,7 +8,6 @@
 
 namespace iii::protocol {
 
-namespace json = boost::json;
 
 struct ErrorBody {
   std::string code;
@@ -26,10 +25,10 @@ struct Action {
 struct RegisterFunction {
   std::string id;
   std::optional<std::string> description;
-  std::optional<json::value> request_format;
-  std::optional<json::value> response_format;
-  std::optional<json::value> metadata;
-  std::optional<json::value> invocation;  // HTTP-invoked function config
+  std::optional<boost::json::value> request_format;
+  std::optional<boost::json::value> response_format;
+  std::optional<boost::json::value> metadata;
+  std::optional<boost::json::value> invocation;  // HTTP-invoked function config
 };
 
 struct UnregisterFunction {
@@ -39,7 +38,7 @@ struct UnregisterFunction {
 struct InvokeFunction {
   std::optional<std::string> invocation_id;  // as sent (validated UUID); echoed back verbatim
   std::string function_id;
-  json::value data;  // absent data decodes as null
+  boost::json::value data;  // absent data decodes as null
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
   Action action;
@@ -48,7 +47,7 @@ struct InvokeFunction {
 struct InvocationResult {
   std::string invocation_id;
   std::string function_id;
-  std::optional<json::value> result;  // absent stays absent; null stays null
+  std::optional<boost::json::value> result;  // absent stays absent; null stays null
   std::optional<ErrorBody> error;
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
@@ -57,8 +56,8 @@ struct InvocationResult {
 struct RegisterTriggerType {
   std::string id;
   std::string description;
-  std::optional<json::value> trigger_request_format;
-  std::optional<json::value> call_request_format;
+  std::optional<boost::json::value> trigger_request_format;
+  std::optional<boost::json::value> call_request_format;
 };
 
 struct UnregisterTriggerType {
@@ -69,8 +68,8 @@ struct RegisterTrigger {
   std::string id;
   std::string trigger_type;
   std::string function_id;
-  json::value config;
-  std::optional<json::value> metadata;
+  boost::json::value config;
+  std::optional<boost::json::value> metadata;
 };
 
 struct UnregisterTrigger {

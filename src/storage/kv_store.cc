@@ -5,6 +5,8 @@
 
 namespace iii::storage {
 
+namespace json = boost::json;
+
 std::string serialise_list(const std::vector<json::value>& values) {
   std::string out;
   size_t hint = 2 + values.size();

@@ -16,14 +16,13 @@
 
 namespace iii::storage {
 
-namespace json = boost::json;
 
 // Posts a completion onto the engine thread (asio::post in production, inline in tests).
 using Poster = std::function<void(std::function<void()>)>;
 
 struct SetResult {
-  std::optional<json::value> old_value;
-  json::value new_value;
+  std::optional<boost::json::value> old_value;
+  boost::json::value new_value;
 };
 
 // Every completion carries either a value or a storage error (disk full, corrupt file...).
@@ -38,18 +37,18 @@ class KvStore {
  public:
   virtual ~KvStore() = default;
 
-  using GetCallback = std::function<void(Stored<std::optional<json::value>>)>;
+  using GetCallback = std::function<void(Stored<std::optional<boost::json::value>>)>;
   using SetCallback = std::function<void(Stored<SetResult>)>;
-  using DeleteCallback = std::function<void(Stored<std::optional<json::value>> old_value)>;
+  using DeleteCallback = std::function<void(Stored<std::optional<boost::json::value>> old_value)>;
   using UpdateCallback = std::function<void(Stored<UpdateResult>)>;
-  using ListCallback = std::function<void(Stored<std::vector<json::value>>)>;
+  using ListCallback = std::function<void(Stored<std::vector<boost::json::value>>)>;
   using IndexesCallback = std::function<void(Stored<std::vector<std::string>>)>;
   // One list already serialised as a JSON array text, "[v1,v2,...]", immutable and shareable.
   using RawList = std::shared_ptr<const std::string>;
   using RawListCallback = std::function<void(Stored<RawList>)>;
 
   virtual void get(const std::string& index, const std::string& key, GetCallback cb) = 0;
-  virtual void set(const std::string& index, const std::string& key, json::value value,
+  virtual void set(const std::string& index, const std::string& key, boost::json::value value,
                    SetCallback cb) = 0;
   virtual void del(const std::string& index, const std::string& key, DeleteCallback cb) = 0;
   // Atomic read-modify-write with the update ops; the result is always written back.
@@ -61,7 +60,7 @@ class KvStore {
   // The same list as JSON text, never null ("[]" for an empty or missing index), with the same
   // consistency as list(): byte for byte the compact serialisation of list()'s values as one
   // array (a row the engine did not write, e.g. edited by hand, may keep its own spacing).
-  // Lets a caller that only forwards the list skip building a json::array on the engine
+  // Lets a caller that only forwards the list skip building a boost::json::array on the engine
   // thread. The default serialises list()'s result; the SQLite adapter joins its stored texts
   // on a reader thread.
   virtual void list_raw(const std::string& index, RawListCallback cb);
@@ -81,7 +80,7 @@ struct StoreOptions {
 };
 
 // Compact JSON array of `values`: what list_raw produces for that list.
-std::string serialise_list(const std::vector<json::value>& values);
+std::string serialise_list(const std::vector<boost::json::value>& values);
 
 std::unique_ptr<KvStore> make_memory_store(Poster post);
 // Throws std::runtime_error with a clear message when the database cannot be opened.

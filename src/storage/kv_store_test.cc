@@ -13,6 +13,8 @@
 #include <thread>
 
 namespace iii::storage {
+
+namespace json = boost::json;
 namespace {
 
 namespace fs = std::filesystem;

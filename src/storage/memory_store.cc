@@ -7,6 +7,8 @@
 #include "storage/kv_store.h"
 
 namespace iii::storage {
+
+namespace json = boost::json;
 namespace {
 
 class MemoryStore : public KvStore {

@@ -33,6 +33,8 @@
 #include "storage/kv_store.h"
 
 namespace iii::storage {
+
+namespace json = boost::json;
 namespace {
 
 namespace fs = std::filesystem;
