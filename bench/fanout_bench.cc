@@ -21,6 +21,7 @@
 //   * close: for the disconnect half, just before the probe sends its Close frame.
 // Prints a human line and a JSON line per N with p50/p90/p99/max in microseconds. With
 // --engine-pid the engine's CPU time per round is reported too (load-independent).
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -28,7 +29,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <boost/json.hpp>
-#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -106,12 +106,18 @@ Flags parse_flags(int argc, char** argv) {
       }
       value = argv[++i];
     }
-    if (name == "--url") f.url = value;
-    else if (name == "--fanout") f.fanout = parse_list(name, value);
-    else if (name == "--rounds") f.rounds = std::atoi(value.c_str());
-    else if (name == "--warmup-rounds") f.warmup_rounds = std::atoi(value.c_str());
-    else if (name == "--timeout-ms") f.timeout_ms = std::atoi(value.c_str());
-    else if (name == "--engine-pid") f.engine_pid = std::atol(value.c_str());
+    if (name == "--url")
+      f.url = value;
+    else if (name == "--fanout")
+      f.fanout = parse_list(name, value);
+    else if (name == "--rounds")
+      f.rounds = std::atoi(value.c_str());
+    else if (name == "--warmup-rounds")
+      f.warmup_rounds = std::atoi(value.c_str());
+    else if (name == "--timeout-ms")
+      f.timeout_ms = std::atoi(value.c_str());
+    else if (name == "--engine-pid")
+      f.engine_pid = std::atol(value.c_str());
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);

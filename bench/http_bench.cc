@@ -22,7 +22,8 @@
 //                      round trip, as invoke_bench measures it), payload {"body": <body>}.
 //   rps      requests per second at --rps-concurrency (100 B), http and floor.
 //   routes   POST /echo and GET /r/42 at concurrency 1 (100 B) with the two routes above, then
-//            again once --routes routes in all are registered (POST /echo<i>, GET /api/items<i>/:id).
+//            again once --routes routes in all are registered (POST /echo<i>, GET
+//            /api/items<i>/:id).
 //   nagle    batches of --batch concurrent requests (POST /echo, 100 B, on --batch connections)
 //            vs single requests, against the normal worker (TCP_NODELAY, as the SDK sets it) and
 //            against a second worker whose WebSocket socket has Nagle's algorithm back on (the
@@ -191,7 +192,9 @@ long content_length(std::string_view head) {
         peers[fd].reset();
         continue;
       }
-      epoll_event mev{static_cast<uint32_t>(EPOLLIN) | (p.out.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT)), {.fd = fd}};
+      epoll_event mev{
+          static_cast<uint32_t>(EPOLLIN) | (p.out.empty() ? 0u : static_cast<uint32_t>(EPOLLOUT)),
+          {.fd = fd}};
       epoll_ctl(ep, EPOLL_CTL_MOD, fd, &mev);
     }
   }
@@ -214,7 +217,7 @@ struct Conn {
 
 struct Sample {
   std::vector<int64_t> ns;  // sorted latencies
-  int64_t completed = 0;     // in the measuring window
+  int64_t completed = 0;    // in the measuring window
   int64_t errors = 0;
   std::string first_error;
   double window_s = 0;
@@ -242,8 +245,8 @@ class Client {
     const auto start = Clock::now();
     const auto m0 = start + std::chrono::duration_cast<Clock::duration>(
                                 std::chrono::duration<double>(warmup_s));
-    const auto m1 = m0 + std::chrono::duration_cast<Clock::duration>(
-                             std::chrono::duration<double>(duration_s));
+    const auto m1 =
+        m0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
     size_t next_req = 0;
     for (auto& c : conns_) begin(c, requests[next_req++ % requests.size()]);
     size_t busy = conns_.size();
@@ -260,8 +263,10 @@ class Client {
           // request at concurrency 128 can take longer than the whole window.
           if (c.t0 >= m0) s.ns.push_back((t1 - c.t0).count());
         }
-        if (t1 < m1 && ok) begin(c, requests[next_req++ % requests.size()]);
-        else --busy;
+        if (t1 < m1 && ok)
+          begin(c, requests[next_req++ % requests.size()]);
+        else
+          --busy;
       });
     }
     std::sort(s.ns.begin(), s.ns.end());
@@ -318,7 +323,8 @@ class Client {
     const bool want = c.sent < c.request->size();
     if (want != c.want_out) {
       c.want_out = want;
-      epoll_event ev{static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u), {.ptr = &c}};
+      epoll_event ev{static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u),
+                     {.ptr = &c}};
       epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
     }
   }
@@ -372,8 +378,8 @@ std::string http_request(const std::string& method, const std::string& target,
                          const std::string& body) {
   std::string r = method + " " + target + " HTTP/1.1\r\nhost: 127.0.0.1\r\n";
   if (!body.empty())
-    r += "content-type: application/json\r\ncontent-length: " + std::to_string(body.size()) +
-         "\r\n";
+    r +=
+        "content-type: application/json\r\ncontent-length: " + std::to_string(body.size()) + "\r\n";
   r += "\r\n";
   return r + body;
 }
@@ -454,9 +460,12 @@ json::value echo(const json::value& in) {
   const auto* o = in.if_object();
   const json::value* body = o ? o->if_contains("body") : nullptr;
   json::object out{{"status_code", 200}};
-  if (body && !body->is_null()) out["body"] = *body;
-  else if (const auto* pp = o ? o->if_contains("path_params") : nullptr) out["body"] = *pp;
-  else out["body"] = nullptr;
+  if (body && !body->is_null())
+    out["body"] = *body;
+  else if (const auto* pp = o ? o->if_contains("path_params") : nullptr)
+    out["body"] = *pp;
+  else
+    out["body"] = nullptr;
   return out;
 }
 
@@ -520,22 +529,24 @@ void issue(InvokeRun* run) {
       if (t1 >= run->m0 && t1 <= run->m1) ++run->completed;
       if (t0 >= run->m0) run->ns.push_back((t1 - t0).count());  // as Client::run
     }
-    if (t1 < run->m1) issue(run);
-    else if (--run->lanes == 0) run->done.set_value();
+    if (t1 < run->m1)
+      issue(run);
+    else if (--run->lanes == 0)
+      run->done.set_value();
   });
 }
 
-Sample invoke(iii::III& caller, const std::string& fn, const std::string& body,
-              int64_t concurrency, double warmup_s, double duration_s, int64_t* total) {
+Sample invoke(iii::III& caller, const std::string& fn, const std::string& body, int64_t concurrency,
+              double warmup_s, double duration_s, int64_t* total) {
   InvokeRun run;
   run.caller = &caller;
   run.request.function_id = fn;
   run.request.payload = json::object{{"body", json::string(body.substr(1, body.size() - 2))}};
   const auto start = Clock::now();
-  run.m0 = start + std::chrono::duration_cast<Clock::duration>(
-                       std::chrono::duration<double>(warmup_s));
-  run.m1 = run.m0 + std::chrono::duration_cast<Clock::duration>(
-                        std::chrono::duration<double>(duration_s));
+  run.m0 =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s));
+  run.m1 = run.m0 +
+           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
   run.lanes = concurrency;
   auto finished = run.done.get_future();
   for (int64_t i = 0; i < concurrency; ++i) issue(&run);
@@ -559,22 +570,25 @@ struct Report {
 
   void print(const std::string& mode, const std::string& path, const std::string& variant,
              int64_t concurrency, int64_t body_bytes, const Sample& s, double engine_cpu_us) {
-    const double p50 = bench::percentile(s.ns, 0.50) / 1e3, p99 = bench::percentile(s.ns, 0.99) / 1e3;
+    const double p50 = bench::percentile(s.ns, 0.50) / 1e3,
+                 p99 = bench::percentile(s.ns, 0.99) / 1e3;
     const double rps = s.window_s > 0 ? s.completed / s.window_s : 0;
-    std::printf("%-7s %-6s %-14s c=%-4lld body=%-8lld p50=%9.1fus p99=%9.1fus %8.0f req/s "
-                "samples=%zu errors=%lld",
-                mode.c_str(), path.c_str(), variant.c_str(), static_cast<long long>(concurrency),
-                static_cast<long long>(body_bytes), p50, p99, rps, s.ns.size(),
-                static_cast<long long>(s.errors));
+    std::printf(
+        "%-7s %-6s %-14s c=%-4lld body=%-8lld p50=%9.1fus p99=%9.1fus %8.0f req/s "
+        "samples=%zu errors=%lld",
+        mode.c_str(), path.c_str(), variant.c_str(), static_cast<long long>(concurrency),
+        static_cast<long long>(body_bytes), p50, p99, rps, s.ns.size(),
+        static_cast<long long>(s.errors));
     if (engine_cpu_us >= 0) std::printf(" engine_cpu=%.1fus/req", engine_cpu_us);
     std::printf("\n");
     if (s.errors) std::printf("  first error: %s\n", s.first_error.c_str());
-    std::printf("{\"bench\":\"http\",\"label\":%s,\"mode\":\"%s\",\"path\":\"%s\",\"variant\":\"%s\","
-                "\"concurrency\":%lld,\"body_bytes\":%lld,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-                "\"req_per_s\":%.1f,\"samples\":%zu,\"errors\":%lld,\"engine_cpu_us\":%.2f}\n",
-                bench::quote(label).c_str(), mode.c_str(), path.c_str(), variant.c_str(),
-                static_cast<long long>(concurrency), static_cast<long long>(body_bytes), p50, p99,
-                rps, s.ns.size(), static_cast<long long>(s.errors), engine_cpu_us);
+    std::printf(
+        "{\"bench\":\"http\",\"label\":%s,\"mode\":\"%s\",\"path\":\"%s\",\"variant\":\"%s\","
+        "\"concurrency\":%lld,\"body_bytes\":%lld,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+        "\"req_per_s\":%.1f,\"samples\":%zu,\"errors\":%lld,\"engine_cpu_us\":%.2f}\n",
+        bench::quote(label).c_str(), mode.c_str(), path.c_str(), variant.c_str(),
+        static_cast<long long>(concurrency), static_cast<long long>(body_bytes), p50, p99, rps,
+        s.ns.size(), static_cast<long long>(s.errors), engine_cpu_us);
     std::fflush(stdout);
   }
 };
@@ -594,7 +608,8 @@ int main(int argc, char** argv) {
        "--rps-concurrency", "--routes", "--batch", "--batches", "--duration-s", "--warmup-s",
        "--modes", "--label"},
       "usage: http_bench (--binary PATH | --url ws://127.0.0.1:PORT --http-port N)\n"
-      "                  [--concurrency 1,8,128] [--body-bytes 100,1048576] [--rps-concurrency 64]\n"
+      "                  [--concurrency 1,8,128] [--body-bytes 100,1048576] [--rps-concurrency "
+      "64]\n"
       "                  [--routes 1000] [--batch 8] [--batches 200] [--duration-s 2]\n"
       "                  [--warmup-s 0.5] [--modes latency,rps,routes,nagle] [--label S]\n"
       "                  [--engine-pid PID]\n");
@@ -637,10 +652,9 @@ int main(int argc, char** argv) {
   iii::InitOptions wopts;
   wopts.worker_name = "http-bench-worker";
   auto worker = iii::register_worker(url, wopts);
-  worker->register_function("bench::http_echo",
-                            iii::AsyncHandler([](const json::value& in, iii::Responder r) {
-                              r.ok(echo(in));
-                            }));
+  worker->register_function(
+      "bench::http_echo",
+      iii::AsyncHandler([](const json::value& in, iii::Responder r) { r.ok(echo(in)); }));
   bind_http(*worker, "bench::http_echo", "POST", "/echo");
   bind_http(*worker, "bench::http_echo", "GET", "/r/:id");
   iii::InitOptions copts;
@@ -683,8 +697,8 @@ int main(int argc, char** argv) {
       const std::string req = http_request("POST", "/echo", body);
       for (int64_t c : concurrency) {
         auto h = http_run("latency", "http", "echo", http_port, c, body_bytes, {&req}, true);
-        auto f = http_run("latency", "floor", "bare-server", floor_port, c, body_bytes, {&req},
-                          false);
+        auto f =
+            http_run("latency", "floor", "bare-server", floor_port, c, body_bytes, {&req}, false);
         const int64_t before = engine_pid ? bench::cpu_ns(engine_pid) : -1;
         int64_t total = 0;
         auto i = invoke(*caller, "bench::http_echo", body, c, warmup, duration, &total);
@@ -711,12 +725,15 @@ int main(int argc, char** argv) {
     };
     measure("routes=2");
     for (int64_t i = 1; i <= routes - 2; ++i) {
-      if (i % 2) bind_http(*worker, "bench::http_echo", "POST", "/echo" + std::to_string(i));
-      else bind_http(*worker, "bench::http_echo", "GET", "/api/items" + std::to_string(i) + "/:id");
+      if (i % 2)
+        bind_http(*worker, "bench::http_echo", "POST", "/echo" + std::to_string(i));
+      else
+        bind_http(*worker, "bench::http_echo", "GET", "/api/items" + std::to_string(i) + "/:id");
     }
     const int64_t last = routes - 2;
-    wait_route(http_port, last % 2 ? http_request("POST", "/echo" + std::to_string(last), small)
-                                   : http_request("GET", "/api/items" + std::to_string(last) + "/7", ""));
+    wait_route(http_port,
+               last % 2 ? http_request("POST", "/echo" + std::to_string(last), small)
+                        : http_request("GET", "/api/items" + std::to_string(last) + "/7", ""));
     measure("routes=" + std::to_string(routes));
   }
   if (modes.count("nagle")) {
@@ -725,10 +742,9 @@ int main(int argc, char** argv) {
     iii::InitOptions nopts;
     nopts.worker_name = "http-bench-nagle-worker";
     auto nagle = iii::register_worker(url, nopts);
-    nagle->register_function("bench::http_echo_nagle",
-                             iii::AsyncHandler([](const json::value& in, iii::Responder r) {
-                               r.ok(echo(in));
-                             }));
+    nagle->register_function(
+        "bench::http_echo_nagle",
+        iii::AsyncHandler([](const json::value& in, iii::Responder r) { r.ok(echo(in)); }));
     bind_http(*nagle, "bench::http_echo_nagle", "POST", "/echo-nagle");
     if (!nagle->wait_connected(std::chrono::seconds(10))) {
       std::fprintf(stderr, "http_bench: the Nagle worker cannot connect\n");
@@ -763,7 +779,8 @@ int main(int argc, char** argv) {
         Sample s = client.batches(*v.req, batches);
         report.print("nagle", v.path, v.name, k, 100, s,
                      engine_side ? cpu_per(engine_pid, before, s.completed * k) : -1);
-        if (k == 1) single = bench::percentile(s.ns, 0.5);
+        if (k == 1)
+          single = bench::percentile(s.ns, 0.5);
         else if (single > 0)
           std::printf("  => batch of %lld / single request (p50): %.1fx\n",
                       static_cast<long long>(k), bench::percentile(s.ns, 0.5) / single);

@@ -9,6 +9,7 @@
 // tool prints "READY <n>" (and the engine RSS if --engine-pid is given).
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -17,7 +18,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/websocket/stream.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -72,11 +72,16 @@ Flags parse_flags(int argc, char** argv) {
       if (i + 1 >= argc) usage(2);
       value = argv[++i];
     }
-    if (name == "--url") f.url = value;
-    else if (name == "--count") f.count = std::atoi(value.c_str());
-    else if (name == "--parallel") f.parallel = std::max(1, std::atoi(value.c_str()));
-    else if (name == "--engine-pid") f.engine_pid = std::atol(value.c_str());
-    else if (name == "--hold-s") f.hold_s = std::atof(value.c_str());
+    if (name == "--url")
+      f.url = value;
+    else if (name == "--count")
+      f.count = std::atoi(value.c_str());
+    else if (name == "--parallel")
+      f.parallel = std::max(1, std::atoi(value.c_str()));
+    else if (name == "--engine-pid")
+      f.engine_pid = std::atol(value.c_str());
+    else if (name == "--hold-s")
+      f.hold_s = std::atof(value.c_str());
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -136,8 +141,7 @@ class Swarm {
         if (ec) return failed(c, "handshake", ec);
         c->ws.async_read(c->buf, [this, c](error_code ec, std::size_t) {
           if (ec) return failed(c, "read workerregistered", ec);
-          std::string_view first(static_cast<const char*>(c->buf.cdata().data()),
-                                 c->buf.size());
+          std::string_view first(static_cast<const char*>(c->buf.cdata().data()), c->buf.size());
           if (first.find("workerregistered") == std::string_view::npos)
             std::fprintf(stderr, "conn %d: unexpected first frame: %.200s\n", c->index,
                          std::string(first).c_str());

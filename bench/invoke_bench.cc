@@ -94,13 +94,20 @@ Flags parse_flags(int argc, char** argv) {
       }
       value = argv[++i];
     }
-    if (name == "--url") f.url = value;
-    else if (name == "--concurrency") f.concurrency = parse_list(name, value);
-    else if (name == "--payload-bytes") f.payload_bytes = parse_list(name, value);
-    else if (name == "--duration-s") f.duration_s = parse_double(name, value);
-    else if (name == "--warmup-s") f.warmup_s = parse_double(name, value);
-    else if (name == "--timeout-ms") f.timeout_ms = static_cast<int>(parse_double(name, value));
-    else if (name == "--engine-pid") f.engine_pid = static_cast<long>(parse_double(name, value));
+    if (name == "--url")
+      f.url = value;
+    else if (name == "--concurrency")
+      f.concurrency = parse_list(name, value);
+    else if (name == "--payload-bytes")
+      f.payload_bytes = parse_list(name, value);
+    else if (name == "--duration-s")
+      f.duration_s = parse_double(name, value);
+    else if (name == "--warmup-s")
+      f.warmup_s = parse_double(name, value);
+    else if (name == "--timeout-ms")
+      f.timeout_ms = static_cast<int>(parse_double(name, value));
+    else if (name == "--engine-pid")
+      f.engine_pid = static_cast<long>(parse_double(name, value));
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -198,9 +205,9 @@ int main(int argc, char** argv) {
 
   if (!worker->wait_connected(std::chrono::seconds(10)) ||
       !caller->wait_connected(std::chrono::seconds(10))) {
-    std::fprintf(stderr, "cannot connect to %s: %s\n", flags.url.c_str(),
-                 (worker->last_error().empty() ? caller->last_error() : worker->last_error())
-                     .c_str());
+    std::fprintf(
+        stderr, "cannot connect to %s: %s\n", flags.url.c_str(),
+        (worker->last_error().empty() ? caller->last_error() : worker->last_error()).c_str());
     return 1;
   }
   if (!wait_for_echo(*caller)) return 1;
@@ -245,8 +252,8 @@ int main(int argc, char** argv) {
           static_cast<long long>(concurrency), static_cast<long long>(payload_bytes), calls_per_s,
           p50, p90, p99, max_us, lat.size(), static_cast<long long>(run.errors));
       if (engine_cpu_us >= 0)
-        std::printf("  engine CPU %.1f us per call (%.0f calls/s per engine core)\n",
-                    engine_cpu_us, engine_cpu_us > 0 ? 1e6 / engine_cpu_us : 0.0);
+        std::printf("  engine CPU %.1f us per call (%.0f calls/s per engine core)\n", engine_cpu_us,
+                    engine_cpu_us > 0 ? 1e6 / engine_cpu_us : 0.0);
       if (run.errors) std::printf("  first error: %s\n", run.first_error.c_str());
       // Hand-formatted so numbers stay plain decimals (Boost.JSON would print 2E0).
       std::printf(

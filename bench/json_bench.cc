@@ -42,8 +42,8 @@ json::value many_small_nodes() {
 void run_invoke(benchmark::State& state, const json::value& data) {
   size_t bytes = 0;
   for (auto _ : state) {
-    std::string frame = encode_invoke(kId, "bench::echo", data, std::string("00-abc-def-01"),
-                                      std::nullopt);
+    std::string frame =
+        encode_invoke(kId, "bench::echo", data, std::string("00-abc-def-01"), std::nullopt);
     bytes = frame.size();
     benchmark::DoNotOptimize(frame);
   }

@@ -151,7 +151,7 @@ void mode_relay(int samples) {
   int caller_l = listen_loopback(1, &caller_port);
   int worker_l = listen_loopback(1, &worker_port);
   if (fork() == 0) echo_forever(connect_loopback(worker_port));  // the "worker"
-  if (fork() == 0) {                                               // the "engine"
+  if (fork() == 0) {                                             // the "engine"
     int worker = accept_one(worker_l);
     int caller = accept_one(caller_l);
     char b[kMsg];
@@ -192,12 +192,14 @@ void mode_copy(long long bytes) {
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
   const double cpu = bench::self_cpu_seconds() - cpu0;
   const double gb = static_cast<double>(received.load()) / 1e9;
-  std::printf("copy   %.2f GB in 64 KiB calls: %.1f MB/s, CPU %.0f ms/GB (sender + receiver, "
-              "%.2f cores)\n",
-              gb, gb * 1e3 / s, cpu * 1e3 / gb, cpu / s);
-  std::printf("{\"bench\":\"loopback_floor\",\"mode\":\"copy\",\"mb_s\":%.1f,"
-              "\"cpu_ms_per_gb\":%.0f,\"cores\":%.2f}\n",
-              gb * 1e3 / s, cpu * 1e3 / gb, cpu / s);
+  std::printf(
+      "copy   %.2f GB in 64 KiB calls: %.1f MB/s, CPU %.0f ms/GB (sender + receiver, "
+      "%.2f cores)\n",
+      gb, gb * 1e3 / s, cpu * 1e3 / gb, cpu / s);
+  std::printf(
+      "{\"bench\":\"loopback_floor\",\"mode\":\"copy\",\"mb_s\":%.1f,"
+      "\"cpu_ms_per_gb\":%.0f,\"cores\":%.2f}\n",
+      gb * 1e3 / s, cpu * 1e3 / gb, cpu / s);
   close(in);
   close(out);
   close(lfd);
@@ -255,18 +257,20 @@ void mode_fanout(int n, int rounds) {
     if (!read_exact(ctl, &c, 1)) die("fanout ack");
     round_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  const double events_s = static_cast<double>(rounds) * n /
-                         std::chrono::duration<double>(Clock::now() - start).count();
+  const double events_s =
+      static_cast<double>(rounds) * n / std::chrono::duration<double>(Clock::now() - start).count();
   const double cpu_us_per_send =
       (bench::self_cpu_seconds() - cpu0) * 1e6 / (static_cast<double>(rounds) * n);
   const auto [p50, p99] = p50_p99(round_us);
-  std::printf("fanout %d sockets x %d rounds back to back: %.0f events/s; one send() costs the "
-              "sender %.2f us CPU; first send to last receive p50=%.0fus p99=%.0fus\n",
-              n, rounds, events_s, cpu_us_per_send, p50, p99);
-  std::printf("{\"bench\":\"loopback_floor\",\"mode\":\"fanout\",\"sockets\":%d,"
-              "\"events_s\":%.0f,\"sender_cpu_us_per_send\":%.2f,\"round_p50_us\":%.0f,"
-              "\"round_p99_us\":%.0f}\n",
-              n, events_s, cpu_us_per_send, p50, p99);
+  std::printf(
+      "fanout %d sockets x %d rounds back to back: %.0f events/s; one send() costs the "
+      "sender %.2f us CPU; first send to last receive p50=%.0fus p99=%.0fus\n",
+      n, rounds, events_s, cpu_us_per_send, p50, p99);
+  std::printf(
+      "{\"bench\":\"loopback_floor\",\"mode\":\"fanout\",\"sockets\":%d,"
+      "\"events_s\":%.0f,\"sender_cpu_us_per_send\":%.2f,\"round_p50_us\":%.0f,"
+      "\"round_p99_us\":%.0f}\n",
+      n, events_s, cpu_us_per_send, p50, p99);
   for (int fd : subs) close(fd);
   close(ctl);
   while (wait(nullptr) > 0) {

@@ -52,11 +52,16 @@ Flags parse_flags(int argc, char** argv) {
       if (i + 1 >= argc) usage(2);
       value = argv[++i];
     }
-    if (name == "--binary") f.binary = value;
-    else if (name == "--config") f.config = value;
-    else if (name == "--marker") f.marker = value;
-    else if (name == "--runs") f.runs = std::atoi(value.c_str());
-    else if (name == "--timeout-ms") f.timeout_ms = std::atoi(value.c_str());
+    if (name == "--binary")
+      f.binary = value;
+    else if (name == "--config")
+      f.config = value;
+    else if (name == "--marker")
+      f.marker = value;
+    else if (name == "--runs")
+      f.runs = std::atoi(value.c_str());
+    else if (name == "--timeout-ms")
+      f.timeout_ms = std::atoi(value.c_str());
     else {
       std::fprintf(stderr, "unknown flag %s\n", name.c_str());
       usage(2);
@@ -107,8 +112,8 @@ double one_run(const Flags& f) {
       break;
     }
   }
-  if (us < 0) std::fprintf(stderr, "marker '%s' not seen; output:\n%s\n", f.marker.c_str(),
-                           seen.c_str());
+  if (us < 0)
+    std::fprintf(stderr, "marker '%s' not seen; output:\n%s\n", f.marker.c_str(), seen.c_str());
   kill(pid, SIGTERM);
   // Keep draining so the engine never blocks on a full pipe while shutting down.
   while (read(fds[0], buf, sizeof buf) > 0) {
@@ -135,8 +140,9 @@ int main(int argc, char** argv) {
   const double median = n % 2 ? samples[n / 2] : (samples[n / 2 - 1] + samples[n / 2]) / 2;
   std::printf("startup (exec -> '%s') over %zu runs: min=%.0fus median=%.0fus max=%.0fus\n",
               f.marker.c_str(), n, samples.front(), median, samples.back());
-  std::printf("{\"bench\":\"startup\",\"runs\":%zu,\"min_us\":%.0f,\"median_us\":%.0f,"
-              "\"max_us\":%.0f}\n",
-              n, samples.front(), median, samples.back());
+  std::printf(
+      "{\"bench\":\"startup\",\"runs\":%zu,\"min_us\":%.0f,\"median_us\":%.0f,"
+      "\"max_us\":%.0f}\n",
+      n, samples.front(), median, samples.back());
   return 0;
 }

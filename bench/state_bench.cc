@@ -9,8 +9,8 @@
 // existing item. `get` first fills the whole key space (concurrency 64) so that every get hits.
 // The engine's storage adapter (in_memory / file_based) is whatever the engine was started
 // with; run it once per config. Human line + JSON line per (op, concurrency).
-#include <boost/json.hpp>
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <future>
 #include <string>
@@ -26,7 +26,8 @@ namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
-    "usage: state_bench [--url ws://127.0.0.1:49700] [--op set|get[,...]] [--concurrency N[,N...]]\n"
+    "usage: state_bench [--url ws://127.0.0.1:49700] [--op set|get[,...]] [--concurrency "
+    "N[,N...]]\n"
     "         [--value-bytes B] [--keys K] [--scopes S] [--duration-s S] [--warmup-s S]\n"
     "         [--engine-pid PID] [--label TEXT]\n";
 
@@ -56,7 +57,8 @@ void issue(Run* run) {
   const int64_t k = i % run->keys;
   iii::TriggerRequest req;
   req.function_id = run->op == "set" ? "state::set" : "state::get";
-  json::object p{{"scope", "bench-" + std::to_string(k % run->scopes)}, {"key", "k" + std::to_string(k)}};
+  json::object p{{"scope", "bench-" + std::to_string(k % run->scopes)},
+                 {"key", "k" + std::to_string(k)}};
   if (run->op == "set") p["value"] = json::object{{"v", run->value}};
   req.payload = std::move(p);
   const auto t0 = Clock::now();
@@ -69,11 +71,14 @@ void issue(Run* run) {
       if (t1 >= run->measure_start && t1 <= run->measure_end) {
         ++run->completed_in_window;
         if (t0 >= run->measure_start)
-          run->latencies_ns.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+          run->latencies_ns.push_back(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
       }
     }
-    if (run->limit >= 0 || t1 < run->measure_end) issue(run);
-    else if (run->lanes_active.fetch_sub(1) == 1) run->done.set_value();
+    if (run->limit >= 0 || t1 < run->measure_end)
+      issue(run);
+    else if (run->lanes_active.fetch_sub(1) == 1)
+      run->done.set_value();
   });
 }
 
@@ -143,16 +148,20 @@ int main(int argc, char** argv) {
       run.value = value;
       run.latencies_ns.reserve(1 << 22);
       const auto start = Clock::now();
-      run.measure_start = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s));
-      run.measure_end = run.measure_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(duration_s));
+      run.measure_start = start + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(warmup_s));
+      run.measure_end = run.measure_start + std::chrono::duration_cast<Clock::duration>(
+                                                std::chrono::duration<double>(duration_s));
       run.lanes_active = c;
       auto finished = run.done.get_future();
       for (int64_t i = 0; i < c; ++i) issue(&run);
       std::this_thread::sleep_until(run.measure_start);
-      const auto cpu0 = engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
+      const auto cpu0 =
+          engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
       const double self0 = bench::self_cpu_seconds();
       std::this_thread::sleep_until(run.measure_end);
-      const auto cpu1 = engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
+      const auto cpu1 =
+          engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
       const double self1 = bench::self_cpu_seconds();
       finished.wait();
 
@@ -160,14 +169,17 @@ int main(int argc, char** argv) {
       std::sort(lat.begin(), lat.end());
       const double per_s = run.completed_in_window / duration_s;
       const double p50 = bench::percentile(lat, 0.5) / 1e3, p90 = bench::percentile(lat, 0.9) / 1e3,
-                   p99 = bench::percentile(lat, 0.99) / 1e3, max_us = lat.empty() ? 0 : lat.back() / 1e3;
+                   p99 = bench::percentile(lat, 0.99) / 1e3,
+                   max_us = lat.empty() ? 0 : lat.back() / 1e3;
       double engine_pct = 0;
-      const std::string threads = engine_pid ? bench::cpu_delta(cpu0, cpu1, duration_s, &engine_pct) : "";
+      const std::string threads =
+          engine_pid ? bench::cpu_delta(cpu0, cpu1, duration_s, &engine_pct) : "";
       const double self_pct = 100.0 * (self1 - self0) / duration_s;
       const int64_t rss = engine_pid ? bench::proc_status_kib(engine_pid, "VmRSS") : -1;
       std::printf(
           "state %s %s concurrency=%lld value=%lldB: %.0f ops/s  p50=%.1fus p90=%.1fus p99=%.1fus "
-          "max=%.1fus  engine cpu=%.0f%% [%s] bench cpu=%.0f%% rss=%lldKiB (samples=%zu errors=%lld "
+          "max=%.1fus  engine cpu=%.0f%% [%s] bench cpu=%.0f%% rss=%lldKiB (samples=%zu "
+          "errors=%lld "
           "misses=%lld)\n",
           label.c_str(), op.c_str(), static_cast<long long>(c), static_cast<long long>(value_bytes),
           per_s, p50, p90, p99, max_us, engine_pct, threads.c_str(), self_pct,
@@ -175,7 +187,8 @@ int main(int argc, char** argv) {
           static_cast<long long>(run.misses));
       if (run.errors) std::printf("  first error: %s\n", run.first_error.c_str());
       std::printf(
-          "{\"bench\":\"state\",\"label\":%s,\"op\":\"%s\",\"concurrency\":%lld,\"value_bytes\":%lld,"
+          "{\"bench\":\"state\",\"label\":%s,\"op\":\"%s\",\"concurrency\":%lld,\"value_bytes\":%"
+          "lld,"
           "\"keys\":%lld,\"duration_s\":%g,\"ops\":%lld,\"ops_per_s\":%.1f,\"p50_us\":%.1f,"
           "\"p90_us\":%.1f,\"p99_us\":%.1f,\"max_us\":%.1f,\"engine_cpu_pct\":%.1f,"
           "\"engine_threads\":%s,\"bench_cpu_pct\":%.1f,\"engine_rss_kib\":%lld,\"errors\":%lld,"

@@ -15,8 +15,8 @@
 // Human lines + one JSON line.
 #include <sys/stat.h>
 
-#include <boost/json.hpp>
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -83,10 +83,11 @@ int64_t dir_bytes(const std::string& dir) {
   namespace fs = std::filesystem;
   int64_t total = 0;
   std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
+  for (auto it = fs::recursive_directory_iterator(dir, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st {};
-    if (::stat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) total += int64_t(st.st_blocks) * 512;
+    if (::stat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      total += int64_t(st.st_blocks) * 512;
   }
   return total;
 }
@@ -96,10 +97,11 @@ double mib(int64_t kib) { return kib / 1024.0; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::Flags flags(argc, argv,
-                     {"--url", "--engine-pid", "--fill", "--value-bytes", "--scopes", "--concurrency",
-                      "--gets", "--key-space", "--sample-every", "--data-dir", "--label"},
-                     kUsage);
+  bench::Flags flags(
+      argc, argv,
+      {"--url", "--engine-pid", "--fill", "--value-bytes", "--scopes", "--concurrency", "--gets",
+       "--key-space", "--sample-every", "--data-dir", "--label"},
+      kUsage);
   const std::string url = flags.str("--url", "ws://127.0.0.1:49700");
   const int pid = static_cast<int>(flags.integer("--engine-pid", 0));
   const int64_t fill = flags.integer("--fill", 1000000);
@@ -125,7 +127,8 @@ int main(int argc, char** argv) {
   }
   const std::string value(static_cast<size_t>(std::max<int64_t>(0, value_bytes - 8)), 'x');
   auto key_of = [scopes](int64_t k) {
-    return json::object{{"scope", "rss-" + std::to_string(k % scopes)}, {"key", "k" + std::to_string(k)}};
+    return json::object{{"scope", "rss-" + std::to_string(k % scopes)},
+                        {"key", "k" + std::to_string(k)}};
   };
 
   const int64_t rss_start = bench::proc_status_kib(pid, "VmRSS");
@@ -162,10 +165,11 @@ int main(int argc, char** argv) {
       const int64_t c = ph.completed.load();
       if (c >= next_sample) {
         const double el = std::chrono::duration<double>(Clock::now() - t0).count();
-        std::printf("  fill %lld items  %.1fs  %.0f sets/s  VmRSS %.1f MiB%s%s\n",
-                    static_cast<long long>(c), el, c / el, mib(bench::proc_status_kib(pid, "VmRSS")),
-                    data_dir.empty() ? "" : "  disk ",
-                    data_dir.empty() ? "" : (std::to_string(dir_bytes(data_dir) >> 20) + " MiB").c_str());
+        std::printf(
+            "  fill %lld items  %.1fs  %.0f sets/s  VmRSS %.1f MiB%s%s\n",
+            static_cast<long long>(c), el, c / el, mib(bench::proc_status_kib(pid, "VmRSS")),
+            data_dir.empty() ? "" : "  disk ",
+            data_dir.empty() ? "" : (std::to_string(dir_bytes(data_dir) >> 20) + " MiB").c_str());
         std::fflush(stdout);
         while (next_sample <= c) next_sample += sample_every;
       }
@@ -181,15 +185,16 @@ int main(int argc, char** argv) {
     rss_after_fill = bench::proc_status_kib(pid, "VmRSS");
     hwm_after_fill = bench::proc_status_kib(pid, "VmHWM");
     errors += ph.errors;
-    std::printf("fill: %lld items of %lldB in %.1fs = %.0f sets/s (p50=%.0fus p99=%.0fus)  "
-                "VmRSS %.1f MiB  VmHWM %.1f MiB  errors=%lld\n",
-                static_cast<long long>(fill), static_cast<long long>(value_bytes), el, fill_per_s,
-                fill_p50, fill_p99, mib(rss_after_fill), mib(hwm_after_fill),
-                static_cast<long long>(ph.errors));
-    std::printf("  engine during fill: cpu [%s]  wrote %.1f MiB to disk (%.1f KiB per item), "
-                "wchar %.1f MiB\n",
-                fill_threads.c_str(), fill_write_bytes / 1048576.0,
-                fill_write_bytes / 1024.0 / static_cast<double>(fill), fill_wchar / 1048576.0);
+    std::printf(
+        "fill: %lld items of %lldB in %.1fs = %.0f sets/s (p50=%.0fus p99=%.0fus)  "
+        "VmRSS %.1f MiB  VmHWM %.1f MiB  errors=%lld\n",
+        static_cast<long long>(fill), static_cast<long long>(value_bytes), el, fill_per_s, fill_p50,
+        fill_p99, mib(rss_after_fill), mib(hwm_after_fill), static_cast<long long>(ph.errors));
+    std::printf(
+        "  engine during fill: cpu [%s]  wrote %.1f MiB to disk (%.1f KiB per item), "
+        "wchar %.1f MiB\n",
+        fill_threads.c_str(), fill_write_bytes / 1048576.0,
+        fill_write_bytes / 1024.0 / static_cast<double>(fill), fill_wchar / 1048576.0);
     if (ph.errors) std::printf("  first error: %s\n", ph.first_error.c_str());
   }
 
@@ -221,11 +226,12 @@ int main(int argc, char** argv) {
     hwm_after_gets = bench::proc_status_kib(pid, "VmHWM");
     errors += ph.errors;
     misses += ph.misses;
-    std::printf("gets: %lld random gets over %lld keys in %.2fs = %.0f gets/s (p50=%.0fus "
-                "p99=%.0fus)  VmRSS %.1f -> %.1f MiB  VmHWM %.1f MiB  misses=%lld errors=%lld\n",
-                static_cast<long long>(gets), static_cast<long long>(key_space), el, get_per_s,
-                get_p50, get_p99, mib(rss_before), mib(rss_after_gets), mib(hwm_after_gets),
-                static_cast<long long>(ph.misses), static_cast<long long>(ph.errors));
+    std::printf(
+        "gets: %lld random gets over %lld keys in %.2fs = %.0f gets/s (p50=%.0fus "
+        "p99=%.0fus)  VmRSS %.1f -> %.1f MiB  VmHWM %.1f MiB  misses=%lld errors=%lld\n",
+        static_cast<long long>(gets), static_cast<long long>(key_space), el, get_per_s, get_p50,
+        get_p99, mib(rss_before), mib(rss_after_gets), mib(hwm_after_gets),
+        static_cast<long long>(ph.misses), static_cast<long long>(ph.errors));
     if (ph.errors) std::printf("  first error: %s\n", ph.first_error.c_str());
   }
 
@@ -239,14 +245,15 @@ int main(int argc, char** argv) {
       "\"fill_wchar\":%lld,\"fill_threads\":%s,\"gets_per_s\":%.1f,"
       "\"get_p50_us\":%.1f,\"get_p99_us\":%.1f,\"rss_after_gets_kib\":%lld,"
       "\"hwm_after_gets_kib\":%lld,\"disk_bytes\":%lld,\"errors\":%lld,\"misses\":%lld}\n",
-      bench::quote(label).c_str(), static_cast<long long>(fill), static_cast<long long>(value_bytes),
-      static_cast<long long>(scopes), static_cast<long long>(concurrency), static_cast<long long>(gets),
+      bench::quote(label).c_str(), static_cast<long long>(fill),
+      static_cast<long long>(value_bytes), static_cast<long long>(scopes),
+      static_cast<long long>(concurrency), static_cast<long long>(gets),
       static_cast<long long>(key_space), static_cast<long long>(rss_start), fill_per_s, fill_p50,
       fill_p99, static_cast<long long>(rss_after_fill), static_cast<long long>(hwm_after_fill),
       static_cast<long long>(fill_write_bytes), static_cast<long long>(fill_wchar),
-      bench::quote(fill_threads).c_str(), get_per_s, get_p50, get_p99, static_cast<long long>(rss_after_gets),
-      static_cast<long long>(hwm_after_gets), static_cast<long long>(disk),
-      static_cast<long long>(errors), static_cast<long long>(misses));
+      bench::quote(fill_threads).c_str(), get_per_s, get_p50, get_p99,
+      static_cast<long long>(rss_after_gets), static_cast<long long>(hwm_after_gets),
+      static_cast<long long>(disk), static_cast<long long>(errors), static_cast<long long>(misses));
   if (errors || misses) exit_code = 1;
   client->shutdown();
   return exit_code;

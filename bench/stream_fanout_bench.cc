@@ -12,8 +12,8 @@
 //
 // Pacing (--rate): 0 = closed loop, i.e. as fast as the window allows; R > 0 = one set every
 // 1/R s from a pacer thread. --events-rate E instead paces at E/N sets/s, i.e. an offered load
-// of E events/s summed over the N subscribers (open loop; if the window is full the pacer waits and the run
-// reports it as `late`). The window (--inflight W) counts sets that are not finished, where
+// of E events/s summed over the N subscribers (open loop; if the window is full the pacer waits and
+// the run reports it as `late`). The window (--inflight W) counts sets that are not finished, where
 // --flow says when a set is finished:
 //   delivered (default)  its ack arrived and every subscriber received its event, so the
 //                        setter can never outrun the subscribers (sustainable throughput);
@@ -22,6 +22,7 @@
 // Reported per N: events delivered per second summed over subscribers, sets per second, p50/
 // p90/p99/max set-to-delivery latency, ack latency, engine CPU per thread (with --engine-pid)
 // and this process's CPU. Human line + JSON line.
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -29,7 +30,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/stream.hpp>
 #include <boost/json.hpp>
-#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <future>
@@ -54,7 +54,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
     "usage: stream_fanout_bench [--url ws://127.0.0.1:49700] [--stream-url ws://127.0.0.1:49701/]\n"
-    "         [--subscribers N[,N...]] [--rate SETS_PER_S[,...] | --events-rate EVENTS_PER_S[,...]]\n"
+    "         [--subscribers N[,N...]] [--rate SETS_PER_S[,...] | --events-rate "
+    "EVENTS_PER_S[,...]]\n"
     "         [--inflight W] [--flow delivered|ack]\n"
     "         [--duration-s S] [--warmup-s S] [--io-threads T] [--items K] [--payload-bytes B]\n"
     "         [--engine-pid PID] [--stream-name bench] [--drain-timeout-s S]\n";
@@ -107,7 +108,7 @@ struct Run {
   int64_t measure_start_ns = 0, measure_end_ns = 0;
 
   static constexpr size_t kRing = 1 << 20;
-  std::unique_ptr<std::atomic<int32_t>[]> remaining{new std::atomic<int32_t>[kRing]};
+  std::unique_ptr<std::atomic<int32_t>[]> remaining { new std::atomic<int32_t>[ kRing ] };
   std::atomic<int64_t> next_seq{0};
 
   // Setter-side results; touched only on the SDK I/O thread.
@@ -132,11 +133,11 @@ struct Run {
     iii::TriggerRequest req;
     req.function_id = "stream::set";
     const int64_t t0 = now_ns();
-    req.payload = json::object{
-        {"stream_name", "bench"},
-        {"group_id", group},
-        {"item_id", "i" + std::to_string(seq % items)},
-        {"data", json::object{{"bench_seq", seq}, {"bench_t", t0}, {"pad", pad}}}};
+    req.payload =
+        json::object{{"stream_name", "bench"},
+                     {"group_id", group},
+                     {"item_id", "i" + std::to_string(seq % items)},
+                     {"data", json::object{{"bench_seq", seq}, {"bench_t", t0}, {"pad", pad}}}};
     setter->trigger_async(req, [this, seq, t0](iii::TriggerOutcome o) {
       const int64_t t1 = now_ns();
       if (!o.ok()) {
@@ -162,8 +163,10 @@ struct Run {
       tokens.release();
       return;
     }
-    if (now_ns() < measure_end_ns) issue();
-    else if (lanes_active.fetch_sub(1) == 1) finish();
+    if (now_ns() < measure_end_ns)
+      issue();
+    else if (lanes_active.fetch_sub(1) == 1)
+      finish();
   }
 
   // On a subscriber's I/O thread.
@@ -234,11 +237,12 @@ bool wait_for_function(iii::III& c, const std::string& id) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bench::Flags flags(argc, argv,
-                     {"--url", "--stream-url", "--subscribers", "--rate", "--events-rate", "--inflight", "--flow",
-                      "--duration-s", "--warmup-s", "--io-threads", "--items", "--payload-bytes",
-                      "--engine-pid", "--stream-name", "--drain-timeout-s"},
-                     kUsage);
+  bench::Flags flags(
+      argc, argv,
+      {"--url", "--stream-url", "--subscribers", "--rate", "--events-rate", "--inflight", "--flow",
+       "--duration-s", "--warmup-s", "--io-threads", "--items", "--payload-bytes", "--engine-pid",
+       "--stream-name", "--drain-timeout-s"},
+      kUsage);
   const std::string url = flags.str("--url", "ws://127.0.0.1:49700");
   const Endpoint stream_ep = parse_ws_url(flags.str("--stream-url", "ws://127.0.0.1:49701/"));
   const auto subscriber_counts = flags.list("--subscribers", {1, 100, 1000});
@@ -276,7 +280,8 @@ int main(int argc, char** argv) {
   int run_no = 0;
   for (int64_t rate_flag : rates) {
     for (int64_t n : subscriber_counts) {
-      const int64_t rate = per_event_rate ? std::max<int64_t>(1, (rate_flag + n - 1) / n) : rate_flag;
+      const int64_t rate =
+          per_event_rate ? std::max<int64_t>(1, (rate_flag + n - 1) / n) : rate_flag;
       if (static_cast<rlim_t>(n) + 64 > nofile) {
         std::fprintf(stderr, "RLIMIT_NOFILE %llu is too low for %lld subscribers\n",
                      static_cast<unsigned long long>(nofile), static_cast<long long>(n));
@@ -361,19 +366,25 @@ int main(int argc, char** argv) {
         for (int64_t i = 0; i < window; ++i) run->issue();
       }
 
-      std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(run->measure_start_ns)));
-      const auto cpu0 = engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
+      std::this_thread::sleep_until(
+          Clock::time_point(std::chrono::nanoseconds(run->measure_start_ns)));
+      const auto cpu0 =
+          engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
       const double self0 = bench::self_cpu_seconds();
-      std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(run->measure_end_ns)));
-      const auto cpu1 = engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
+      std::this_thread::sleep_until(
+          Clock::time_point(std::chrono::nanoseconds(run->measure_end_ns)));
+      const auto cpu1 =
+          engine_pid ? bench::thread_cpu(engine_pid) : std::map<int, bench::ThreadCpu>{};
       const double self1 = bench::self_cpu_seconds();
       const int64_t rss_kib = engine_pid ? bench::proc_status_kib(engine_pid, "VmRSS") : -1;
 
-      const bool drained =
-          finished.wait_for(std::chrono::duration<double>(drain_timeout_s)) == std::future_status::ready;
+      const bool drained = finished.wait_for(std::chrono::duration<double>(drain_timeout_s)) ==
+                           std::future_status::ready;
       if (pacer.joinable()) {
-        if (drained) pacer.join();
-        else pacer.detach();
+        if (drained)
+          pacer.join();
+        else
+          pacer.detach();
       }
       // Stop the subscribers (the engine sees the TCP connections drop).
       for (auto& io : ios) io->stop();
@@ -398,7 +409,8 @@ int main(int argc, char** argv) {
       const double p50 = bench::percentile(lat, 0.5) / 1e3, p90 = bench::percentile(lat, 0.9) / 1e3,
                    p99 = bench::percentile(lat, 0.99) / 1e3,
                    max_us = lat.empty() ? 0 : lat.back() / 1e3;
-      const double ack_p50 = bench::percentile(ack, 0.5) / 1e3, ack_p99 = bench::percentile(ack, 0.99) / 1e3;
+      const double ack_p50 = bench::percentile(ack, 0.5) / 1e3,
+                   ack_p99 = bench::percentile(ack, 0.99) / 1e3;
       double engine_cpu_pct = 0;
       const std::string engine_threads =
           engine_pid ? bench::cpu_delta(cpu0, cpu1, duration_s, &engine_cpu_pct) : "";
@@ -420,7 +432,8 @@ int main(int argc, char** argv) {
       if (run->errors) std::printf("  first set error: %s\n", run->first_error.c_str());
       if (read_errors) std::printf("  first subscriber error: %s\n", read_error.c_str());
       std::printf(
-          "{\"bench\":\"stream_fanout\",\"subscribers\":%lld,\"rate\":%lld,\"offered_events_per_s\":%lld,\"flow\":\"%s\","
+          "{\"bench\":\"stream_fanout\",\"subscribers\":%lld,\"rate\":%lld,\"offered_events_per_"
+          "s\":%lld,\"flow\":\"%s\","
           "\"inflight\":%lld,\"payload_bytes\":%lld,\"duration_s\":%g,\"events\":%lld,"
           "\"events_per_s\":%.1f,\"sets_per_s\":%.1f,\"p50_us\":%.1f,\"p90_us\":%.1f,"
           "\"p99_us\":%.1f,\"max_us\":%.1f,\"ack_p50_us\":%.1f,\"ack_p99_us\":%.1f,"
@@ -428,11 +441,10 @@ int main(int argc, char** argv) {
           "\"engine_rss_kib\":%lld,\"late\":%lld,\"errors\":%lld,\"read_errors\":%lld,"
           "\"drained\":%s}\n",
           static_cast<long long>(n), static_cast<long long>(rate), static_cast<long long>(rate * n),
-          flow.c_str(),
-          static_cast<long long>(window), static_cast<long long>(payload_bytes), duration_s,
-          static_cast<long long>(delivered), events_per_s, sets_per_s, p50, p90, p99, max_us,
-          ack_p50, ack_p99, engine_cpu_pct, bench::quote(engine_threads).c_str(), self_cpu_pct,
-          static_cast<long long>(rss_kib), static_cast<long long>(run->late.load()),
+          flow.c_str(), static_cast<long long>(window), static_cast<long long>(payload_bytes),
+          duration_s, static_cast<long long>(delivered), events_per_s, sets_per_s, p50, p90, p99,
+          max_us, ack_p50, ack_p99, engine_cpu_pct, bench::quote(engine_threads).c_str(),
+          self_cpu_pct, static_cast<long long>(rss_kib), static_cast<long long>(run->late.load()),
           static_cast<long long>(run->errors), static_cast<long long>(read_errors),
           drained ? "true" : "false");
       std::fflush(stdout);

@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 DEB_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config
   clang libclang-rt-14-dev  # scripts/fuzz.sh: clang++ and its libFuzzer runtime
+  clang-format              # scripts/check-format.sh (CI)
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libhiredis-dev libssl-dev

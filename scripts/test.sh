@@ -2,7 +2,7 @@
 # Fresh machine to full test run: dependencies, release and sanitizer builds, unit tests
 # (ctest) for both, and the system tests (official Node and Python SDKs against the real
 # binary) for both, then each fuzz target for 30 s (scripts/fuzz.sh; III_SKIP_FUZZ=1 skips
-# it). Prints a final "N passed, N failed" line over the suites.
+# it); first, clang-format over the C++ sources (scripts/check-format.sh). Prints a final "N passed, N failed" line over the suites.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh || exit 1
@@ -22,6 +22,7 @@ step() {
   fi
 }
 
+step "clang-format" ./scripts/check-format.sh
 step "build release" ./scripts/build.sh release
 step "unit tests (release)" ctest --preset release --timeout 120
 step "system tests (release)" env III_BIN="$PWD/build/release/iii" ./tests/system/run.sh

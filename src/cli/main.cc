@@ -172,8 +172,8 @@ int main(int argc, char** argv) {
   CLI::App app{"iii engine: routes function invocations between workers"};
   app.set_version_flag("-v,--version", III_VERSION);
   RunOptions run;
-  auto* config_opt =
-      app.add_option("-c,--config", run.config_path, "Config file (default: ./config.yaml if present)");
+  auto* config_opt = app.add_option("-c,--config", run.config_path,
+                                    "Config file (default: ./config.yaml if present)");
   app.add_flag("--use-default-config", run.use_default_config,
                "Ignore ./config.yaml and use the embedded default workers")
       ->excludes(config_opt);

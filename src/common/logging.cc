@@ -33,13 +33,27 @@ void append_json_escaped(spdlog::memory_buf_t& dest, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   for (const char c : s) {
     switch (c) {
-      case '"': append(dest, "\\\""); break;
-      case '\\': append(dest, "\\\\"); break;
-      case '\n': append(dest, "\\n"); break;
-      case '\r': append(dest, "\\r"); break;
-      case '\t': append(dest, "\\t"); break;
-      case '\b': append(dest, "\\b"); break;
-      case '\f': append(dest, "\\f"); break;
+      case '"':
+        append(dest, "\\\"");
+        break;
+      case '\\':
+        append(dest, "\\\\");
+        break;
+      case '\n':
+        append(dest, "\\n");
+        break;
+      case '\r':
+        append(dest, "\\r");
+        break;
+      case '\t':
+        append(dest, "\\t");
+        break;
+      case '\b':
+        append(dest, "\\b");
+        break;
+      case '\f':
+        append(dest, "\\f");
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           const char esc[] = {'\\', 'u', '0', '0', kHex[(c >> 4) & 0xf], kHex[c & 0xf]};
@@ -53,13 +67,20 @@ void append_json_escaped(spdlog::memory_buf_t& dest, std::string_view s) {
 
 std::string_view json_level_name(spdlog::level::level_enum level) {
   switch (level) {
-    case spdlog::level::trace: return "trace";
-    case spdlog::level::debug: return "debug";
-    case spdlog::level::info: return "info";
-    case spdlog::level::warn: return "warn";
-    case spdlog::level::err: return "error";
-    case spdlog::level::critical: return "critical";
-    default: return "off";
+    case spdlog::level::trace:
+      return "trace";
+    case spdlog::level::debug:
+      return "debug";
+    case spdlog::level::info:
+      return "info";
+    case spdlog::level::warn:
+      return "warn";
+    case spdlog::level::err:
+      return "error";
+    case spdlog::level::critical:
+      return "critical";
+    default:
+      return "off";
   }
 }
 
@@ -77,8 +98,8 @@ class JsonFormatter final : public spdlog::formatter {
     gmtime_r(&t, &tm);
     char ts[40];
     const int n = std::snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                                tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+                                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                                tm.tm_sec, static_cast<int>(millis));
 
     append(dest, "{\"ts\":\"");
     dest.append(ts, ts + std::max(n, 0));

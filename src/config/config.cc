@@ -1,9 +1,9 @@
 #include "config/config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <climits>
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -91,8 +91,9 @@ WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
   entry.line = entry_line;
 
   if (!is_known_worker(entry.name)) {
-    throw_at(source, line_of(name->second, entry_line),
-             "unknown worker '" + entry.name + "' (known workers: " + join(known_worker_names()) + ")");
+    throw_at(
+        source, line_of(name->second, entry_line),
+        "unknown worker '" + entry.name + "' (known workers: " + join(known_worker_names()) + ")");
   }
   if (image && !image->second.IsNull()) {
     throw_at(source, line_of(image->first, entry_line),
@@ -351,8 +352,7 @@ std::optional<std::string> WorkerConfigReader::get_optional_string(const std::st
   return value.Scalar();
 }
 
-int64_t WorkerConfigReader::get_int(const std::string& key, int64_t def, int64_t min,
-                                    int64_t max) {
+int64_t WorkerConfigReader::get_int(const std::string& key, int64_t def, int64_t min, int64_t max) {
   const YAML::Node value = get_node(key);
   if (value.IsNull()) return def;
   const std::string range = std::to_string(min) + " and " + std::to_string(max);

@@ -22,11 +22,12 @@ class ConfigError : public std::runtime_error {
 };
 
 struct WorkerEntry {
-  std::string name;         // e.g. "iii-worker-manager"; duplicates become "name#1", "name#2" in instance_name
+  std::string
+      name;  // e.g. "iii-worker-manager"; duplicates become "name#1", "name#2" in instance_name
   std::string instance_name;
-  YAML::Node config;        // a mapping (empty mapping when absent)
-  std::string source;       // file path, or "<default config>"
-  int line = 0;             // 1-based line of the entry in `source` (0 when unknown)
+  YAML::Node config;   // a mapping (empty mapping when absent)
+  std::string source;  // file path, or "<default config>"
+  int line = 0;        // 1-based line of the entry in `source` (0 when unknown)
 };
 
 struct EngineConfig {

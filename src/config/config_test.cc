@@ -1,13 +1,13 @@
 #include "config/config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
-#include <unistd.h>
 
 namespace iii::config {
 namespace {
@@ -41,8 +41,7 @@ std::vector<std::string> instance_names(const EngineConfig& c) {
 // --- expand_env ---
 
 TEST(ExpandEnv, SetVariableIsSubstituted) {
-  EXPECT_EQ(expand_env("port: ${PORT}\n", "c.yaml", fake_env({{"PORT", "1234"}})),
-            "port: 1234\n");
+  EXPECT_EQ(expand_env("port: ${PORT}\n", "c.yaml", fake_env({{"PORT", "1234"}})), "port: 1234\n");
 }
 
 TEST(ExpandEnv, SetButEmptyVariableWinsOverDefault) {
@@ -88,8 +87,7 @@ TEST(ExpandEnv, UnclosedBraceIsUntouched) {
 TEST(ExpandEnv, VersionPlaceholderDefault) {
   EXPECT_EQ(expand_env("v: ${V:__III_ENGINE_VERSION__}", "c.yaml", fake_env({})),
             std::string("v: ") + III_VERSION);
-  EXPECT_EQ(expand_env("v: ${V:__III_ENGINE_VERSION__}", "c.yaml", fake_env({{"V", "1"}})),
-            "v: 1");
+  EXPECT_EQ(expand_env("v: ${V:__III_ENGINE_VERSION__}", "c.yaml", fake_env({{"V", "1"}})), "v: 1");
 }
 
 TEST(ExpandEnv, SubstitutedValuesAreNotRescanned) {
@@ -100,9 +98,9 @@ TEST(ExpandEnv, SubstitutedValuesAreNotRescanned) {
 
 TEST(ParseConfig, EmptyFileGivesMandatoryWorkers) {
   const EngineConfig c = parse_config("", "c.yaml");
-  EXPECT_EQ(instance_names(c), (std::vector<std::string>{
-                                   "iii-worker-manager", "iii-engine-functions",
-                                   "iii-observability"}));
+  EXPECT_EQ(instance_names(c),
+            (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions",
+                                      "iii-observability"}));
   EXPECT_EQ(c.source, "c.yaml");
   EXPECT_TRUE(c.workers[0].config.IsMap());
   EXPECT_EQ(c.workers[0].config.size(), 0u);
@@ -143,8 +141,7 @@ TEST(ParseConfig, NullConfigAndExtraKeysAreAccepted) {
 }
 
 TEST(ParseConfig, UnknownTopLevelKeyMentionsKeyAndLine) {
-  const std::string msg =
-      error_of([] { parse_config("workers: []\nport: 49134\n", "cfg.yaml"); });
+  const std::string msg = error_of([] { parse_config("workers: []\nport: 49134\n", "cfg.yaml"); });
   EXPECT_NE(msg.find("cfg.yaml:2:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("'port'"), std::string::npos) << msg;
 }
@@ -205,8 +202,9 @@ TEST(ParseConfig, TelemetryAcceptedButNotImplicit) {
 }
 
 TEST(ParseConfig, EntryErrors) {
-  EXPECT_NE(error_of([] { parse_config("workers:\n  - class: modules::X\n", "c.yaml"); })
-                .find("c.yaml:2: worker entry is missing required key 'name'"),
+  EXPECT_NE(error_of([] {
+              parse_config("workers:\n  - class: modules::X\n", "c.yaml");
+            }).find("c.yaml:2: worker entry is missing required key 'name'"),
             std::string::npos);
   EXPECT_NE(error_of([] {
               parse_config("workers:\n  - name: iii-http\n    config: [1]\n", "c.yaml");
@@ -225,10 +223,10 @@ TEST(ParseConfig, EntryErrors) {
 TEST(DefaultConfig, HasMandatoryAndDefaultWorkers) {
   const EngineConfig c = default_config();
   EXPECT_EQ(c.source, "<default config>");
-  EXPECT_EQ(instance_names(c), (std::vector<std::string>{
-                                   "iii-worker-manager", "iii-engine-functions",
-                                   "iii-observability", "iii-http", "iii-state", "iii-stream",
-                                   "iii-pubsub", "iii-cron"}));
+  EXPECT_EQ(
+      instance_names(c),
+      (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions", "iii-observability",
+                                "iii-http", "iii-state", "iii-stream", "iii-pubsub", "iii-cron"}));
   for (const auto& w : c.workers) {
     EXPECT_EQ(w.source, "<default config>");
     EXPECT_TRUE(w.config.IsMap());
@@ -242,10 +240,9 @@ TEST(LoadConfigFile, MissingFile) {
 }
 
 TEST(LoadConfigFile, ReadsExpandsAndParses) {
-  const std::string path =
-      (std::filesystem::temp_directory_path() / ("iii_cfg_test_" + std::to_string(getpid()) +
-                                                 ".yaml"))
-          .string();
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("iii_cfg_test_" + std::to_string(getpid()) + ".yaml"))
+                               .string();
   {
     std::ofstream out(path);
     out << "workers:\n  - name: iii-worker-manager\n    config:\n      port: ${P:1}\n";

@@ -16,9 +16,12 @@ class BuiltinInput {
   // functions that require an object pass false.
   BuiltinInput(std::string function_id, const boost::json::value& input, bool allow_null = true)
       : fn_(std::move(function_id)) {
-    if (input.is_object()) obj_ = &input.get_object();
-    else if (input.is_null() && allow_null) obj_ = &empty_;
-    else fail("expected a JSON object");
+    if (input.is_object())
+      obj_ = &input.get_object();
+    else if (input.is_null() && allow_null)
+      obj_ = &empty_;
+    else
+      fail("expected a JSON object");
   }
 
   std::string required_string(std::string_view key) {

@@ -34,15 +34,16 @@ int64_t metadata_timeout_ms(const std::optional<json::value>& metadata, const st
     return static_cast<int64_t>(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
   if (v->is_double() && v->get_double() >= 1 && v->get_double() < 9.2e18)
     return static_cast<int64_t>(v->get_double());
-  spdlog::warn("worker {}: function {}: metadata.timeout_ms must be a positive number of "
-               "milliseconds; ignored (the engine-wide limit applies)",
-               worker, function_id);
+  spdlog::warn(
+      "worker {}: function {}: metadata.timeout_ms must be a positive number of "
+      "milliseconds; ignored (the engine-wide limit applies)",
+      worker, function_id);
   return 0;
 }
 
 bool has_telemetry_prefix(std::string_view f) {
-  return f.size() >= 4 && (f.substr(0, 4) == "OTLP" || f.substr(0, 4) == "MTRC" ||
-                           f.substr(0, 4) == "LOGS");
+  return f.size() >= 4 &&
+         (f.substr(0, 4) == "OTLP" || f.substr(0, 4) == "MTRC" || f.substr(0, 4) == "LOGS");
 }
 }  // namespace
 
@@ -207,7 +208,6 @@ void Engine::handle(Worker& w, protocol::UnregisterFunction&& m) {
   note_function_set_change();
 }
 
-
 void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   using protocol::ActionType;
   ++stats_.invocations;
@@ -216,8 +216,9 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   if (m.action.type != ActionType::kVoid && m.action.type != ActionType::kNone) {
     auto handler = action_handlers_.find(m.action.type);
     if (handler == action_handlers_.end()) {
-      spdlog::warn("worker {}: enqueue to queue '{}' for {} refused: the iii-queue worker is not loaded",
-                   w.id, m.action.queue, m.function_id);
+      spdlog::warn(
+          "worker {}: enqueue to queue '{}' for {} refused: the iii-queue worker is not loaded",
+          w.id, m.action.queue, m.function_id);
       if (wants_reply)
         reply_to_worker(w.handle, *m.invocation_id, m.function_id,
                         Outcome::fail("enqueue_error", "QueueModule not loaded"));
@@ -244,8 +245,10 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
 }
 
 void Engine::set_action_handler(protocol::ActionType type, ActionHandler h) {
-  if (h) action_handlers_[type] = std::move(h);
-  else action_handlers_.erase(type);
+  if (h)
+    action_handlers_[type] = std::move(h);
+  else
+    action_handlers_.erase(type);
 }
 
 void Engine::invoke(const std::string& function_id, json::value data, CallContext ctx,
@@ -257,8 +260,10 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
                    std::optional<std::string> preferred_id, uint64_t caller,
                    std::string caller_inv_id, Completion done) {
   auto finish = [&](Outcome o) {
-    if (caller) reply_to_worker(caller, caller_inv_id, function_id, o);
-    else if (done) done(std::move(o));
+    if (caller)
+      reply_to_worker(caller, caller_inv_id, function_id, o);
+    else if (done)
+      done(std::move(o));
   };
   if (shutting_down_ || refusing_) {
     finish(Outcome::fail(std::string(kStoppedCode), "engine is shutting down"));
@@ -292,9 +297,13 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
   }
   // Register the pending invocation before anything is sent, so no answer can be lost.
   protocol::Uuid key;
-  std::optional<protocol::Uuid> wanted = preferred_id ? protocol::Uuid::parse(*preferred_id) : std::nullopt;
-  if (wanted && !pending_.count(*wanted)) key = *wanted;
-  else do key = protocol::Uuid::random_v4(); while (pending_.count(key));
+  std::optional<protocol::Uuid> wanted =
+      preferred_id ? protocol::Uuid::parse(*preferred_id) : std::nullopt;
+  if (wanted && !pending_.count(*wanted))
+    key = *wanted;
+  else
+    do key = protocol::Uuid::random_v4();
+    while (pending_.count(key));
   const std::string wire_id = (wanted && key == *wanted) ? *preferred_id : key.str();
 
   Pending& p = pending_[key];
@@ -323,7 +332,8 @@ void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
                   m.invocation_id);
     return;
   }
-  Outcome o{std::move(m.result), std::move(m.error), std::move(m.traceparent), std::move(m.baggage)};
+  Outcome o{std::move(m.result), std::move(m.error), std::move(m.traceparent),
+            std::move(m.baggage)};
   complete(*key, std::move(o));
 }
 
@@ -446,11 +456,14 @@ void Engine::shutdown() {
   channels_.close_all();
 }
 
-void Engine::add_builtin_worker(BuiltinWorkerInfo info) { builtin_workers_.push_back(std::move(info)); }
+void Engine::add_builtin_worker(BuiltinWorkerInfo info) {
+  builtin_workers_.push_back(std::move(info));
+}
 
 void Engine::register_builtin(FunctionInfo info, const std::string& owner, BuiltinHandler handler) {
   const std::string id = info.id;
-  functions_.add(Registrant{0, std::make_shared<BuiltinFunction>(BuiltinFunction{std::move(handler)}),
+  functions_.add(Registrant{0,
+                            std::make_shared<BuiltinFunction>(BuiltinFunction{std::move(handler)}),
                             std::move(info), owner});
   for (auto& bw : builtin_workers_)
     if (bw.instance_name == owner) bw.functions.push_back(id);

@@ -5,7 +5,6 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -21,11 +20,10 @@
 #include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
-#include "protocol/uuid.h"
 #include "protocol/messages.h"
+#include "protocol/uuid.h"
 
 namespace iii::engine {
-
 
 // What an invocation produced: a result (possibly absent), or an error.
 struct Outcome {
@@ -49,7 +47,10 @@ struct Outcome {
   void materialise();
   static Outcome empty() { return Outcome{}; }
   static Outcome fail(std::string code, std::string message) {
-    return Outcome{std::nullopt, protocol::ErrorBody{std::move(code), std::move(message), std::nullopt}, {}, {}};
+    return Outcome{std::nullopt,
+                   protocol::ErrorBody{std::move(code), std::move(message), std::nullopt},
+                   {},
+                   {}};
   }
 };
 
@@ -63,7 +64,8 @@ struct CallContext {
   std::optional<std::string> baggage;
 };
 
-using BuiltinHandler = std::function<void(const CallContext&, boost::json::value input, Completion done)>;
+using BuiltinHandler =
+    std::function<void(const CallContext&, boost::json::value input, Completion done)>;
 
 struct BuiltinFunction {
   BuiltinHandler handler;
@@ -83,7 +85,8 @@ struct Trigger {
   std::string error;  // why binding failed (kFailed)
 
   std::optional<std::string> condition_function_id() const;
-  boost::json::object to_json() const;  // {id, trigger_type, function_id, config, metadata?, state, error?}
+  boost::json::object to_json()
+      const;  // {id, trigger_type, function_id, config, metadata?, state, error?}
 };
 
 // Implemented by in-process workers that provide a trigger type (http, cron, ...).
@@ -100,9 +103,9 @@ struct TriggerType {
   std::string description;
   std::optional<boost::json::value> trigger_request_format;
   std::optional<boost::json::value> call_request_format;
-  uint64_t owner = 0;                       // connection serving a custom type (newest)
-  std::vector<uint64_t> registrants;        // every live connection that registered it
-  TriggerTypeHandler* builtin = nullptr;    // in-process provider (not owned)
+  uint64_t owner = 0;                     // connection serving a custom type (newest)
+  std::vector<uint64_t> registrants;      // every live connection that registered it
+  TriggerTypeHandler* builtin = nullptr;  // in-process provider (not owned)
 
   boost::json::object to_json() const;
 };
@@ -131,7 +134,7 @@ struct Worker {
   std::optional<std::string> name, runtime, version, os, isolation;
   std::optional<int64_t> pid;
   boost::json::value telemetry;
-  std::vector<std::string> functions;       // ids this connection registered (insertion order)
+  std::vector<std::string> functions;  // ids this connection registered (insertion order)
   std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
   logging::WarningLimiter invalid_messages;  // rate-limits the warnings for its bad frames
@@ -176,7 +179,8 @@ class Engine {
   // Registers a built-in function owned by `owner` (an instance name).
   void register_builtin(FunctionInfo info, const std::string& owner, BuiltinHandler handler);
   // Invokes a function from inside the engine (or on behalf of a caller in `ctx`).
-  void invoke(const std::string& function_id, boost::json::value data, CallContext ctx, Completion done);
+  void invoke(const std::string& function_id, boost::json::value data, CallContext ctx,
+              Completion done);
 
   // ---- hooks for built-in workers that own part of the protocol ----
   // Invocations whose `action` is `type` (iii-queue owns `enqueue`). The handler answers through
@@ -226,7 +230,9 @@ class Engine {
   using Deferrer = std::function<void(std::function<void()>)>;
   void set_deferrer(Deferrer d) { defer_ = std::move(d); }
   // Called (deferred and coalesced) whenever the set of function ids changed.
-  void on_functions_changed(std::function<void()> fn) { functions_observers_.push_back(std::move(fn)); }
+  void on_functions_changed(std::function<void()> fn) {
+    functions_observers_.push_back(std::move(fn));
+  }
 
   // ---- deadlines ----
   // Engine-wide limit for an invocation routed to a worker (iii-worker-manager
@@ -294,7 +300,8 @@ class Engine {
   void handle(Worker& w, protocol::UnregisterTriggerType&& m);
   void handle(Worker& w, protocol::RegisterTrigger&& m);
   void handle(Worker& w, protocol::UnregisterTrigger&& m);
-  void refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m, const Trigger& existing);
+  void refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m,
+                             const Trigger& existing);
   void bind_trigger(Trigger& t);
   void unbind_trigger(Trigger& t);
   void remove_worker_triggers(uint64_t handle);

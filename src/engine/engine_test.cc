@@ -135,7 +135,8 @@ TEST_F(EngineTest, VoidCallsGetNoReplyEvenOnError) {
   auto inv = worker.conn->take("invokefunction");
   EXPECT_EQ(inv.at("data").at("_caller_worker_id").as_string(), caller.id);
   answer(worker, inv, R"("result":1)");
-  send(caller, R"({"type":"invokefunction","function_id":"missing","data":{},"action":{"type":"void"}})");
+  send(caller,
+       R"({"type":"invokefunction","function_id":"missing","data":{},"action":{"type":"void"}})");
   EXPECT_EQ(caller.conn->count("invocationresult"), 0u);
 }
 
@@ -226,7 +227,8 @@ TEST_F(EngineTest, BadFramesGetWarningsAndAddressableErrors) {
   send(caller, R"({"type":"teleport"})");
   send(caller, R"({"type":"registerfunction"})");
   EXPECT_EQ(caller.conn->frames.size(), 0u);
-  send(caller, R"({"type":"invokefunction","invocation_id":"not-a-uuid","function_id":"f","data":1})");
+  send(caller,
+       R"({"type":"invokefunction","invocation_id":"not-a-uuid","function_id":"f","data":1})");
   auto r = caller.conn->take("invocationresult");
   EXPECT_EQ(r.at("invocation_id").as_string(), "not-a-uuid");
   EXPECT_EQ(r.at("error").at("code").as_string(), "invalid_message");
@@ -260,10 +262,9 @@ TEST_F(EngineTest, BuiltinsRunInProcessAndCannotBeHijacked) {
 TEST_F(EngineTest, RawResultsReachWorkersVerbatimAndInternalCallersParsed) {
   engine.add_builtin_worker({"iii-engine-functions", "iii-engine-functions", true, {}});
   const auto text = std::make_shared<const std::string>(R"([{"a":1},"x\n",2.5E0,null])");
-  engine.register_builtin(FunctionInfo{"engine::raw", {}, {}, {}, {}}, "iii-engine-functions",
-                          [text](const CallContext&, json::value, Completion done) {
-                            done(Outcome::ok_raw(text));
-                          });
+  engine.register_builtin(
+      FunctionInfo{"engine::raw", {}, {}, {}, {}}, "iii-engine-functions",
+      [text](const CallContext&, json::value, Completion done) { done(Outcome::ok_raw(text)); });
   Peer caller = connect();
   call(caller, "engine::raw", "{}");
   auto r = caller.conn->take("invocationresult");
@@ -271,7 +272,8 @@ TEST_F(EngineTest, RawResultsReachWorkersVerbatimAndInternalCallersParsed) {
   EXPECT_EQ(r.at("invocation_id").as_string(), kInv);
 
   std::optional<Outcome> got;
-  engine.invoke("engine::raw", json::object(), CallContext{}, [&](Outcome o) { got = std::move(o); });
+  engine.invoke("engine::raw", json::object(), CallContext{},
+                [&](Outcome o) { got = std::move(o); });
   ASSERT_TRUE(got);
   EXPECT_FALSE(got->raw_result);
   ASSERT_TRUE(got->result);
@@ -444,11 +446,12 @@ TEST_F(EngineTest, ConnectionsArrivingDuringShutdownAreRefused) {
 
 TEST_F(EngineTest, ActionHandlerOwnsEnqueue) {
   std::vector<std::string> queued;
-  engine.set_action_handler(protocol::ActionType::kEnqueue,
-                            [&](const CallContext& ctx, protocol::InvokeFunction&& m, Completion done) {
-                              queued.push_back(m.action.queue + ":" + m.function_id);
-                              if (done) done(Outcome::ok(json::object{{"messageReceiptId", "r1"}}));
-                            });
+  engine.set_action_handler(
+      protocol::ActionType::kEnqueue,
+      [&](const CallContext& ctx, protocol::InvokeFunction&& m, Completion done) {
+        queued.push_back(m.action.queue + ":" + m.function_id);
+        if (done) done(Outcome::ok(json::object{{"messageReceiptId", "r1"}}));
+      });
   Peer caller = connect();
   send(caller, R"({"type":"invokefunction","invocation_id":")" + std::string(kInv) +
                    R"(","function_id":"f","data":{},"action":{"type":"enqueue","queue":"q"}})");

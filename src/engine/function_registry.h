@@ -5,7 +5,6 @@
 #pragma once
 
 #include <boost/json/value.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -16,7 +15,6 @@
 
 namespace iii::engine {
 
-
 struct FunctionInfo {
   std::string id;
   std::optional<std::string> description;
@@ -24,7 +22,8 @@ struct FunctionInfo {
   std::optional<boost::json::value> response_format;
   std::optional<boost::json::value> metadata;
 
-  boost::json::object to_json() const;  // {function_id, description, request_format, response_format, metadata}
+  boost::json::object to_json()
+      const;  // {function_id, description, request_format, response_format, metadata}
 };
 
 struct BuiltinFunction;  // defined by the engine; opaque here

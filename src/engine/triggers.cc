@@ -79,8 +79,8 @@ void Engine::bind_trigger(Trigger& t) {
   if (it == trigger_types_.end()) {
     t.state = Trigger::State::kPending;
     if (auto w = reserved_worker(t.trigger_type))
-      spdlog::warn("trigger {} ({} -> {}) is waiting: trigger type '{}' needs the {} worker",
-                   t.id, t.trigger_type, t.function_id, t.trigger_type, *w);
+      spdlog::warn("trigger {} ({} -> {}) is waiting: trigger type '{}' needs the {} worker", t.id,
+                   t.trigger_type, t.function_id, t.trigger_type, *w);
     else
       spdlog::info("trigger {} ({} -> {}) is waiting for a worker to register trigger type '{}'",
                    t.id, t.trigger_type, t.function_id, t.trigger_type);
@@ -264,7 +264,8 @@ void Engine::handle(Worker& w, protocol::UnregisterTriggerType&& m) {
   if (it == trigger_types_.end() || it->second.builtin ||
       std::find(it->second.registrants.begin(), it->second.registrants.end(), w.handle) ==
           it->second.registrants.end()) {
-    spdlog::warn("worker {}: unregistertriggertype '{}' ignored (not registered by it)", w.id, m.id);
+    spdlog::warn("worker {}: unregistertriggertype '{}' ignored (not registered by it)", w.id,
+                 m.id);
     return;
   }
   // Its triggers stay stored and bind again when a worker registers the type.
@@ -288,8 +289,10 @@ void Engine::remove_worker_triggers(uint64_t handle) {
       provided.push_back(id);
   for (const auto& id : provided) drop_type_registrant(id, handle);
   for (auto it = services_.begin(); it != services_.end();) {
-    if (it->second.owner == handle) it = services_.erase(it);
-    else ++it;
+    if (it->second.owner == handle)
+      it = services_.erase(it);
+    else
+      ++it;
   }
 }
 
@@ -413,8 +416,10 @@ void Engine::note_function_set_change() {
     notified_generation_ = functions_.generation();
     for (auto& fn : functions_observers_) fn();
   };
-  if (defer_) defer_(run);
-  else run();
+  if (defer_)
+    defer_(run);
+  else
+    run();
 }
 
 }  // namespace iii::engine

@@ -52,7 +52,8 @@ class TriggersTest : public ::testing::Test {
   void register_trigger(const Peer& p, const std::string& id, const std::string& type,
                         const std::string& config = "{}") {
     send(p, R"({"type":"registertrigger","message_type":"registertrigger","id":")" + id +
-                R"(","trigger_type":")" + type + R"(","function_id":"fn","config":)" + config + "}");
+                R"(","trigger_type":")" + type + R"(","function_id":"fn","config":)" + config +
+                "}");
   }
   Trigger::State state(const std::string& id) { return engine.triggers().at(id).state; }
 
@@ -221,7 +222,9 @@ TEST_F(TriggersTest, ConditionFunctionsPassSkipAndFail) {
 TEST_F(TriggersTest, ServicesAreListedAndRemovedWithTheirWorker) {
   Peer w = connect();
   send(w, R"({"type":"registerservice","id":"billing","description":"money"})");
-  send(w, R"({"type":"registerservice","id":"billing.invoices","name":"invoices","parent_service_id":"billing"})");
+  send(
+      w,
+      R"({"type":"registerservice","id":"billing.invoices","name":"invoices","parent_service_id":"billing"})");
   auto list = engine.list_services().at("services").as_array();
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[0].at("name").as_string(), "billing");  // name defaults to id

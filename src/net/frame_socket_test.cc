@@ -84,8 +84,8 @@ class FrameSocketTest : public ::testing::Test {
 TEST_F(FrameSocketTest, EncodesEveryLengthBoundaryInOrder) {
   // The 48 MiB frame is more than the socket takes at once: the rest of it and the frames after
   // it wait in the queue, and the rest is written from where the socket stopped.
-  const std::vector<size_t> sizes = {0,     1,     125, 126, 127, 65535, 65536, 65537,
-                                     3 * 1024 * 1024, 48 * 1024 * 1024, 126, 70000};
+  const std::vector<size_t> sizes = {
+      0, 1, 125, 126, 127, 65535, 65536, 65537, 3 * 1024 * 1024, 48 * 1024 * 1024, 126, 70000};
   websocket::close_reason reason;
   int pings = 0;
   auto got = exchange(

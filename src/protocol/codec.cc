@@ -294,8 +294,8 @@ class TopLevelScanner {
 
  private:
   void skip_ws() {
-    while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' ||
-                                s_[pos_] == '\r'))
+    while (pos_ < s_.size() &&
+           (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r'))
       ++pos_;
   }
   bool eat(char c) {
@@ -308,8 +308,10 @@ class TopLevelScanner {
   // Position just past the string literal starting at `pos_`, or npos.
   size_t string_end() const {
     for (size_t i = pos_ + 1; i < s_.size(); ++i) {
-      if (s_[i] == '\\') ++i;
-      else if (s_[i] == '"') return i + 1;
+      if (s_[i] == '\\')
+        ++i;
+      else if (s_[i] == '"')
+        return i + 1;
     }
     return std::string_view::npos;
   }
@@ -359,9 +361,12 @@ DecodeError too_deep_error(std::string_view frame) {
                 "", std::nullopt, std::nullopt};
   std::optional<std::string> invocation_id, function_id;
   TopLevelScanner(frame).scan([&](const std::string& key, std::string& value) {
-    if (key == "type") e.type = std::move(value);
-    else if (key == "invocation_id") invocation_id = std::move(value);
-    else if (key == "function_id") function_id = std::move(value);
+    if (key == "type")
+      e.type = std::move(value);
+    else if (key == "invocation_id")
+      invocation_id = std::move(value);
+    else if (key == "function_id")
+      function_id = std::move(value);
   });
   if (e.type == "invokefunction") {
     e.invocation_id = std::move(invocation_id);
@@ -451,8 +456,10 @@ DecodeResult decode(json::object&& obj) {
     m.trigger_type = r.required_string("trigger_type");
     m.function_id = r.required_string("function_id");
     // The Node SDK omits config when the user passed none; treat it as an empty object.
-    if (auto c = r.optional_value("config")) m.config = std::move(*c);
-    else m.config = json::object();
+    if (auto c = r.optional_value("config"))
+      m.config = std::move(*c);
+    else
+      m.config = json::object();
     m.metadata = r.optional_value("metadata");
     return finish(r, type, std::move(m));
   }
@@ -536,7 +543,10 @@ class ObjectWriter {
   }
   // Same shape as error_to_json.
   ObjectWriter& error(std::string_view key, const ErrorBody& e) {
-    nested(key).str("code", e.code).str("message", e.message).opt("stacktrace", e.stacktrace)
+    nested(key)
+        .str("code", e.code)
+        .str("message", e.message)
+        .opt("stacktrace", e.stacktrace)
         .close();
     return *this;
   }
@@ -592,17 +602,21 @@ std::string encode_result(std::string_view invocation_id, std::string_view funct
                           const std::optional<std::string>& traceparent,
                           const std::optional<std::string>& baggage) {
   std::string out;
-  size_t hint = 128 + invocation_id.size() + function_id.size() + opt_size(traceparent) +
-                opt_size(baggage);
-  if (error) hint += error->code.size() + error->message.size() + opt_size(error->stacktrace);
-  else if (result) hint += json_size_hint(*result);
+  size_t hint =
+      128 + invocation_id.size() + function_id.size() + opt_size(traceparent) + opt_size(baggage);
+  if (error)
+    hint += error->code.size() + error->message.size() + opt_size(error->stacktrace);
+  else if (result)
+    hint += json_size_hint(*result);
   out.reserve(hint);
   ObjectWriter w(out);
   w.str("type", "invocationresult")
       .str("invocation_id", invocation_id)
       .str("function_id", function_id);
-  if (error) w.error("error", *error);
-  else if (result) w.val("result", *result);
+  if (error)
+    w.error("error", *error);
+  else if (result)
+    w.val("result", *result);
   w.opt("traceparent", traceparent).opt("baggage", baggage).close();
   return out;
 }
@@ -700,8 +714,10 @@ struct Encoder {
     w.str("type", "invocationresult")
         .str("invocation_id", m.invocation_id)
         .str("function_id", m.function_id);
-    if (m.error) w.error("error", *m.error);
-    else w.opt("result", m.result);
+    if (m.error)
+      w.error("error", *m.error);
+    else
+      w.opt("result", m.result);
     w.opt("traceparent", m.traceparent).opt("baggage", m.baggage).close();
   }
   void operator()(const RegisterTriggerType& m) {

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <boost/json/parse_options.hpp>
-
 #include <string>
 #include <string_view>
 #include <variant>
@@ -31,7 +30,8 @@ bool is_uuid(std::string_view s);
 std::string encode_worker_registered(std::string_view worker_id);
 std::string encode_pong();
 std::string encode_invoke(std::string_view invocation_id, std::string_view function_id,
-                          const boost::json::value& data, const std::optional<std::string>& traceparent,
+                          const boost::json::value& data,
+                          const std::optional<std::string>& traceparent,
                           const std::optional<std::string>& baggage);
 std::string encode_result(std::string_view invocation_id, std::string_view function_id,
                           const std::optional<boost::json::value>& result,

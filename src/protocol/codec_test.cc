@@ -65,18 +65,21 @@ TEST(Codec, IgnoresUnknownFieldsLikeNodeMessageType) {
 
 TEST(Codec, ResultKeepsAbsentAndNullApart) {
   auto absent = expect_message<InvocationResult>(
-      std::string(R"({"type":"invocationresult","function_id":"f","invocation_id":")") + kId + "\"}");
+      std::string(R"({"type":"invocationresult","function_id":"f","invocation_id":")") + kId +
+      "\"}");
   EXPECT_FALSE(absent.result.has_value());
   auto null = expect_message<InvocationResult>(
-      std::string(R"({"type":"invocationresult","function_id":"f","result":null,"invocation_id":")") +
+      std::string(
+          R"({"type":"invocationresult","function_id":"f","result":null,"invocation_id":")") +
       kId + "\"}");
   ASSERT_TRUE(null.result.has_value());
   EXPECT_TRUE(null.result->is_null());
 }
 
 TEST(Codec, ErrorBodyNeedsCodeAndMessage) {
-  auto e = expect_error(std::string(R"({"type":"invocationresult","function_id":"f","invocation_id":")") +
-                        kId + R"(","error":{"code":"x"}})");
+  auto e = expect_error(
+      std::string(R"({"type":"invocationresult","function_id":"f","invocation_id":")") + kId +
+      R"(","error":{"code":"x"}})");
   EXPECT_NE(e.reason.find("message"), std::string::npos);
 }
 
@@ -104,10 +107,10 @@ TEST(Codec, RefusesNumbersBeyondTheDoubleRange) {
     EXPECT_EQ(std::get<DecodeError>(r).reason, "malformed JSON: number out of range") << frame;
   }
   // The largest finite double passes; underflows are 0, and 0e400 (NaN for Boost) is 0 too.
-  const json::value data = expect_message<InvokeFunction>(
-                               R"({"type":"invokefunction","function_id":"f","data":)"
-                               R"([1.7976931348623157e308,1e-400,-1e-400,0e400,-0.0e999]})")
-                               .data;
+  const json::value data =
+      expect_message<InvokeFunction>(R"({"type":"invokefunction","function_id":"f","data":)"
+                                     R"([1.7976931348623157e308,1e-400,-1e-400,0e400,-0.0e999]})")
+          .data;
   ASSERT_EQ(data.as_array().size(), 5u);
   EXPECT_EQ(data.as_array()[0].as_double(), 1.7976931348623157e308);
   for (size_t i = 1; i < 5; ++i) EXPECT_EQ(data.as_array()[i].as_double(), 0.0) << i;
@@ -132,7 +135,8 @@ TEST(Codec, DecodesDoublesCorrectlyRounded) {
 }
 
 TEST(Codec, NonUuidInvocationIdKeepsIdsForTheErrorReply) {
-  auto e = expect_error(R"({"type":"invokefunction","invocation_id":"abc","function_id":"f","data":1})");
+  auto e =
+      expect_error(R"({"type":"invokefunction","invocation_id":"abc","function_id":"f","data":1})");
   EXPECT_EQ(e.invocation_id, "abc");
   EXPECT_EQ(e.function_id, "f");
   EXPECT_NE(e.reason.find("not a UUID"), std::string::npos);
@@ -185,7 +189,6 @@ TEST(Codec, ClientEncodeRoundTrips) {
   EXPECT_EQ(out.data.at("k").as_int64(), 1);
 }
 
-
 // The encoders used to build a json::object and serialise it; they now write directly.
 // These pin the bytes to what the object-based version produced (field order included).
 
@@ -199,29 +202,36 @@ TEST(CodecBytes, EngineEncodersMatchObjectSerialisation) {
             json::serialize(json::object{{"type", "workerregistered"}, {"worker_id", "w\"1"}}));
 
   json::object inv{{"type", "invokefunction"}, {"invocation_id", kId}, {"function_id", "f\n"},
-                   {"data", kAwkward}, {"traceparent", "tp"}, {"baggage", "k=v"}};
+                   {"data", kAwkward},         {"traceparent", "tp"},  {"baggage", "k=v"}};
   EXPECT_EQ(encode_invoke(kId, "f\n", kAwkward, std::string("tp"), std::string("k=v")),
             json::serialize(inv));
   inv.erase("traceparent");
   inv.erase("baggage");
   EXPECT_EQ(encode_invoke(kId, "f\n", kAwkward, std::nullopt, std::nullopt), json::serialize(inv));
 
-  json::object res{{"type", "invocationresult"}, {"invocation_id", kId}, {"function_id", "f"},
-                   {"result", kAwkward}, {"baggage", "b"}};
+  json::object res{{"type", "invocationresult"},
+                   {"invocation_id", kId},
+                   {"function_id", "f"},
+                   {"result", kAwkward},
+                   {"baggage", "b"}};
   EXPECT_EQ(encode_result(kId, "f", kAwkward, std::nullopt, std::nullopt, std::string("b")),
             json::serialize(res));
   ErrorBody err{"c\"", "m\n", std::string("st")};
-  json::object res_err{{"type", "invocationresult"}, {"invocation_id", kId},
-                       {"function_id", "f"}, {"error", error_to_json(err)},
+  json::object res_err{{"type", "invocationresult"},
+                       {"invocation_id", kId},
+                       {"function_id", "f"},
+                       {"error", error_to_json(err)},
                        {"traceparent", "tp"}};
   EXPECT_EQ(encode_result(kId, "f", kAwkward, err, std::string("tp"), std::nullopt),
             json::serialize(res_err));
 
   RegisterTrigger t{"t1", "http", "f", kAwkward, json::value{{"m", 1}}};
-  EXPECT_EQ(encode_register_trigger(t),
-            json::serialize(json::object{{"type", "registertrigger"}, {"id", "t1"},
-                                         {"trigger_type", "http"}, {"function_id", "f"},
-                                         {"config", kAwkward}, {"metadata", {{"m", 1}}}}));
+  EXPECT_EQ(encode_register_trigger(t), json::serialize(json::object{{"type", "registertrigger"},
+                                                                     {"id", "t1"},
+                                                                     {"trigger_type", "http"},
+                                                                     {"function_id", "f"},
+                                                                     {"config", kAwkward},
+                                                                     {"metadata", {{"m", 1}}}}));
   EXPECT_EQ(encode_unregister_trigger("t1", "http"),
             json::serialize(json::object{
                 {"type", "unregistertrigger"}, {"id", "t1"}, {"trigger_type", "http"}}));
@@ -253,13 +263,14 @@ TEST(CodecBytes, RawResultIsWrittenVerbatim) {
 }
 
 TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
-  RegisterFunction rf{"f", std::string("d"), kAwkward, std::nullopt, json::value{{"m", 1}},
-                      json::value{{"path", "/x"}}};
-  EXPECT_EQ(encode(Message(rf)),
-            json::serialize(json::object{{"type", "registerfunction"}, {"id", "f"},
-                                         {"description", "d"}, {"request_format", kAwkward},
-                                         {"metadata", {{"m", 1}}},
-                                         {"invocation", {{"path", "/x"}}}}));
+  RegisterFunction rf{"f",          std::string("d"),      kAwkward,
+                      std::nullopt, json::value{{"m", 1}}, json::value{{"path", "/x"}}};
+  EXPECT_EQ(encode(Message(rf)), json::serialize(json::object{{"type", "registerfunction"},
+                                                              {"id", "f"},
+                                                              {"description", "d"},
+                                                              {"request_format", kAwkward},
+                                                              {"metadata", {{"m", 1}}},
+                                                              {"invocation", {{"path", "/x"}}}}));
 
   InvokeFunction in;
   in.invocation_id = kId;
@@ -268,33 +279,38 @@ TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
   in.baggage = "b";
   in.action = {ActionType::kEnqueue, "q\""};
   EXPECT_EQ(encode(Message(in)),
-            json::serialize(json::object{{"type", "invokefunction"}, {"invocation_id", kId},
-                                         {"function_id", "f"}, {"data", kAwkward},
+            json::serialize(json::object{{"type", "invokefunction"},
+                                         {"invocation_id", kId},
+                                         {"function_id", "f"},
+                                         {"data", kAwkward},
                                          {"baggage", "b"},
                                          {"action", {{"type", "enqueue"}, {"queue", "q\""}}}}));
   in.invocation_id.reset();
   in.baggage.reset();
   in.action = {ActionType::kVoid, ""};
-  EXPECT_EQ(encode(Message(in)),
-            json::serialize(json::object{{"type", "invokefunction"}, {"function_id", "f"},
-                                         {"data", kAwkward}, {"action", {{"type", "void"}}}}));
+  EXPECT_EQ(encode(Message(in)), json::serialize(json::object{{"type", "invokefunction"},
+                                                              {"function_id", "f"},
+                                                              {"data", kAwkward},
+                                                              {"action", {{"type", "void"}}}}));
 
   InvocationResult r{kId, "f", json::value(nullptr), std::nullopt, std::string("tp"), std::nullopt};
-  EXPECT_EQ(encode(Message(r)),
-            json::serialize(json::object{{"type", "invocationresult"}, {"invocation_id", kId},
-                                         {"function_id", "f"}, {"result", nullptr},
-                                         {"traceparent", "tp"}}));
+  EXPECT_EQ(encode(Message(r)), json::serialize(json::object{{"type", "invocationresult"},
+                                                             {"invocation_id", kId},
+                                                             {"function_id", "f"},
+                                                             {"result", nullptr},
+                                                             {"traceparent", "tp"}}));
   r.error = ErrorBody{"c", "m", std::nullopt};
   EXPECT_EQ(encode(Message(r)),
-            json::serialize(json::object{{"type", "invocationresult"}, {"invocation_id", kId},
+            json::serialize(json::object{{"type", "invocationresult"},
+                                         {"invocation_id", kId},
                                          {"function_id", "f"},
                                          {"error", {{"code", "c"}, {"message", "m"}}},
                                          {"traceparent", "tp"}}));
 
-  EXPECT_EQ(encode(Message(UnregisterFunction{"f"})),
-            R"({"type":"unregisterfunction","id":"f"})");
+  EXPECT_EQ(encode(Message(UnregisterFunction{"f"})), R"({"type":"unregisterfunction","id":"f"})");
   EXPECT_EQ(encode(Message(RegisterTriggerType{"tt", "desc", std::nullopt, kAwkward})),
-            json::serialize(json::object{{"type", "registertriggertype"}, {"id", "tt"},
+            json::serialize(json::object{{"type", "registertriggertype"},
+                                         {"id", "tt"},
                                          {"description", "desc"},
                                          {"call_request_format", kAwkward}}));
   EXPECT_EQ(encode(Message(UnregisterTriggerType{"tt"})),
@@ -303,19 +319,21 @@ TEST(CodecBytes, ClientEncoderMatchesObjectSerialisation) {
             R"({"type":"unregistertrigger","id":"t"})");
   EXPECT_EQ(encode(Message(TriggerRegistrationResult{"t", "http", "f",
                                                      ErrorBody{"c", "m", std::string("s")}})),
-            json::serialize(json::object{
-                {"type", "triggerregistrationresult"}, {"id", "t"}, {"trigger_type", "http"},
-                {"function_id", "f"},
-                {"error", {{"code", "c"}, {"message", "m"}, {"stacktrace", "s"}}}}));
-  EXPECT_EQ(encode(Message(RegisterService{"s", "n", std::nullopt, std::string("p")})),
-            json::serialize(json::object{{"type", "registerservice"}, {"id", "s"}, {"name", "n"},
-                                         {"parent_service_id", "p"}}));
+            json::serialize(
+                json::object{{"type", "triggerregistrationresult"},
+                             {"id", "t"},
+                             {"trigger_type", "http"},
+                             {"function_id", "f"},
+                             {"error", {{"code", "c"}, {"message", "m"}, {"stacktrace", "s"}}}}));
+  EXPECT_EQ(
+      encode(Message(RegisterService{"s", "n", std::nullopt, std::string("p")})),
+      json::serialize(json::object{
+          {"type", "registerservice"}, {"id", "s"}, {"name", "n"}, {"parent_service_id", "p"}}));
   EXPECT_EQ(encode(Message(Ping{})), R"({"type":"ping"})");
   EXPECT_EQ(encode(Message(Pong{})), R"({"type":"pong"})");
   EXPECT_EQ(encode(Message(WorkerRegistered{"w"})),
             R"({"type":"workerregistered","worker_id":"w"})");
 }
-
 
 std::string nested_arrays(size_t depth) {
   return std::string(depth, '[') + "1" + std::string(depth, ']');

@@ -78,13 +78,27 @@ char* write_escape(char* d, unsigned char c) {
   static constexpr char kHex[] = "0123456789abcdef";
   *d++ = '\\';
   switch (c) {
-    case '"': *d++ = '"'; return d;
-    case '\\': *d++ = '\\'; return d;
-    case '\b': *d++ = 'b'; return d;
-    case '\f': *d++ = 'f'; return d;
-    case '\n': *d++ = 'n'; return d;
-    case '\r': *d++ = 'r'; return d;
-    case '\t': *d++ = 't'; return d;
+    case '"':
+      *d++ = '"';
+      return d;
+    case '\\':
+      *d++ = '\\';
+      return d;
+    case '\b':
+      *d++ = 'b';
+      return d;
+    case '\f':
+      *d++ = 'f';
+      return d;
+    case '\n':
+      *d++ = 'n';
+      return d;
+    case '\r':
+      *d++ = 'r';
+      return d;
+    case '\t':
+      *d++ = 't';
+      return d;
     default:
       d[0] = 'u';
       d[1] = '0';
@@ -162,8 +176,10 @@ void Writer::string(std::string_view s, FindEscape find) {
     *d++ = '"';
     for (char ch : s) {
       const auto c = static_cast<unsigned char>(ch);
-      if (kNeedsEscape[c]) [[unlikely]] d = write_escape(d, c);
-      else *d++ = ch;
+      if (kNeedsEscape[c]) [[unlikely]]
+        d = write_escape(d, c);
+      else
+        *d++ = ch;
     }
     *d++ = '"';
     pos_ = d;
@@ -248,8 +264,10 @@ void Writer::value(const json::value& v) {
       number(v);
       return;
     case json::kind::bool_:
-      if (v.get_bool()) write("true", 4);
-      else write("false", 5);
+      if (v.get_bool())
+        write("true", 4);
+      else
+        write("false", 5);
       return;
     case json::kind::null:
       write("null", 4);

@@ -18,7 +18,8 @@ void append_json(std::string& out, const boost::json::value& v);
 
 // Appends `s` as a quoted, escaped JSON string: the same bytes as
 // boost::json::serialize(boost::json::string_view(s)). A separate name rather than an
-// overload so that passing a boost::json::string or a literal never builds a temporary boost::json::value.
+// overload so that passing a boost::json::string or a literal never builds a temporary
+// boost::json::value.
 void append_json_string(std::string& out, std::string_view s);
 
 // Cheap guess of serialize(v).size() for reserve(). Exact for strings without escapes and

@@ -154,8 +154,9 @@ TEST(JsonWriterValue, Containers) {
       {"empty_array", json::array()},
       {"k\"ey\n\xe2\x80\xa8", "v"},
       {"", ""},
-      {"nested", {{"a", json::array{json::array{}, json::object{}, json::array{1, {{"b", 2}}}}},
-                  {"deep", {{"x", {{"y", {{"z", json::array{nullptr}}}}}}}}}}};
+      {"nested",
+       {{"a", json::array{json::array{}, json::object{}, json::array{1, {{"b", 2}}}}},
+        {"deep", {{"x", {{"y", {{"z", json::array{nullptr}}}}}}}}}}};
   EXPECT_EQ(fast(v), json::serialize(v));
   EXPECT_EQ(fast(json::object()), "{}");
   EXPECT_EQ(fast(json::array()), "[]");
@@ -164,9 +165,8 @@ TEST(JsonWriterValue, Containers) {
 
 TEST(JsonWriterValue, ParsedDocumentRoundTrip) {
   // Parse-then-write is what the engine does with a worker's frame.
-  const std::string text =
-      R"({"a":[1,2.5,-3e-5,"x\u0001y\"z",{"b":null,"c":[true,false]}],)"
-      R"("big":18446744073709551615,"neg":-9223372036854775808,"f":1E400})";
+  const std::string text = R"({"a":[1,2.5,-3e-5,"x\u0001y\"z",{"b":null,"c":[true,false]}],)"
+                           R"("big":18446744073709551615,"neg":-9223372036854775808,"f":1E400})";
   json::value v = json::parse(text);
   EXPECT_EQ(fast(v), json::serialize(v));
 }

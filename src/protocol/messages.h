@@ -8,7 +8,6 @@
 
 namespace iii::protocol {
 
-
 struct ErrorBody {
   std::string code;
   std::string message;

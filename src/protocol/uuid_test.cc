@@ -72,7 +72,7 @@ TEST(Uuid, RandomBytesComeFromOpenSslsCsprng) {
   EXPECT_EQ(ids.back().str(), "5a5a5a5a-5a5a-4a5a-9a5a-5a5a5a5a5a5a");
   Uuid after;
   for (int i = 0; i < 16; ++i) after = Uuid::random_v4();  // drains the marked block
-  EXPECT_NE(after, ids.back());                           // the real source is back
+  EXPECT_NE(after, ids.back());                            // the real source is back
 }
 
 TEST(Uuid, SecretsCompare) {

@@ -16,7 +16,6 @@
 
 namespace iii::storage {
 
-
 // Posts a completion onto the engine thread (asio::post in production, inline in tests).
 using Poster = std::function<void(std::function<void()>)>;
 

@@ -266,8 +266,14 @@ TEST_P(KvStoreTest, ListRawIsTheSerialisedList) {
   EXPECT_EQ(s().list_raw("missing"), "[]");
   const char* values[] = {
       R"({"s":"q\"uote\\ \n\u0001 café  ","n":[1,-2,0.1,3.0,-0.0,1e300,null,true]})",
-      R"(18446744073709551615)", R"(-9223372036854775808)", R"("")", R"([])", R"({})",
-      R"({"nested":{"a":[{"b":[1.5,2.25e-10]}]}})", R"(null)", R"(false)"};
+      R"(18446744073709551615)",
+      R"(-9223372036854775808)",
+      R"("")",
+      R"([])",
+      R"({})",
+      R"({"nested":{"a":[{"b":[1.5,2.25e-10]}]}})",
+      R"(null)",
+      R"(false)"};
   int n = 0;
   for (const char* v : values) s().set("g", "k" + std::to_string(n++), J(v));
   EXPECT_EQ(s().list_raw("g"), s().list("g"));

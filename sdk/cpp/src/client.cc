@@ -6,6 +6,8 @@
 // which runs inline when already there (so a trigger_async callback that issues the next call
 // costs no thread hop). Completion handlers capture a raw `this`: they only ever run inside
 // io_context::run(), which always finishes before the Client is destroyed.
+#include <algorithm>
+#include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -18,8 +20,6 @@
 #include <boost/beast/websocket/stream.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -104,7 +104,7 @@ struct FunctionEntry {
   std::string id;
   Handler sync;
   AsyncHandler async;
-  std::string frame;     // the registerfunction frame
+  std::string frame;      // the registerfunction frame
   uint64_t sent_gen = 0;  // connection that last received it (I/O thread only)
 };
 
@@ -126,9 +126,9 @@ class Client : public std::enable_shared_from_this<Client> {
         reconnect_timer_(ioc_) {
     if (!opts_.log) opts_.log = default_log;
     if (opts_.worker_name.empty()) opts_.worker_name = default_worker_name();
-    metadata_frame_ = encode_invoke_frame(std::nullopt, "engine::workers::register",
-                                          worker_metadata(opts_.worker_name),
-                                          TriggerAction::Void());
+    metadata_frame_ =
+        encode_invoke_frame(std::nullopt, "engine::workers::register",
+                            worker_metadata(opts_.worker_name), TriggerAction::Void());
   }
 
   ~Client() { shutdown(); }
@@ -247,12 +247,11 @@ class Client : public std::enable_shared_from_this<Client> {
   // Called by Responder from any thread. Serialises here, writes on the I/O thread.
   void send_reply(const ReplyState& r, const Result& result,
                   const std::optional<protocol::ErrorBody>& error) {
-    std::string frame = error ? encode_result_frame(*r.invocation_id, r.function_id, std::nullopt,
-                                                    error->code, error->message,
-                                                    error->stacktrace, r.traceparent, r.baggage)
-                              : encode_result_frame(*r.invocation_id, r.function_id, result,
-                                                    std::nullopt, {}, std::nullopt,
-                                                    r.traceparent, r.baggage);
+    std::string frame =
+        error ? encode_result_frame(*r.invocation_id, r.function_id, std::nullopt, error->code,
+                                    error->message, error->stacktrace, r.traceparent, r.baggage)
+              : encode_result_frame(*r.invocation_id, r.function_id, result, std::nullopt, {},
+                                    std::nullopt, r.traceparent, r.baggage);
     run_on_io([this, frame = std::move(frame)]() mutable {
       send_frame({std::move(frame), FrameKind::kQueueable, {}});
     });
@@ -392,8 +391,8 @@ class Client : public std::enable_shared_from_this<Client> {
         ioc_.run();
         break;
       } catch (const std::exception& e) {
-        log(LogLevel::kError, std::string("unhandled exception on the SDK I/O thread: ") +
-                                  e.what());
+        log(LogLevel::kError,
+            std::string("unhandled exception on the SDK I/O thread: ") + e.what());
       }
     }
     std::shared_ptr<Client> keep;
@@ -440,11 +439,10 @@ class Client : public std::enable_shared_from_this<Client> {
     t.keep_alive_pings = false;
     c->ws.set_option(t);
     auto headers = opts_.headers;
-    c->ws.set_option(
-        websocket::stream_base::decorator([headers](websocket::request_type& req) {
-          req.set(beast::http::field::user_agent, std::string("iii-sdk-cpp/") + sdk_version());
-          for (const auto& [k, v] : headers) req.set(k, v);
-        }));
+    c->ws.set_option(websocket::stream_base::decorator([headers](websocket::request_type& req) {
+      req.set(beast::http::field::user_agent, std::string("iii-sdk-cpp/") + sdk_version());
+      for (const auto& [k, v] : headers) req.set(k, v);
+    }));
     // One frame per message: the engine reassembles fragments anyway, and masking happens in
     // write_buffer_bytes chunks regardless.
     c->ws.auto_fragment(false);
@@ -496,8 +494,7 @@ class Client : public std::enable_shared_from_this<Client> {
       if (!f.invocation_id.empty() && !pending_.count(f.invocation_id)) continue;
       send_frame(std::move(f));
     }
-    if (opts_.send_worker_metadata)
-      send_frame({metadata_frame_, FrameKind::kTransient, {}});
+    if (opts_.send_worker_metadata) send_frame({metadata_frame_, FrameKind::kTransient, {}});
     do_read(c);
   }
 
@@ -575,8 +572,7 @@ class Client : public std::enable_shared_from_this<Client> {
   }
 
   void enter_failed() {
-    if (opts_.reconnect.enabled)
-      log(LogLevel::kError, "giving up reconnecting to " + url_text_);
+    if (opts_.reconnect.enabled) log(LogLevel::kError, "giving up reconnecting to " + url_text_);
     set_state(State::kFailed);
     offline_.clear();
     fail_pending_if([](const Pending&) { return true; }, "DISCONNECTED",

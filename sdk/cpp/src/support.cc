@@ -10,8 +10,8 @@
 #include <filesystem>
 
 #include "protocol/codec.h"
-#include "protocol/uuid.h"
 #include "protocol/json_writer.h"
+#include "protocol/uuid.h"
 
 #ifndef III_VERSION
 #define III_VERSION "0.0.0"
@@ -37,8 +37,8 @@ std::optional<WsUrl> parse_ws_url(std::string_view text, std::string* error) {
     return fail("TLS (" + scheme + "://) is not supported by the C++ SDK: '" + std::string(text) +
                 "'");
   if (scheme != "ws" && scheme != "http")
-    return fail("unsupported URL scheme '" + scheme + "' (expected ws://): '" +
-                std::string(text) + "'");
+    return fail("unsupported URL scheme '" + scheme + "' (expected ws://): '" + std::string(text) +
+                "'");
   if (!u.has_authority() || u.encoded_host().empty())
     return fail("URL has no host: '" + std::string(text) + "'");
 
@@ -75,9 +75,12 @@ std::string os_description() {
   for (auto& ch : sys) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   // Node reports process.arch names; keep the same vocabulary for the common cases.
   std::string arch = u.machine;
-  if (arch == "x86_64") arch = "x64";
-  else if (arch == "aarch64") arch = "arm64";
-  else if (arch == "i686" || arch == "i386") arch = "ia32";
+  if (arch == "x86_64")
+    arch = "x64";
+  else if (arch == "aarch64")
+    arch = "arm64";
+  else if (arch == "i686" || arch == "i386")
+    arch = "ia32";
   return sys + " " + u.release + " (" + arch + ")";
 }
 
@@ -89,12 +92,16 @@ boost::json::object worker_metadata(const std::string& worker_name) {
   m["os"] = os_description();
   m["pid"] = static_cast<int64_t>(getpid());
   const char* iso = std::getenv("III_ISOLATION");
-  if (iso && *iso) m["isolation"] = iso;
-  else m["isolation"] = nullptr;
+  if (iso && *iso)
+    m["isolation"] = iso;
+  else
+    m["isolation"] = nullptr;
   boost::json::object telemetry;
   const char* lang = std::getenv("LANG");
-  if (lang && *lang) telemetry["language"] = lang;
-  else telemetry["language"] = nullptr;
+  if (lang && *lang)
+    telemetry["language"] = lang;
+  else
+    telemetry["language"] = nullptr;
   std::error_code ec;
   auto cwd = std::filesystem::current_path(ec);
   telemetry["project_name"] = ec ? std::string() : cwd.filename().string();
@@ -144,9 +151,10 @@ std::string encode_result_frame(std::string_view invocation_id, std::string_view
   std::string out;
   size_t hint = 128 + invocation_id.size() + function_id.size() +
                 (traceparent ? traceparent->size() : 0) + (baggage ? baggage->size() : 0);
-  if (error_code) hint += error_code->size() + error_message.size() +
-                          (stacktrace ? stacktrace->size() : 0);
-  else if (result) hint += json_size_hint(*result);
+  if (error_code)
+    hint += error_code->size() + error_message.size() + (stacktrace ? stacktrace->size() : 0);
+  else if (result)
+    hint += json_size_hint(*result);
   out.reserve(hint);
   out += R"({"type":"invocationresult","invocation_id":)";
   append_json_string(out, invocation_id);

@@ -154,9 +154,9 @@ TEST(EncodeResult, ResultErrorAndAbsent) {
   ASSERT_TRUE(null.as_object().contains("result"));
   EXPECT_TRUE(null.at("result").is_null());
 
-  auto err = json::parse(encode_result_frame("i", "f", json::value(1), std::string("boom_code"),
-                                             "boom", std::string("st"), std::nullopt,
-                                             std::nullopt));
+  auto err =
+      json::parse(encode_result_frame("i", "f", json::value(1), std::string("boom_code"), "boom",
+                                      std::string("st"), std::nullopt, std::nullopt));
   EXPECT_FALSE(err.as_object().contains("result"));
   EXPECT_EQ(err.at("error").at("code"), "boom_code");
   EXPECT_EQ(err.at("error").at("message"), "boom");

@@ -36,7 +36,8 @@ std::optional<std::string> opt_string(const json::object& o, std::string_view ke
 }
 
 // Built-in inputs must be objects; anything else is the caller's mistake.
-const json::object* object_input(const json::value& input, const std::string& fn, Completion& done) {
+const json::object* object_input(const json::value& input, const std::string& fn,
+                                 Completion& done) {
   if (input.is_object()) return &input.get_object();
   if (input.is_null()) {
     static const json::object kEmpty;
@@ -86,8 +87,10 @@ class EngineFunctions : public engine::BuiltinWorker {
           w->name = opt_string(*in, "name");
           w->os = opt_string(*in, "os");
           w->isolation = opt_string(*in, "isolation");
-          if (auto* pid = in->if_contains("pid"); pid && pid->is_int64()) w->pid = pid->as_int64();
-          else if (pid && pid->is_uint64()) w->pid = static_cast<int64_t>(pid->as_uint64());
+          if (auto* pid = in->if_contains("pid"); pid && pid->is_int64())
+            w->pid = pid->as_int64();
+          else if (pid && pid->is_uint64())
+            w->pid = static_cast<int64_t>(pid->as_uint64());
           if (auto* t = in->if_contains("telemetry")) w->telemetry = *t;
           spdlog::info("worker {} is {} ({} {}, pid {})", w->id, w->name.value_or("unnamed"),
                        *w->runtime, w->version.value_or("?"), w->pid.value_or(0));
@@ -100,8 +103,8 @@ class EngineFunctions : public engine::BuiltinWorker {
           const std::string fn = "engine::workers::list";
           const json::object* in = object_input(input, fn, done);
           if (!in) return;
-          if (!check_field(*in, "worker_id", [](auto& v) { return v.is_string(); }, "a string", fn,
-                           done))
+          if (!check_field(
+                  *in, "worker_id", [](auto& v) { return v.is_string(); }, "a string", fn, done))
             return;
           done(Outcome::ok(eng.list_workers(opt_string(*in, "worker_id"))));
         });
@@ -110,11 +113,13 @@ class EngineFunctions : public engine::BuiltinWorker {
           const std::string fn = "engine::functions::list";
           const json::object* in = object_input(input, fn, done);
           if (!in) return;
-          if (!check_field(*in, "include_internal", [](auto& v) { return v.is_bool(); },
-                           "a boolean", fn, done))
+          if (!check_field(
+                  *in, "include_internal", [](auto& v) { return v.is_bool(); }, "a boolean", fn,
+                  done))
             return;
           bool internal = false;
-          if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) internal = v->get_bool();
+          if (auto* v = in->if_contains("include_internal"); v && v->is_bool())
+            internal = v->get_bool();
           done(Outcome::ok(eng.list_functions(internal)));
         });
     add("engine::triggers::list", "List registered triggers and their state",
@@ -134,12 +139,15 @@ class EngineFunctions : public engine::BuiltinWorker {
           const std::string fn = "engine::channels::create";
           const json::object* in = object_input(input, fn, done);
           if (!in) return;
-          if (!check_field(*in, "buffer_size", [](auto& v) { return v.is_int64() || v.is_uint64(); },
-                           "an integer", fn, done))
+          if (!check_field(
+                  *in, "buffer_size", [](auto& v) { return v.is_int64() || v.is_uint64(); },
+                  "an integer", fn, done))
             return;
           std::optional<int64_t> size;
           if (auto* v = in->if_contains("buffer_size"); v && !v->is_null())
-            size = v->is_int64() ? v->get_int64() : static_cast<int64_t>(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
+            size = v->is_int64()
+                       ? v->get_int64()
+                       : static_cast<int64_t>(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
           auto refs = eng.channels().create(size, engine::Engine::now_ms());
           auto ref = [&](const char* dir) {
             return json::object{{"channel_id", refs.channel_id},
@@ -151,7 +159,8 @@ class EngineFunctions : public engine::BuiltinWorker {
     schedule_channel_sweep();
     add("engine::services::list", "List services registered by workers",
         [&eng](const CallContext&, json::value input, Completion done) {
-          if (object_input(input, "engine::services::list", done)) done(Outcome::ok(eng.list_services()));
+          if (object_input(input, "engine::services::list", done))
+            done(Outcome::ok(eng.list_services()));
         });
   }
 
@@ -160,8 +169,8 @@ class EngineFunctions : public engine::BuiltinWorker {
                                     Completion& done) {
     const json::object* in = object_input(input, fn, done);
     if (!in) return false;
-    if (!check_field(*in, "include_internal", [](auto& v) { return v.is_bool(); }, "a boolean",
-                     fn, done))
+    if (!check_field(
+            *in, "include_internal", [](auto& v) { return v.is_bool(); }, "a boolean", fn, done))
       return false;
     if (auto* v = in->if_contains("include_internal"); v && v->is_bool()) out = v->get_bool();
     return true;

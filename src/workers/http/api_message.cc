@@ -24,11 +24,16 @@ bool valid_utf8(std::string_view s) {
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
     size_t n = 0;  // continuation bytes
-    if (c < 0x80) n = 0;
-    else if ((c & 0xe0) == 0xc0) n = 1;
-    else if ((c & 0xf0) == 0xe0) n = 2;
-    else if ((c & 0xf8) == 0xf0) n = 3;
-    else return false;
+    if (c < 0x80)
+      n = 0;
+    else if ((c & 0xe0) == 0xc0)
+      n = 1;
+    else if ((c & 0xf0) == 0xe0)
+      n = 2;
+    else if ((c & 0xf8) == 0xf0)
+      n = 3;
+    else
+      return false;
     if (n > s.size() - i - 1) return false;
     for (size_t k = 1; k <= n; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
@@ -103,9 +108,12 @@ EncodedResponse encode_api_response(const json::value& result) {
   if (!o) o = &kEmpty;
   if (const auto* sc = o->if_contains("status_code")) {
     int64_t code = 0;
-    if (sc->is_int64()) code = sc->get_int64();
-    else if (sc->is_uint64()) code = static_cast<int64_t>(std::min<uint64_t>(sc->get_uint64(), 1000));
-    else if (sc->is_double() && sc->get_double() == static_cast<double>(static_cast<int64_t>(sc->get_double())))
+    if (sc->is_int64())
+      code = sc->get_int64();
+    else if (sc->is_uint64())
+      code = static_cast<int64_t>(std::min<uint64_t>(sc->get_uint64(), 1000));
+    else if (sc->is_double() &&
+             sc->get_double() == static_cast<double>(static_cast<int64_t>(sc->get_double())))
       code = static_cast<int64_t>(sc->get_double());
     if (code >= 100 && code <= 599) r.status = static_cast<unsigned>(code);
   }
@@ -121,7 +129,8 @@ EncodedResponse encode_api_response(const json::value& result) {
         const size_t colon = line.find(':');
         if (colon == std::string_view::npos) continue;
         std::string_view name = line.substr(0, colon), value = line.substr(colon + 1);
-        while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+          value.remove_prefix(1);
         while (!name.empty() && name.back() == ' ') name.remove_suffix(1);
         add(name, value);
       }

@@ -16,7 +16,9 @@ std::string header(const EncodedResponse& r, std::string_view name) {
 }
 
 TEST(ApiMessage, RequestObjectShape) {
-  HeaderList headers{{"Content-Type", "application/json"}, {"X-Dup", "1"}, {"x-dup", "2"},
+  HeaderList headers{{"Content-Type", "application/json"},
+                     {"X-Dup", "1"},
+                     {"x-dup", "2"},
                      {"X-Bin", std::string("\xff\xfe", 2)}};
   auto req = make_api_request("POST", "/users/42?a=1&b=x+y&c=%2Fz&a=2&flag", headers, "/users/:id",
                               {{"id", "42"}}, json::value{{"k", 1}});
@@ -33,7 +35,8 @@ TEST(ApiMessage, RequestObjectShape) {
   EXPECT_EQ(h.at("x-dup").as_string(), "2");
   EXPECT_EQ(h.at("x-bin").as_string(), "");
   EXPECT_EQ(req.at("body").at("k").as_int64(), 1);
-  EXPECT_EQ(req.at("trigger"), (json::value{{"type", "http"}, {"path", "/users/:id"}, {"method", "POST"}}));
+  EXPECT_EQ(req.at("trigger"),
+            (json::value{{"type", "http"}, {"path", "/users/:id"}, {"method", "POST"}}));
 }
 
 TEST(ApiMessage, ResponseDefaultsAndJsonBody) {
@@ -52,8 +55,8 @@ TEST(ApiMessage, ResponseStatusAndHeaderValidation) {
   EXPECT_EQ(encode_api_response(json::parse(R"({"status_code":99})")).status, 200u);
   EXPECT_EQ(encode_api_response(json::parse(R"({"status_code":"404"})")).status, 200u);
   EXPECT_EQ(encode_api_response(json::parse(R"({"status_code":418.0})")).status, 418u);
-  auto r = encode_api_response(json::parse(
-      R"({"headers":["X-A: 1","bad header: x","NoColon","X-B:  two "],"body":"hi"})"));
+  auto r = encode_api_response(
+      json::parse(R"({"headers":["X-A: 1","bad header: x","NoColon","X-B:  two "],"body":"hi"})"));
   EXPECT_EQ(header(r, "X-A"), "1");
   EXPECT_EQ(header(r, "X-B"), "two ");
   EXPECT_EQ(header(r, "bad header"), "<absent>");
@@ -67,7 +70,8 @@ TEST(ApiMessage, ResponseBodyByContentType) {
   auto text = encode_api_response(
       json::parse(R"({"headers":{"Content-Type":"text/plain"},"body":"raw text"})"));
   EXPECT_EQ(text.body, "raw text");
-  auto csv = encode_api_response(json::parse(R"({"headers":{"content-type":"text/csv"},"body":[1,2]})"));
+  auto csv =
+      encode_api_response(json::parse(R"({"headers":{"content-type":"text/csv"},"body":[1,2]})"));
   EXPECT_EQ(csv.body, "[1,2]");
   EXPECT_EQ(header(csv, "content-type"), "text/csv");
   auto str = encode_api_response(json::parse(R"({"body":"no type"})"));

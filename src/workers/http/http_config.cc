@@ -38,11 +38,11 @@ HttpConfig read_http_config(config::WorkerConfigReader& r) {
   HttpConfig c;
   for (const char* key : kReadmeOnlyKeys) {
     if (!r.get_node(key).IsNull())
-      r.fail(key, std::string("key '") + key +
-                      "' is listed in the original iii-http README but never existed in its "
-                      "code, which refuses it too; remove it" +
-                      (std::string(key) == "body_limit" ? " (this engine has body_limit_bytes)"
-                                                        : ""));
+      r.fail(key,
+             std::string("key '") + key +
+                 "' is listed in the original iii-http README but never existed in its "
+                 "code, which refuses it too; remove it" +
+                 (std::string(key) == "body_limit" ? " (this engine has body_limit_bytes)" : ""));
   }
   c.host = r.get_string("host", c.host);
   c.port = static_cast<uint16_t>(r.get_int("port", c.port, 0, 65535));
@@ -50,14 +50,15 @@ HttpConfig read_http_config(config::WorkerConfigReader& r) {
       std::chrono::milliseconds(r.get_int("default_timeout", 30000, 1, 24LL * 3600 * 1000));
   c.concurrency_request_limit =
       static_cast<size_t>(r.get_int("concurrency_request_limit", 1024, 1, 1 << 20));
-  c.body_limit_bytes = static_cast<size_t>(
-      r.get_int("body_limit_bytes", 64LL * 1024 * 1024, 0, 1LL << 40));
+  c.body_limit_bytes =
+      static_cast<size_t>(r.get_int("body_limit_bytes", 64LL * 1024 * 1024, 0, 1LL << 40));
   c.header_timeout =
       std::chrono::milliseconds(r.get_int("header_timeout_ms", 10000, 100, 3600 * 1000));
 
   const YAML::Node cors = r.get_node("cors");
   if (cors && !cors.IsNull()) {
-    if (!cors.IsMap()) r.fail("cors", "key 'cors' must be a mapping {allowed_origins, allowed_methods}");
+    if (!cors.IsMap())
+      r.fail("cors", "key 'cors' must be a mapping {allowed_origins, allowed_methods}");
     c.cors.configured = true;
     for (const auto& kv : cors) {
       const std::string key = kv.first.as<std::string>("");
@@ -66,8 +67,8 @@ HttpConfig read_http_config(config::WorkerConfigReader& r) {
       else if (key == "allowed_methods")
         c.cors.allowed_methods = string_list(r, kv.second, "cors.allowed_methods");
       else
-        r.fail_at(kv.first, "cors: unknown key '" + key +
-                                "' (known keys: allowed_methods, allowed_origins)");
+        r.fail_at(kv.first,
+                  "cors: unknown key '" + key + "' (known keys: allowed_methods, allowed_origins)");
     }
   }
 
@@ -76,7 +77,8 @@ HttpConfig read_http_config(config::WorkerConfigReader& r) {
     if (!mw.IsSequence())
       r.fail("middleware", "key 'middleware' must be a list of {function_id, phase, priority}");
     for (const auto& item : mw) {
-      if (!item.IsMap()) r.fail_at(item, "middleware entries must be mappings {function_id, phase, priority}");
+      if (!item.IsMap())
+        r.fail_at(item, "middleware entries must be mappings {function_id, phase, priority}");
       GlobalMiddleware m;
       bool has_id = false;
       for (const auto& kv : item) {

@@ -19,7 +19,7 @@ struct GlobalMiddleware {
 };
 
 struct CorsConfig {
-  bool configured = false;  // absent: fully permissive, as in the original
+  bool configured = false;                   // absent: fully permissive, as in the original
   std::vector<std::string> allowed_origins;  // empty or "*": any
   std::vector<std::string> allowed_methods;  // empty or "*": any
   bool any_origin() const;

@@ -35,9 +35,12 @@ TEST(HttpConfig, DefaultsAndValues) {
   EXPECT_EQ(d.concurrency_request_limit, 1024u);
   EXPECT_FALSE(d.cors.configured);
   HttpConfig c = read(
-      "      port: 0\n      default_timeout: 500\n      cors:\n        allowed_origins: [https://a.test]\n"
-      "        allowed_methods: ['*']\n      middleware:\n        - function_id: b\n          priority: 5\n"
-      "        - function_id: a\n          priority: 1\n        - function_id: c\n          priority: 5\n");
+      "      port: 0\n      default_timeout: 500\n      cors:\n        allowed_origins: "
+      "[https://a.test]\n"
+      "        allowed_methods: ['*']\n      middleware:\n        - function_id: b\n          "
+      "priority: 5\n"
+      "        - function_id: a\n          priority: 1\n        - function_id: c\n          "
+      "priority: 5\n");
   EXPECT_EQ(c.default_timeout.count(), 500);
   EXPECT_TRUE(c.cors.configured);
   EXPECT_FALSE(c.cors.any_origin());

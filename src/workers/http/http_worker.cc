@@ -144,8 +144,9 @@ class HttpWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void start() override {
     engine::TriggerType tt;
     tt.id = "http";
-    tt.description = "HTTP route: api_path, http_method, condition_function_id, "
-                     "middleware_function_ids";
+    tt.description =
+        "HTTP route: api_path, http_method, condition_function_id, "
+        "middleware_function_ids";
     rt_.engine.register_builtin_trigger_type(std::move(tt), this);
     net::HttpServerOptions o;
     o.name = name_;
@@ -160,9 +161,8 @@ class HttpWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
       return !is_json_content_type(std::string_view(ct.data(), ct.size()));
     };
     server_ = std::make_unique<net::HttpServer>(
-        rt_.io, std::move(o), [this](std::shared_ptr<net::IncomingRequest> req) {
-          on_request(std::move(req));
-        });
+        rt_.io, std::move(o),
+        [this](std::shared_ptr<net::IncomingRequest> req) { on_request(std::move(req)); });
   }
 
   void stop() override {
@@ -242,9 +242,9 @@ class HttpWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
       } else {
         std::string allow;
         for (const auto& m : match.allowed_methods) allow += (allow.empty() ? "" : ", ") + m;
-        r = http::error_response(405, "Method " + method + " is not allowed on " +
-                                          std::string(req->path()),
-                                 json::object{{"allowed_methods", allow}});
+        r = http::error_response(
+            405, "Method " + method + " is not allowed on " + std::string(req->path()),
+            json::object{{"allowed_methods", allow}});
         r.headers.emplace_back("allow", allow);
       }
       respond(*req, r, request_id_of(*req));
@@ -395,43 +395,43 @@ json::object Exchange::middleware_input() const {
                        {"query_params", full["query_params"]},
                        {"headers", full["headers"]},
                        {"method", full["method"]}};
-  return json::object{{"phase", "preHandler"}, {"request", std::move(request)}, {"context", json::object()}};
+  return json::object{
+      {"phase", "preHandler"}, {"request", std::move(request)}, {"context", json::object()}};
 }
 
 void Exchange::run_global_middleware(size_t index) {
   const auto& mws = worker_->config().middleware;
   while (index < mws.size() && mws[index].phase != "preHandler") ++index;
   if (index >= mws.size()) return open_channels();
-  run_middleware(mws[index].function_id, [self = shared_from_this(), index] {
-    self->run_global_middleware(index + 1);
-  });
+  run_middleware(mws[index].function_id,
+                 [self = shared_from_this(), index] { self->run_global_middleware(index + 1); });
 }
 
 void Exchange::run_middleware(const std::string& fn, std::function<void()> next) {
   stage_ = Stage::kMiddleware;
-  engine().invoke(
-      fn, middleware_input(), CallContext{},
-      [weak = weak_from_this(), fn, next = std::move(next)](Outcome o) {
-        auto self = weak.lock();
-        if (!self || self->stage_ == Stage::kDone || !self->worker_) return;
-        if (o.error) {
-          spdlog::warn("{}: middleware {} failed: {}: {}", self->worker_->name(), fn,
-                       o.error->code, o.error->message);
-          return self->send_error(500, o.error->message,
-                                  json::object{{"error_id", http::make_error_id()}});
-        }
-        const json::object* r = o.result ? o.result->if_object() : nullptr;
-        const json::value* action = r ? r->if_contains("action") : nullptr;
-        if (action && action->is_string() && action->get_string() == "respond") {
-          json::object resp;
-          if (const auto* given = r->if_contains("response"); given && given->is_object())
-            resp = given->get_object();
-          if (!resp.contains("status_code")) resp["status_code"] = 200;
-          if (!resp.contains("body")) resp["body"] = nullptr;
-          return self->send(http::encode_api_response(resp));
-        }
-        next();  // "continue", anything else, or no result
-      });
+  engine().invoke(fn, middleware_input(), CallContext{},
+                  [weak = weak_from_this(), fn, next = std::move(next)](Outcome o) {
+                    auto self = weak.lock();
+                    if (!self || self->stage_ == Stage::kDone || !self->worker_) return;
+                    if (o.error) {
+                      spdlog::warn("{}: middleware {} failed: {}: {}", self->worker_->name(), fn,
+                                   o.error->code, o.error->message);
+                      return self->send_error(500, o.error->message,
+                                              json::object{{"error_id", http::make_error_id()}});
+                    }
+                    const json::object* r = o.result ? o.result->if_object() : nullptr;
+                    const json::value* action = r ? r->if_contains("action") : nullptr;
+                    if (action && action->is_string() && action->get_string() == "respond") {
+                      json::object resp;
+                      if (const auto* given = r->if_contains("response");
+                          given && given->is_object())
+                        resp = given->get_object();
+                      if (!resp.contains("status_code")) resp["status_code"] = 200;
+                      if (!resp.contains("body")) resp["body"] = nullptr;
+                      return self->send(http::encode_api_response(resp));
+                    }
+                    next();  // "continue", anything else, or no result
+                  });
 }
 
 void Exchange::open_channels() {
@@ -493,7 +493,8 @@ void Exchange::pump_request_body() {
     }
     while (!piece.empty()) {
       const size_t n = std::min(piece.size(), kBodyPiece);
-      self->req_channel_->push(engine::ChannelFrame::message(std::string(piece.substr(0, n)), true));
+      self->req_channel_->push(
+          engine::ChannelFrame::message(std::string(piece.substr(0, n)), true));
       piece.remove_prefix(n);
     }
     self->req_channel_->publish();
@@ -563,9 +564,10 @@ void Exchange::apply_control_message(std::string_view text) {
   const json::object* o = ec ? nullptr : v.if_object();
   const json::value* type = o ? o->if_contains("type") : nullptr;
   if (!type || !type->is_string()) {
-    spdlog::debug("{}: ignoring a text message on the response channel that is not a control "
-                  "message",
-                  worker_->name());
+    spdlog::debug(
+        "{}: ignoring a text message on the response channel that is not a control "
+        "message",
+        worker_->name());
     return;
   }
   if (type->get_string() == "set_status") {
@@ -665,14 +667,16 @@ void Exchange::finish() {
   if (req_channel_) {
     req_channel_->on_space = nullptr;
     req_channel_->on_reader_gone = nullptr;
-    if (!req_channel_->writer_closed()) req_channel_->close_writer(engine::Channel::WriterEnd::kBrokenOff);
+    if (!req_channel_->writer_closed())
+      req_channel_->close_writer(engine::Channel::WriterEnd::kBrokenOff);
   }
   if (resp_channel_) {
     resp_channel_->on_data = nullptr;
     resp_channel_->drop_reader();  // a worker still writing is told to stop
   }
   if (worker_) {
-    if (!req_->answered()) worker_->respond(*req_, http::error_response(499, "Client closed the request"), request_id_);
+    if (!req_->answered())
+      worker_->respond(*req_, http::error_response(499, "Client closed the request"), request_id_);
     if (req_channel_) engine().channels().remove(req_refs_.channel_id);
     if (resp_channel_) engine().channels().remove(resp_refs_.channel_id);
     worker_->exchange_done(this);

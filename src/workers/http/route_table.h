@@ -40,7 +40,8 @@ class RouteTable {
   // as an existing route's, e.g. /u/:id and /u/:user_id) or is malformed.
   std::optional<std::string> add(Route route);
   // Removes the registration of `trigger_id` for that path and method; true if it was there.
-  bool remove(const std::string& api_path, const std::string& method, const std::string& trigger_id);
+  bool remove(const std::string& api_path, const std::string& method,
+              const std::string& trigger_id);
 
   struct Match {
     enum class Kind { kFound, kNoPath, kNoMethod } kind = Kind::kNoPath;

@@ -19,21 +19,36 @@ using engine::Outcome;
 
 // Keys of the original's config that this build accepts but does not act on yet (span, metric
 // and log storage arrive with the observability issue). Accepting them keeps real configs valid.
-constexpr const char* kAcceptedKeys[] = {
-    "enabled", "service_name", "service_version", "service_namespace", "exporter", "endpoint",
-    "sampling_ratio", "sampling", "memory_max_spans", "metrics_enabled", "metrics_exporter",
-    "metrics_retention_seconds", "metrics_max_count", "logs_enabled", "logs_exporter",
-    "logs_max_count", "logs_retention_seconds", "logs_sampling_ratio", "logs_console_output",
-    "alerts"};
+constexpr const char* kAcceptedKeys[] = {"enabled",
+                                         "service_name",
+                                         "service_version",
+                                         "service_namespace",
+                                         "exporter",
+                                         "endpoint",
+                                         "sampling_ratio",
+                                         "sampling",
+                                         "memory_max_spans",
+                                         "metrics_enabled",
+                                         "metrics_exporter",
+                                         "metrics_retention_seconds",
+                                         "metrics_max_count",
+                                         "logs_enabled",
+                                         "logs_exporter",
+                                         "logs_max_count",
+                                         "logs_retention_seconds",
+                                         "logs_sampling_ratio",
+                                         "logs_console_output",
+                                         "alerts"};
 
 struct LogLevelFn {
   const char* id;
   spdlog::level::level_enum level;
 };
-constexpr LogLevelFn kLogFunctions[] = {
-    {"engine::log::trace", spdlog::level::trace}, {"engine::log::debug", spdlog::level::debug},
-    {"engine::log::info", spdlog::level::info},   {"engine::log::warn", spdlog::level::warn},
-    {"engine::log::error", spdlog::level::err}};
+constexpr LogLevelFn kLogFunctions[] = {{"engine::log::trace", spdlog::level::trace},
+                                        {"engine::log::debug", spdlog::level::debug},
+                                        {"engine::log::info", spdlog::level::info},
+                                        {"engine::log::warn", spdlog::level::warn},
+                                        {"engine::log::error", spdlog::level::err}};
 
 class Observability : public engine::BuiltinWorker {
  public:
@@ -77,9 +92,8 @@ class Observability : public engine::BuiltinWorker {
             const json::object* in = input.if_object();
             const json::value* msg = in ? in->if_contains("message") : nullptr;
             if (!msg || !msg->is_string()) {
-              done(Outcome::fail("deserialization_error",
-                                 "Failed to deserialize input for " + id +
-                                     ": missing string field 'message'"));
+              done(Outcome::fail("deserialization_error", "Failed to deserialize input for " + id +
+                                                              ": missing string field 'message'"));
               return;
             }
             const json::value* data = in->if_contains("data");

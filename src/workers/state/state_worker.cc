@@ -43,9 +43,9 @@ class StateTriggers : public engine::TriggerTypeHandler {
   static void fire(engine::Engine& eng, std::string_view event_type, const std::string& scope,
                    const std::string& key, json::value old_value, json::value new_value) {
     if (eng.bound_triggers("state").empty()) return;
-    const json::value payload = json::object{
-        {"type", "state"}, {"event_type", event_type}, {"scope", scope},
-        {"key", key},      {"old_value", old_value},   {"new_value", new_value}};
+    const json::value payload =
+        json::object{{"type", "state"}, {"event_type", event_type}, {"scope", scope},
+                     {"key", key},      {"old_value", old_value},   {"new_value", new_value}};
     eng.fire_type("state", payload, [&](const engine::Trigger& t) {
       const auto& c = t.config.as_object();
       if (auto* s = c.if_contains("scope"); s && s->is_string() && s->get_string() != scope)
@@ -105,15 +105,17 @@ class StateWorker : public engine::BuiltinWorker {
           if (!value) value = in.optional_value("data");  // accepted alias
           if (!value) in.fail("missing field `value`");
           if (!in.ok()) return done(in.failure());
-          store->set(index_of(scope), key, *value,
-                     [&eng, triggers, scope, key, done](storage::Stored<storage::SetResult> r) {
-                       if (!r.ok())
-                         return done(Outcome::fail("SET_ERROR", "Failed to set value: " + *r.error));
-                       json::value old = or_null(r.value.old_value);
-                       done(Outcome::ok(json::object{{"old_value", old}, {"new_value", r.value.new_value}}));
-                       triggers->fire(eng, r.value.old_value ? "state:updated" : "state:created",
-                                      scope, key, std::move(old), std::move(r.value.new_value));
-                     });
+          store->set(
+              index_of(scope), key, *value,
+              [&eng, triggers, scope, key, done](storage::Stored<storage::SetResult> r) {
+                if (!r.ok())
+                  return done(Outcome::fail("SET_ERROR", "Failed to set value: " + *r.error));
+                json::value old = or_null(r.value.old_value);
+                done(Outcome::ok(
+                    json::object{{"old_value", old}, {"new_value", r.value.new_value}}));
+                triggers->fire(eng, r.value.old_value ? "state:updated" : "state:created", scope,
+                               key, std::move(old), std::move(r.value.new_value));
+              });
         });
 
     add("state::get", "Get a value (absent result when missing)",
@@ -123,7 +125,8 @@ class StateWorker : public engine::BuiltinWorker {
           auto key = in.required_string("key");
           if (!in.ok()) return done(in.failure());
           store->get(index_of(scope), key, [done](storage::Stored<std::optional<json::value>> r) {
-            if (!r.ok()) return done(Outcome::fail("GET_ERROR", "Failed to get value: " + *r.error));
+            if (!r.ok())
+              return done(Outcome::fail("GET_ERROR", "Failed to get value: " + *r.error));
             done(r.value ? Outcome::ok(std::move(*r.value)) : Outcome::empty());
           });
         });
@@ -134,15 +137,16 @@ class StateWorker : public engine::BuiltinWorker {
           auto scope = in.required_string("scope");
           auto key = in.required_string("key");
           if (!in.ok()) return done(in.failure());
-          store->del(index_of(scope), key,
-                     [&eng, triggers, scope, key, done](storage::Stored<std::optional<json::value>> r) {
-                       if (!r.ok())
-                         return done(Outcome::fail("DELETE_ERROR", "Failed to delete value: " + *r.error));
-                       if (!r.value) return done(Outcome::empty());
-                       done(Outcome::ok(*r.value));
-                       // Only a key that existed produces a delete event.
-                       triggers->fire(eng, "state:deleted", scope, key, std::move(*r.value), nullptr);
-                     });
+          store->del(
+              index_of(scope), key,
+              [&eng, triggers, scope, key, done](storage::Stored<std::optional<json::value>> r) {
+                if (!r.ok())
+                  return done(Outcome::fail("DELETE_ERROR", "Failed to delete value: " + *r.error));
+                if (!r.value) return done(Outcome::empty());
+                done(Outcome::ok(*r.value));
+                // Only a key that existed produces a delete event.
+                triggers->fire(eng, "state:deleted", scope, key, std::move(*r.value), nullptr);
+              });
         });
 
     add("state::update", "Apply atomic update ops; returns {old_value, new_value, errors?}",
@@ -157,15 +161,16 @@ class StateWorker : public engine::BuiltinWorker {
             if (!parsed.ok()) in.fail(parsed.error);
           }
           if (!in.ok()) return done(in.failure());
-          store->update(index_of(scope), key, std::move(parsed.ops),
-                        [&eng, triggers, scope, key, done](storage::Stored<storage::UpdateResult> r) {
-                          if (!r.ok())
-                            return done(Outcome::fail("UPDATE_ERROR", "Failed to update value: " + *r.error));
-                          for (const auto& w : r.value.warnings) spdlog::warn("state::update: {}", w);
-                          done(Outcome::ok(r.value.to_json()));
-                          triggers->fire(eng, r.value.old_value ? "state:updated" : "state:created",
-                                         scope, key, or_null(r.value.old_value), r.value.new_value);
-                        });
+          store->update(
+              index_of(scope), key, std::move(parsed.ops),
+              [&eng, triggers, scope, key, done](storage::Stored<storage::UpdateResult> r) {
+                if (!r.ok())
+                  return done(Outcome::fail("UPDATE_ERROR", "Failed to update value: " + *r.error));
+                for (const auto& w : r.value.warnings) spdlog::warn("state::update: {}", w);
+                done(Outcome::ok(r.value.to_json()));
+                triggers->fire(eng, r.value.old_value ? "state:updated" : "state:created", scope,
+                               key, or_null(r.value.old_value), r.value.new_value);
+              });
         });
 
     add("state::list", "List the values of a scope",
@@ -175,7 +180,8 @@ class StateWorker : public engine::BuiltinWorker {
           if (!in.ok()) return done(in.failure());
           // Forwarded as the store's JSON text: no json::array is built on the engine thread.
           store->list_raw(index_of(scope), [done](storage::Stored<storage::KvStore::RawList> r) {
-            if (!r.ok()) return done(Outcome::fail("LIST_ERROR", "Failed to list values: " + *r.error));
+            if (!r.ok())
+              return done(Outcome::fail("LIST_ERROR", "Failed to list values: " + *r.error));
             done(Outcome::ok_raw(std::move(r.value)));
           });
         });
@@ -184,15 +190,16 @@ class StateWorker : public engine::BuiltinWorker {
         [store](const CallContext&, json::value input, Completion done) {
           BuiltinInput in("state::list_groups", input, false);
           if (!in.ok()) return done(in.failure());
-          store->list_indexes(std::string(kIndexPrefix),
-                              [done](storage::Stored<std::vector<std::string>> r) {
-                                if (!r.ok())
-                                  return done(Outcome::fail("LIST_GROUPS_ERROR",
-                                                            "Failed to list groups: " + *r.error));
-                                json::array groups;
-                                for (auto& idx : r.value) groups.push_back(json::value(idx.substr(kIndexPrefix.size())));
-                                done(Outcome::ok(json::object{{"groups", std::move(groups)}}));
-                              });
+          store->list_indexes(
+              std::string(kIndexPrefix), [done](storage::Stored<std::vector<std::string>> r) {
+                if (!r.ok())
+                  return done(
+                      Outcome::fail("LIST_GROUPS_ERROR", "Failed to list groups: " + *r.error));
+                json::array groups;
+                for (auto& idx : r.value)
+                  groups.push_back(json::value(idx.substr(kIndexPrefix.size())));
+                done(Outcome::ok(json::object{{"groups", std::move(groups)}}));
+              });
         });
   }
 

@@ -205,8 +205,10 @@ class Core : public std::enable_shared_from_this<Core> {
     const auto suppressed = limiter.admit();
     if (!suppressed) return;
     const std::string text = fmt::format(f, std::forward<Args>(args)...);
-    if (*suppressed == 0) spdlog::warn("{}", text);
-    else spdlog::warn("{} ({} more suppressed before this one)", text, *suppressed);
+    if (*suppressed == 0)
+      spdlog::warn("{}", text);
+    else
+      spdlog::warn("{} ({} more suppressed before this one)", text, *suppressed);
   }
   // One subscription in the fan-out index: what publish needs, without looking anything up.
   struct Target {

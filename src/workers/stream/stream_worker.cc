@@ -193,8 +193,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       done(true, frame_of(wrapper(sub.stream_name, sub.group_id, sub.item_id, std::move(event))));
     };
     if (sub.item_id) {
-      json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id},
-                      {"item_id", *sub.item_id}};
+      json::object in{
+          {"stream_name", sub.stream_name}, {"group_id", sub.group_id}, {"item_id", *sub.item_id}};
       op_get(in, [reply](Outcome o) { reply(std::move(o), nullptr); });
     } else {
       json::object in{{"stream_name", sub.stream_name}, {"group_id", sub.group_id}};
@@ -259,7 +259,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     if (!in.ok()) return done(in.failure());
     if (custom("get", stream, item_fields(stream, group, item), done)) return;
     store_->get(index_of(stream, group), item, [done](auto r) {
-      if (!r.ok()) return done(Outcome::fail("STREAM_GET_ERROR", "Failed to get value: " + *r.error));
+      if (!r.ok())
+        return done(Outcome::fail("STREAM_GET_ERROR", "Failed to get value: " + *r.error));
       done(r.value ? Outcome::ok(std::move(*r.value)) : Outcome::empty());
     });
   }
@@ -285,7 +286,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       return;
     }
     store_->list(index, [done](auto r) {
-      if (!r.ok()) return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
+      if (!r.ok())
+        return done(Outcome::fail("STREAM_GET_GROUP_ERROR", "Failed to get group: " + *r.error));
       done(Outcome::ok(json::array(r.value.begin(), r.value.end())));
     });
   }
@@ -328,9 +330,9 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           if (custom("set", stream, std::move(fields), [after, done](Outcome o) {
                 const json::object* r = o.result ? o.result->if_object() : nullptr;
                 if (o.error)
-                  return done(Outcome::fail("STREAM_SET_ERROR",
-                                            "Failed to set value: Failed to invoke function: " +
-                                                o.error->message));
+                  return done(Outcome::fail(
+                      "STREAM_SET_ERROR",
+                      "Failed to set value: Failed to invoke function: " + o.error->message));
                 if (!r || !r->contains("new_value"))
                   return done(Outcome::fail("STREAM_SET_ERROR",
                                             "Failed to set value: Function returned no result"));
@@ -341,7 +343,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
             return;
           json::value value = *data;
           store_->set(index_of(stream, group), item, std::move(value), [after, done](auto r) {
-            if (!r.ok()) return done(Outcome::fail("STREAM_SET_ERROR", "Failed to set value: " + *r.error));
+            if (!r.ok())
+              return done(Outcome::fail("STREAM_SET_ERROR", "Failed to set value: " + *r.error));
             after(std::move(r.value.old_value), std::move(r.value.new_value));
           });
         });
@@ -360,9 +363,9 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           };
           if (custom("delete", stream, item_fields(stream, group, item), [after, done](Outcome o) {
                 if (o.error)
-                  return done(Outcome::fail("STREAM_DELETE_ERROR",
-                                            "Failed to delete value: Failed to invoke function: " +
-                                                o.error->message));
+                  return done(Outcome::fail(
+                      "STREAM_DELETE_ERROR",
+                      "Failed to delete value: Failed to invoke function: " + o.error->message));
                 const json::object* r = o.result ? o.result->if_object() : nullptr;
                 std::optional<json::value> old;
                 if (r)
@@ -372,7 +375,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
             return;
           store_->del(index_of(stream, group), item, [after, done](auto r) {
             if (!r.ok())
-              return done(Outcome::fail("STREAM_DELETE_ERROR", "Failed to delete value: " + *r.error));
+              return done(
+                  Outcome::fail("STREAM_DELETE_ERROR", "Failed to delete value: " + *r.error));
             after(std::move(r.value));
           });
         });
@@ -392,33 +396,38 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           if (!in.ok()) return done(in.failure());
           json::object fields = item_fields(stream, group, item);
           fields["ops"] = *ops;
-          if (custom("update", stream, std::move(fields), [this, stream, group, item, done](Outcome o) {
-                if (o.error)
-                  return done(Outcome::fail("STREAM_UPDATE_ERROR",
-                                            "Failed to update value: Failed to invoke function: " +
-                                                o.error->message));
-                const json::object* r = o.result ? o.result->if_object() : nullptr;
-                if (!r || !r->contains("new_value"))
-                  return done(Outcome::fail("STREAM_UPDATE_ERROR",
-                                            "Failed to update value: Function returned no result"));
-                // Normalised like a built-in update result: {old_value, new_value, errors?}.
-                const json::value* old = r->if_contains("old_value");
-                const bool existed = old && !old->is_null();
-                json::value now = r->at("new_value");
-                json::object out{{"old_value", old ? *old : json::value(nullptr)}, {"new_value", now}};
-                if (const json::value* errs = r->if_contains("errors");
-                    errs && errs->is_array() && !errs->get_array().empty())
-                  out["errors"] = *errs;
-                done(Outcome::ok(std::move(out)));
-                emit_change(stream, group, item, existed, now);
-              }))
+          if (custom("update", stream, std::move(fields),
+                     [this, stream, group, item, done](Outcome o) {
+                       if (o.error)
+                         return done(
+                             Outcome::fail("STREAM_UPDATE_ERROR",
+                                           "Failed to update value: Failed to invoke function: " +
+                                               o.error->message));
+                       const json::object* r = o.result ? o.result->if_object() : nullptr;
+                       if (!r || !r->contains("new_value"))
+                         return done(
+                             Outcome::fail("STREAM_UPDATE_ERROR",
+                                           "Failed to update value: Function returned no result"));
+                       // Normalised like a built-in update result: {old_value, new_value, errors?}.
+                       const json::value* old = r->if_contains("old_value");
+                       const bool existed = old && !old->is_null();
+                       json::value now = r->at("new_value");
+                       json::object out{{"old_value", old ? *old : json::value(nullptr)},
+                                        {"new_value", now}};
+                       if (const json::value* errs = r->if_contains("errors");
+                           errs && errs->is_array() && !errs->get_array().empty())
+                         out["errors"] = *errs;
+                       done(Outcome::ok(std::move(out)));
+                       emit_change(stream, group, item, existed, now);
+                     }))
             return;
           store_->update(index_of(stream, group), item, std::move(parsed.ops),
                          [this, stream, group, item, done](auto r) {
                            if (!r.ok())
                              return done(Outcome::fail("STREAM_UPDATE_ERROR",
                                                        "Failed to update value: " + *r.error));
-                           for (const auto& w : r.value.warnings) spdlog::warn("stream::update: {}", w);
+                           for (const auto& w : r.value.warnings)
+                             spdlog::warn("stream::update: {}", w);
                            const bool existed = r.value.old_value && !r.value.old_value->is_null();
                            done(Outcome::ok(r.value.to_json()));
                            emit_change(stream, group, item, existed, r.value.new_value);
@@ -434,9 +443,11 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           const std::string prefix = "stream:" + stream + ":";
           store_->list_indexes(prefix, [prefix, done](auto r) {
             if (!r.ok())
-              return done(Outcome::fail("STREAM_LIST_GROUPS_ERROR", "Failed to list groups: " + *r.error));
+              return done(
+                  Outcome::fail("STREAM_LIST_GROUPS_ERROR", "Failed to list groups: " + *r.error));
             json::array groups;
-            for (const auto& idx : r.value) groups.push_back(json::value(idx.substr(prefix.size())));
+            for (const auto& idx : r.value)
+              groups.push_back(json::value(idx.substr(prefix.size())));
             done(Outcome::ok(std::move(groups)));
           });
         });
@@ -447,7 +458,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           if (!in.ok()) return done(in.failure());
           store_->list_indexes("stream:", [done](auto r) {
             if (!r.ok())
-              return done(Outcome::fail("STREAM_LIST_ALL_ERROR", "Failed to list stream: " + *r.error));
+              return done(
+                  Outcome::fail("STREAM_LIST_ALL_ERROR", "Failed to list stream: " + *r.error));
             // Index names are "stream:<name>:<group>"; a group may itself contain ':'.
             std::map<std::string, json::array> streams;
             for (const auto& idx : r.value) {

@@ -14,10 +14,10 @@ class WorkerManager : public engine::BuiltinWorker {
     opts_.name = entry.instance_name;
     opts_.host = r.get_string("host", "0.0.0.0");
     opts_.port = static_cast<uint16_t>(r.get_int("port", 49134, 0, 65535));
-    opts_.max_message_bytes = static_cast<size_t>(
-        r.get_int("max_message_bytes", 64LL * 1024 * 1024, 1024, 1LL << 31));
-    opts_.idle_timeout = std::chrono::milliseconds(
-        r.get_int("idle_timeout_ms", 60000, 0, 24LL * 3600 * 1000));
+    opts_.max_message_bytes =
+        static_cast<size_t>(r.get_int("max_message_bytes", 64LL * 1024 * 1024, 1024, 1LL << 31));
+    opts_.idle_timeout =
+        std::chrono::milliseconds(r.get_int("idle_timeout_ms", 60000, 0, 24LL * 3600 * 1000));
     opts_.max_outbound_bytes = static_cast<size_t>(
         r.get_int("max_outbound_bytes", 256LL * 1024 * 1024, 1024 * 1024, 1LL << 40));
     // Engine-wide (one table of pending invocations), so every listener must agree on it.
