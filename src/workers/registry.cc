@@ -10,6 +10,7 @@
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/http/http_worker.h"
 #include "workers/observability/observability.h"
+#include "workers/queue/queue_worker.h"
 #include "workers/state/state_worker.h"
 #include "workers/stream/stream_worker.h"
 #include "workers/worker_manager/worker_manager.h"
@@ -33,7 +34,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-http", kDefault, workers::make_http_worker, {"http"}},
       {"iii-state", kDefault, workers::make_state_worker, {"state"}},
       {"iii-stream", kDefault, workers::make_stream_worker, {"stream", "stream:join", "stream:leave"}},
-      {"iii-queue", kDefault, nullptr, {"durable:subscriber"}},
+      {"iii-queue", kDefault, workers::make_queue_worker, {"durable:subscriber"}},
       {"iii-pubsub", kDefault, nullptr, {"subscribe"}},
       {"iii-cron", kDefault, nullptr, {"cron"}},
       {"iii-http-functions", kOptional, nullptr, {}},
