@@ -227,7 +227,8 @@ TEST(DefaultConfig, HasMandatoryAndDefaultWorkers) {
   EXPECT_EQ(c.source, "<default config>");
   EXPECT_EQ(instance_names(c), (std::vector<std::string>{
                                    "iii-worker-manager", "iii-engine-functions",
-                                   "iii-observability", "iii-http", "iii-state", "iii-stream"}));
+                                   "iii-observability", "iii-http", "iii-state", "iii-stream",
+                                   "iii-queue"}));
   for (const auto& w : c.workers) {
     EXPECT_EQ(w.source, "<default config>");
     EXPECT_TRUE(w.config.IsMap());

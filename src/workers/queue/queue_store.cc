@@ -156,7 +156,7 @@ class MemoryBackend : public QueueBackend {
 // ---------------------------------------------------------------- SQLite
 
 std::string resolve_db_path(const std::string& configured) {
-  fs::path p = configured.empty() ? fs::path("data/queue_store") : fs::path(configured);
+  fs::path p = configured.empty() ? fs::path("kv_store_data.db") : fs::path(configured);
   const auto ext = p.extension().string();
   const bool looks_like_file = ext == ".db" || ext == ".sqlite" || ext == ".sqlite3";
   if (fs::is_directory(p) || (!looks_like_file && !fs::exists(p))) {

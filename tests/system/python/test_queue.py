@@ -48,6 +48,7 @@ class Recorder:
     def __init__(self, delay: float = 0.0, fail_until: int = 0, fail_always: bool = False) -> None:
         self.lock = threading.Lock()
         self.calls: list[Any] = []
+        self.completed: list[Any] = []  # handlers that returned successfully
         self.times: list[float] = []
         self.running = 0
         self.max_running = 0
@@ -67,6 +68,8 @@ class Recorder:
                 await asyncio.sleep(self.delay)
             if self.fail_always or n <= self.fail_until:
                 raise RuntimeError(f"boom {n}")
+            with self.lock:
+                self.completed.append(data)
             return {"ok": True}
         finally:
             with self.lock:
@@ -377,7 +380,7 @@ def test_kill9_during_enqueues_and_handlers_loses_no_acknowledged_message(start_
     stop.set()
     t.join(10)
     acked_set = set(acked)
-    done_before = {d["n"] for d in first.calls}
+    done_before = {d["n"] for d in first.completed}
     assert acked_set
 
     e2 = start_engine(extra_yaml=extra, dir=str(tmp_path / "run2"))
