@@ -56,6 +56,26 @@ class MemoryBackend : public QueueBackend {
     return out;
   }
 
+  std::vector<QueueMessage> due_retries(const std::string& queue, int64_t max_seq, int64_t now,
+                                        size_t limit, int64_t& next_due) override {
+    std::vector<QueueMessage> out;
+    next_due = 0;
+    auto q = ready_.find(queue);
+    if (q == ready_.end()) return out;
+    for (auto& [seq, m] : q->second) {
+      if (seq > max_seq || m.available_at_ms <= 0) continue;
+      if (m.available_at_ms <= now)
+        out.push_back(m);
+      else if (next_due == 0 || m.available_at_ms < next_due)
+        next_due = m.available_at_ms;
+    }
+    std::stable_sort(out.begin(), out.end(), [](const QueueMessage& a, const QueueMessage& b) {
+      return a.available_at_ms < b.available_at_ms;
+    });
+    if (out.size() > limit) out.resize(limit);
+    return out;
+  }
+
   QueueCounts counts(const QueueSelector& sel) override {
     QueueCounts c;
     for (auto& [q, msgs] : ready_)
@@ -252,6 +272,10 @@ class SqliteBackend : public QueueBackend {
         "INTEGER NOT NULL, traceparent TEXT, baggage TEXT, error TEXT, failed_at INTEGER, data "
         "TEXT NOT NULL)");
     exec("CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, state, seq)");
+    // Only messages waiting for a retry are in this one, so a first insert does not touch it.
+    exec(
+        "CREATE INDEX IF NOT EXISTS messages_retries ON messages (queue, available_at) WHERE "
+        "state = 0 AND available_at > 0");
     insert_ = prepare(
         "INSERT INTO messages (seq, id, queue, state, function_id, message_id, grp, attempts, "
         "available_at, created_at, traceparent, baggage, data) VALUES "
@@ -266,6 +290,13 @@ class SqliteBackend : public QueueBackend {
                      " FROM messages WHERE queue = ?1 AND state = 0 AND seq > ?2 ORDER BY seq "
                      "LIMIT ?3")
                         .c_str());
+    due_ = prepare((std::string("SELECT ") + kColumns +
+                    " FROM messages WHERE queue = ?1 AND state = 0 AND available_at > 0 AND "
+                    "available_at <= ?2 AND seq <= ?3 ORDER BY available_at LIMIT ?4")
+                       .c_str());
+    next_due_ = prepare(
+        "SELECT COALESCE(MIN(available_at), 0) FROM messages WHERE queue = ?1 AND state = 0 AND "
+        "available_at > 0 AND available_at > ?2 AND seq <= ?3");
     counts_ = prepare(
         (std::string("SELECT state, COUNT(*) FROM messages WHERE ") + kSel + " GROUP BY state")
             .c_str());
@@ -317,6 +348,19 @@ class SqliteBackend : public QueueBackend {
     Stmt st(load_);
     st.text(1, queue).i64(2, after_seq).i64(3, int64_t(limit));
     while (st.row()) out.push_back(read_message(st));
+    return out;
+  }
+  std::vector<QueueMessage> due_retries(const std::string& queue, int64_t max_seq, int64_t now,
+                                        size_t limit, int64_t& next_due) override {
+    std::vector<QueueMessage> out;
+    {
+      Stmt st(due_);
+      st.text(1, queue).i64(2, now).i64(3, max_seq).i64(4, int64_t(limit));
+      while (st.row()) out.push_back(read_message(st));
+    }
+    Stmt st(next_due_);
+    st.text(1, queue).i64(2, now).i64(3, max_seq);
+    next_due = st.row() ? st.num(0) : 0;
     return out;
   }
   QueueCounts counts(const QueueSelector& sel) override {
@@ -396,8 +440,8 @@ class SqliteBackend : public QueueBackend {
 
   sqlite3* db_ = nullptr;
   std::vector<sqlite3_stmt*> stmts_;
-  sqlite3_stmt *insert_, *remove_, *retry_, *dead_, *load_, *counts_, *dead_counts_, *dead_list_,
-      *dead_ids_, *redrive_, *discard_, *max_seq_;
+  sqlite3_stmt *insert_, *remove_, *retry_, *dead_, *load_, *due_, *next_due_, *counts_,
+      *dead_counts_, *dead_list_, *dead_ids_, *redrive_, *discard_, *max_seq_;
   std::string prefix_end_;
 };
 

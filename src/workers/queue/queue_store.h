@@ -69,6 +69,10 @@ class QueueBackend {
   // Ready messages of `queue` with seq > after_seq, in seq order.
   virtual std::vector<QueueMessage> load(const std::string& queue, int64_t after_seq,
                                          size_t limit) = 0;
+  // Ready messages of `queue` with seq <= max_seq whose retry is due (0 < available_at <= now),
+  // earliest first; `next_due` gets the earliest later available_at (0 when none).
+  virtual std::vector<QueueMessage> due_retries(const std::string& queue, int64_t max_seq,
+                                                int64_t now, size_t limit, int64_t& next_due) = 0;
   virtual QueueCounts counts(const QueueSelector& sel) = 0;
   virtual std::map<std::string, int64_t> dead_counts() = 0;  // per queue, non-zero only
   virtual std::vector<DeadLetter> dead_letters(const QueueSelector& sel, int64_t offset,

@@ -139,6 +139,29 @@ TEST_P(StoreFixture, InsertLoadRetryDeadLetterRedriveDiscard) {
   EXPECT_EQ(c.dead, 0);
 }
 
+TEST_P(StoreFixture, DueRetries) {
+  std::vector<QueueMessage> ms;
+  for (int i = 0; i < 4; ++i) ms.push_back(msg("q", "{}"));
+  for (auto& m : ms) run([m](QueueBackend& b) { b.insert(m); });
+  run([&](QueueBackend& b) {
+    b.retry(ms[0].seq, 1, 300);
+    b.retry(ms[1].seq, 1, 100);
+    b.retry(ms[2].seq, 1, 900);
+  });
+  std::vector<QueueMessage> due;
+  int64_t next = -1;
+  run([&](QueueBackend& b) { due = b.due_retries("q", ms.back().seq, 500, 10, next); });
+  ASSERT_EQ(due.size(), 2u);
+  EXPECT_EQ(due[0].seq, ms[1].seq);  // earliest first
+  EXPECT_EQ(due[1].seq, ms[0].seq);
+  EXPECT_EQ(next, 900);
+  run([&](QueueBackend& b) { due = b.due_retries("q", ms[0].seq, 500, 10, next); });
+  ASSERT_EQ(due.size(), 1u);  // only seqs up to max_seq
+  EXPECT_EQ(next, 0);
+  run([&](QueueBackend& b) { due = b.due_retries("q", ms.back().seq, 500, 1, next); });
+  EXPECT_EQ(due.size(), 1u);
+}
+
 TEST_P(StoreFixture, ClosedStoreRefusesOperations) {
   store_->close();
   EXPECT_EQ(run([](QueueBackend&) {}), "store closed");

@@ -23,6 +23,7 @@
 #include <map>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "config/config.h"
 #include "engine/builtin_input.h"
@@ -44,6 +45,9 @@ using queue::QueueMessage;
 using queue::QueueSelector;
 
 constexpr size_t kWindow = 1024;
+// Retries waiting for their backoff kept in memory per queue; more stay in the store only and
+// are read back (by the store's retry index) when due.
+constexpr size_t kDelayedCap = 1024;
 constexpr std::string_view kNamedPrefix = "__fn_queue::";
 
 json::value parse_or_null(const std::string& s) {
@@ -90,6 +94,12 @@ struct Queue {
   bool loading = false;
   bool dirty = false;                            // a message was committed while loading
   std::multimap<int64_t, QueueMessage> delayed;  // by available_at_ms
+  std::unordered_set<int64_t> resident;          // seqs in the window, delayed or in flight
+  bool evicted = false;     // retries beyond kDelayedCap wait in the store only
+  int64_t evicted_due = 0;  // the earliest of them
+  bool scanning = false;
+  std::unordered_set<int64_t> gone;  // left memory while a scan was reading the store
+  int64_t evicted_during_scan = 0;   // earliest retry evicted while a scan was reading
   std::unique_ptr<boost::asio::steady_timer> timer;
   uint64_t timer_gen = 0;
   std::optional<int64_t> timer_at;
@@ -353,11 +363,10 @@ class QueueWorker : public engine::BuiltinWorker {
   void add_to_window(Queue& q, QueueMessage msg) {
     if (msg.available_at_ms > engine::Engine::now_ms()) {
       if (q.cfg.fifo) q.groups[msg.group.value_or("")].busy = true;
-      const int64_t at = msg.available_at_ms;
-      q.delayed.emplace(at, std::move(msg));
-      arm(q);
+      delay(q, std::move(msg));
       return;
     }
+    q.resident.insert(msg.seq);
     ++q.window;
     if (!q.cfg.fifo) {
       q.ready.push_back(std::move(msg));
@@ -474,6 +483,7 @@ class QueueWorker : public engine::BuiltinWorker {
   void finish(Queue& q, QueueMessage m, bool ok, std::string error) {
     --q.inflight;
     --inflight_;
+    forget(q, m.seq);
     if (closed_) {
       // The store is closed: the message stays as it is and is delivered after a restart.
     } else if (ok) {
@@ -494,9 +504,7 @@ class QueueWorker : public engine::BuiltinWorker {
         store_->submit([seq = m.seq, attempts,
                         at = m.available_at_ms](QueueBackend& b) { b.retry(seq, attempts, at); },
                        log_error("retry"));
-        const int64_t at = m.available_at_ms;
-        q.delayed.emplace(at, std::move(m));
-        arm(q);
+        delay(q, std::move(m));  // a FIFO group stays busy until its head is done
       }
     }
     if (inflight_ == 0 && drained_) {
@@ -513,9 +521,32 @@ class QueueWorker : public engine::BuiltinWorker {
     };
   }
 
+  // A message leaves memory (handled, dead-lettered, or waiting for a retry). A scan reading the
+  // store at the same time may still see it as due: it must not bring it back.
+  void forget(Queue& q, int64_t seq) {
+    q.resident.erase(seq);
+    if (q.scanning) q.gone.insert(seq);
+  }
+
+  // A retry waits in memory, or (beyond kDelayedCap) in the store only.
+  void delay(Queue& q, QueueMessage msg) {
+    const int64_t at = msg.available_at_ms;
+    if (q.delayed.size() >= kDelayedCap) {
+      q.evicted_due = q.evicted ? std::min(q.evicted_due, at) : at;
+      q.evicted = true;
+      if (q.scanning)
+        q.evicted_during_scan = q.evicted_during_scan ? std::min(q.evicted_during_scan, at) : at;
+    } else {
+      q.resident.insert(msg.seq);
+      q.delayed.emplace(at, std::move(msg));
+    }
+    arm(q);
+  }
+
   void arm(Queue& q) {
-    if (q.delayed.empty() || closed_) return;
-    const int64_t at = q.delayed.begin()->first;
+    if (closed_ || (q.delayed.empty() && !q.evicted)) return;
+    int64_t at = q.delayed.empty() ? INT64_MAX : q.delayed.begin()->first;
+    if (q.evicted) at = std::min(at, q.evicted_due);
     if (q.timer_at && *q.timer_at <= at) return;
     q.timer_at = at;
     const uint64_t gen = ++q.timer_gen;
@@ -528,7 +559,24 @@ class QueueWorker : public engine::BuiltinWorker {
     });
   }
 
-  // Retries whose backoff is over go back to the front (standard) or to their group's head.
+  // A retry whose backoff is over goes back to the front (standard) or to its group's head.
+  void requeue_due(Queue& q, QueueMessage m) {
+    q.resident.insert(m.seq);
+    ++q.window;
+    if (!q.cfg.fifo) {
+      q.ready.push_front(std::move(m));
+      return;
+    }
+    const std::string g = m.group.value_or("");
+    Group& grp = q.groups[g];
+    grp.msgs.push_front(std::move(m));
+    grp.busy = false;
+    if (!grp.queued) {
+      grp.queued = true;
+      q.runnable.push_front(g);
+    }
+  }
+
   void on_due(Queue& q) {
     const int64_t now = engine::Engine::now_ms();
     std::vector<QueueMessage> due;
@@ -536,23 +584,42 @@ class QueueWorker : public engine::BuiltinWorker {
       due.push_back(std::move(q.delayed.begin()->second));
       q.delayed.erase(q.delayed.begin());
     }
-    for (auto it = due.rbegin(); it != due.rend(); ++it) {
-      ++q.window;
-      if (!q.cfg.fifo) {
-        q.ready.push_front(std::move(*it));
-        continue;
-      }
-      const std::string g = it->group.value_or("");
-      Group& grp = q.groups[g];
-      grp.msgs.push_front(std::move(*it));
-      grp.busy = false;
-      if (!grp.queued) {
-        grp.queued = true;
-        q.runnable.push_front(g);
-      }
-    }
+    for (auto it = due.rbegin(); it != due.rend(); ++it) requeue_due(q, std::move(*it));
+    if (q.evicted && q.evicted_due <= now) scan_due(q, now);
     arm(q);
     pump(q);
+  }
+
+  // Reads back the retries that were kept in the store only and are due now.
+  void scan_due(Queue& q, int64_t now) {
+    if (q.scanning || closed_) return;
+    q.scanning = true;
+    const size_t limit = kDelayedCap + q.resident.size();
+    auto result = std::make_shared<std::vector<QueueMessage>>();
+    auto next_due = std::make_shared<int64_t>(0);
+    store_->submit(
+        [result, next_due, key = q.key, max_seq = q.loaded_seq, now, limit](QueueBackend& b) {
+          *result = b.due_retries(key, max_seq, now, limit, *next_due);
+        },
+        [this, &q, result, next_due, limit, now](std::optional<std::string> error) {
+          q.scanning = false;
+          std::unordered_set<int64_t> gone;
+          gone.swap(q.gone);
+          if (error) {
+            if (!closed_) spdlog::error("iii-queue: cannot read retries of {}: {}", q.key, *error);
+            return;
+          }
+          for (auto it = result->rbegin(); it != result->rend(); ++it)
+            if (!q.resident.count(it->seq) && !gone.count(it->seq)) requeue_due(q, std::move(*it));
+          int64_t next = *next_due > 0 ? *next_due : INT64_MAX;
+          if (q.evicted_during_scan) next = std::min(next, q.evicted_during_scan);
+          q.evicted_during_scan = 0;
+          if (result->size() == limit) next = now;  // more are due
+          q.evicted = next != INT64_MAX;
+          if (q.evicted) q.evicted_due = next;
+          arm(q);
+          pump(q);
+        });
   }
 
   // ---- console / DLQ functions

@@ -229,6 +229,25 @@ def test_retries_backoff_dlq_redrive_discard(engine, make_client):
         assert ei.value.code == code, (fid, ei.value.code, ei.value.message)
 
 
+@pytest.mark.engine(extra_yaml=queue_yaml("        many: { concurrency: 64, max_retries: 2, backoff_ms: 1500 }\n"))
+def test_more_retries_than_kept_in_memory_are_all_retried(engine, make_client):
+    """1,500 failing messages wait for their retry at once: 1,024 in memory, the rest in the store only."""
+    c = make_client("q-many")
+    rec = Recorder(fail_always=True)
+    c.register_function("q::many", rec.fn)
+    wait_for_functions(c, ["q::many"])
+    n = 1500
+    for i in range(n):
+        c.trigger({"function_id": "q::many", "payload": {"i": i}, "action": TriggerAction.Enqueue(queue="many")})
+    wait_for(lambda: call(c, "engine::queue::topic_stats", {"topic": "many"})["dlq_depth"] == n, timeout=60,
+             what="every message dead-lettered after two attempts")
+    with rec.lock:
+        counts: dict[int, int] = {}
+        for d in rec.calls:
+            counts[d["i"]] = counts.get(d["i"], 0) + 1
+    assert counts == {i: 2 for i in range(n)}
+
+
 @queue_engine
 def test_handler_disconnect_mid_job_is_retried(engine, make_client, session):
     a = make_client("q-disc-a")
