@@ -56,6 +56,17 @@ class MemoryBackend : public QueueBackend {
     return out;
   }
 
+  std::vector<QueueMessage> load_group(const std::string& queue, const std::string& group,
+                                       int64_t from_seq, int64_t max_seq, size_t limit) override {
+    std::vector<QueueMessage> out;
+    auto q = ready_.find(queue);
+    if (q == ready_.end()) return out;
+    for (auto it = q->second.lower_bound(from_seq);
+         it != q->second.end() && it->first <= max_seq && out.size() < limit; ++it)
+      if (it->second.group == group) out.push_back(it->second);
+    return out;
+  }
+
   std::vector<QueueMessage> due_retries(const std::string& queue, int64_t max_seq, int64_t now,
                                         size_t limit, int64_t& next_due) override {
     std::vector<QueueMessage> out;
@@ -272,6 +283,10 @@ class SqliteBackend : public QueueBackend {
         "INTEGER NOT NULL, traceparent TEXT, baggage TEXT, error TEXT, failed_at INTEGER, data "
         "TEXT NOT NULL)");
     exec("CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, state, seq)");
+    // FIFO messages only (grp is NULL for the others).
+    exec(
+        "CREATE INDEX IF NOT EXISTS messages_by_group ON messages (queue, grp, seq) WHERE grp IS "
+        "NOT NULL");
     // Only messages waiting for a retry are in this one, so a first insert does not touch it.
     exec(
         "CREATE INDEX IF NOT EXISTS messages_retries ON messages (queue, available_at) WHERE "
@@ -294,6 +309,10 @@ class SqliteBackend : public QueueBackend {
                     " FROM messages WHERE queue = ?1 AND state = 0 AND available_at > 0 AND "
                     "available_at <= ?2 AND seq <= ?3 ORDER BY available_at LIMIT ?4")
                        .c_str());
+    group_ = prepare((std::string("SELECT ") + kColumns +
+                      " FROM messages WHERE queue = ?1 AND grp = ?2 AND state = 0 AND seq >= ?3 "
+                      "AND seq <= ?4 ORDER BY seq LIMIT ?5")
+                         .c_str());
     next_due_ = prepare(
         "SELECT COALESCE(MIN(available_at), 0) FROM messages WHERE queue = ?1 AND state = 0 AND "
         "available_at > 0 AND available_at > ?2 AND seq <= ?3");
@@ -347,6 +366,14 @@ class SqliteBackend : public QueueBackend {
     std::vector<QueueMessage> out;
     Stmt st(load_);
     st.text(1, queue).i64(2, after_seq).i64(3, int64_t(limit));
+    while (st.row()) out.push_back(read_message(st));
+    return out;
+  }
+  std::vector<QueueMessage> load_group(const std::string& queue, const std::string& group,
+                                       int64_t from_seq, int64_t max_seq, size_t limit) override {
+    std::vector<QueueMessage> out;
+    Stmt st(group_);
+    st.text(1, queue).text(2, group).i64(3, from_seq).i64(4, max_seq).i64(5, int64_t(limit));
     while (st.row()) out.push_back(read_message(st));
     return out;
   }
@@ -440,7 +467,7 @@ class SqliteBackend : public QueueBackend {
 
   sqlite3* db_ = nullptr;
   std::vector<sqlite3_stmt*> stmts_;
-  sqlite3_stmt *insert_, *remove_, *retry_, *dead_, *load_, *due_, *next_due_, *counts_,
+  sqlite3_stmt *insert_, *remove_, *retry_, *dead_, *load_, *group_, *due_, *next_due_, *counts_,
       *dead_counts_, *dead_list_, *dead_ids_, *redrive_, *discard_, *max_seq_;
   std::string prefix_end_;
 };

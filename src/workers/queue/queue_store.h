@@ -69,6 +69,9 @@ class QueueBackend {
   // Ready messages of `queue` with seq > after_seq, in seq order.
   virtual std::vector<QueueMessage> load(const std::string& queue, int64_t after_seq,
                                          size_t limit) = 0;
+  // Ready messages of one FIFO group with from_seq <= seq <= max_seq, in seq order.
+  virtual std::vector<QueueMessage> load_group(const std::string& queue, const std::string& group,
+                                               int64_t from_seq, int64_t max_seq, size_t limit) = 0;
   // Ready messages of `queue` with seq <= max_seq whose retry is due (0 < available_at <= now),
   // earliest first; `next_due` gets the earliest later available_at (0 when none).
   virtual std::vector<QueueMessage> due_retries(const std::string& queue, int64_t max_seq,

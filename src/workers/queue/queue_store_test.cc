@@ -162,6 +162,23 @@ TEST_P(StoreFixture, DueRetries) {
   EXPECT_EQ(due.size(), 1u);
 }
 
+TEST_P(StoreFixture, LoadGroup) {
+  std::vector<QueueMessage> ms;
+  for (int i = 0; i < 6; ++i) {
+    ms.push_back(msg("f", "{}"));
+    ms.back().group = i % 2 ? "odd" : "even";
+  }
+  for (auto& m : ms) run([m](QueueBackend& b) { b.insert(m); });
+  std::vector<QueueMessage> got;
+  run([&](QueueBackend& b) { got = b.load_group("f", "odd", ms[2].seq, ms[5].seq, 10); });
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].seq, ms[3].seq);
+  EXPECT_EQ(got[1].seq, ms[5].seq);
+  run([&](QueueBackend& b) { got = b.load_group("f", "even", 0, ms[3].seq, 1); });
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].seq, ms[0].seq);
+}
+
 TEST_P(StoreFixture, ClosedStoreRefusesOperations) {
   store_->close();
   EXPECT_EQ(run([](QueueBackend&) {}), "store closed");

@@ -48,6 +48,10 @@ constexpr size_t kWindow = 1024;
 // Retries waiting for their backoff kept in memory per queue; more stay in the store only and
 // are read back (by the store's retry index) when due.
 constexpr size_t kDelayedCap = 1024;
+// Messages of one FIFO group kept in the window; the rest of a longer group is read back from
+// the store (by the (queue, group, seq) index) as the group advances, so a blocked group cannot
+// fill the window and starve the others.
+constexpr size_t kGroupCap = 64;
 constexpr std::string_view kNamedPrefix = "__fn_queue::";
 
 json::value parse_or_null(const std::string& s) {
@@ -67,8 +71,11 @@ int64_t backoff_delay(int64_t base, int64_t attempts_made) {
 
 struct Group {
   std::deque<QueueMessage> msgs;
-  bool busy = false;    // its head is being handled or waits for a retry
-  bool queued = false;  // listed in `runnable`
+  bool busy = false;       // its head is being handled or waits for a retry
+  bool queued = false;     // listed in `runnable`
+  bool truncated = false;  // messages from resume_seq on are in the store only
+  int64_t resume_seq = 0;
+  bool loading = false;
 };
 
 // A topic subscriber trigger's parsed `queue_config`.
@@ -366,14 +373,23 @@ class QueueWorker : public engine::BuiltinWorker {
       delay(q, std::move(msg));
       return;
     }
-    q.resident.insert(msg.seq);
-    ++q.window;
     if (!q.cfg.fifo) {
+      q.resident.insert(msg.seq);
+      ++q.window;
       q.ready.push_back(std::move(msg));
       return;
     }
     const std::string g = msg.group.value_or("");
     Group& grp = q.groups[g];
+    if (grp.truncated || grp.msgs.size() >= kGroupCap) {
+      if (!grp.truncated) {
+        grp.truncated = true;
+        grp.resume_seq = msg.seq;
+      }
+      return;  // stays in the store until the group gets there
+    }
+    q.resident.insert(msg.seq);
+    ++q.window;
     grp.msgs.push_back(std::move(msg));
     if (!grp.busy && !grp.queued) {
       grp.queued = true;
@@ -423,6 +439,7 @@ class QueueWorker : public engine::BuiltinWorker {
           m = std::move(g->second.msgs.front());
           g->second.msgs.pop_front();
           g->second.busy = true;
+          if (g->second.msgs.empty() && g->second.truncated) load_group(q, g->first);
         }
         if (!m) break;
       }
@@ -475,9 +492,57 @@ class QueueWorker : public engine::BuiltinWorker {
         g->second.queued = true;
         q.runnable.push_back(g->first);
       }
-    } else if (!g->second.queued) {
+    } else if (g->second.truncated) {
+      load_group(q, g->first);
+    } else if (!g->second.queued && !g->second.loading) {
       q.groups.erase(g);
     }
+  }
+
+  // Reads the next messages of a truncated FIFO group from the store.
+  void load_group(Queue& q, const std::string& g) {
+    Group& grp = q.groups[g];
+    if (grp.loading || closed_) return;
+    grp.loading = true;
+    auto result = std::make_shared<std::vector<QueueMessage>>();
+    const int64_t max_seq = q.loaded_seq;
+    store_->submit(
+        [result, key = q.key, g, from = grp.resume_seq, max_seq](QueueBackend& b) {
+          *result = b.load_group(key, g, from, max_seq, kGroupCap);
+        },
+        [this, &q, g, result, max_seq](std::optional<std::string> error) {
+          Group& grp = q.groups[g];
+          grp.loading = false;
+          if (error) {
+            if (!closed_) spdlog::error("iii-queue: cannot read group of {}: {}", q.key, *error);
+            return;
+          }
+          for (auto& m : *result) {
+            grp.resume_seq = m.seq + 1;
+            if (q.resident.count(m.seq)) continue;
+            q.resident.insert(m.seq);
+            ++q.window;
+            grp.msgs.push_back(std::move(m));
+          }
+          // Everything up to max_seq is read; what was committed since went through the
+          // window while the group was truncated, so it is still to be read.
+          if (result->size() < kGroupCap && q.loaded_seq == max_seq) grp.truncated = false;
+          if (!grp.msgs.empty()) {
+            if (!grp.busy && !grp.queued) {
+              grp.queued = true;
+              q.runnable.push_back(g);
+            }
+          } else if (grp.truncated) {
+            if (result->empty() && q.loaded_seq == max_seq)
+              grp.truncated = false;
+            else
+              return load_group(q, g);
+          } else if (!grp.busy && !grp.queued) {
+            q.groups.erase(g);
+            return;
+          }
+          pump(q);
+        });
   }
 
   void finish(Queue& q, QueueMessage m, bool ok, std::string error) {

@@ -248,6 +248,33 @@ def test_more_retries_than_kept_in_memory_are_all_retried(engine, make_client):
     assert counts == {i: 2 for i in range(n)}
 
 
+@pytest.mark.engine(
+    extra_yaml=queue_yaml(
+        "        groups: { type: fifo, message_group_field: g, concurrency: 2, max_retries: 2, backoff_ms: 5000 }\n"
+    )
+)
+def test_a_blocked_long_fifo_group_does_not_starve_other_groups(engine, make_client):
+    """Group a: 1,500 messages whose head waits 5 s for its retry. Group b, enqueued after all of them, still runs
+    at once: a group keeps only a few messages in memory and reads the rest back from the store later."""
+    c = make_client("q-starve")
+    rec = Recorder(fail_until=1)
+    c.register_function("q::groups", rec.fn)
+    wait_for_functions(c, ["q::groups"])
+    n = 1500
+    for i in range(n):
+        c.trigger({"function_id": "q::groups", "payload": {"g": "a", "i": i},
+                   "action": TriggerAction.Enqueue(queue="groups")})
+    t_b = time.monotonic()
+    for i in range(5):
+        enqueue(c, "groups", "q::groups", {"g": "b", "i": i})
+    wait_for(lambda: sum(1 for d in list(rec.calls) if d["g"] == "b") == 5, timeout=3, what="group b despite a")
+    assert time.monotonic() - t_b < 3
+    assert [d["i"] for d in rec.calls if d["g"] == "a"] == [0]  # a waits for its head's retry
+    wait_for(lambda: rec.count() == n + 6, timeout=30, what="every message of group a")
+    assert [d["i"] for d in rec.calls if d["g"] == "a"] == [0] + list(range(n))
+    assert [d["i"] for d in rec.calls if d["g"] == "b"] == list(range(5))
+
+
 @queue_engine
 def test_handler_disconnect_mid_job_is_retried(engine, make_client, session):
     a = make_client("q-disc-a")
