@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -16,6 +17,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr size_t kMaxBatch = 4096;
+// How long a lazy operation (an acknowledgement's delete) may wait for an eager one to share
+// its commit.
+constexpr auto kLazyDelay = std::chrono::milliseconds(10);
 
 // ---------------------------------------------------------------- in memory
 
@@ -480,6 +484,7 @@ struct QueueStore::Writer {
     std::function<void(QueueBackend&)> run;
     Done done;
     std::optional<std::string> error;
+    bool lazy = false;
   };
 
   Writer(std::unique_ptr<SqliteBackend> db, Poster post)
@@ -492,6 +497,8 @@ struct QueueStore::Writer {
     {
       std::lock_guard lock(mu_);
       if (stopping_) return false;
+      if (ops_.empty()) first_at_ = std::chrono::steady_clock::now();
+      if (!op.lazy) ++eager_;
       ops_.push_back(std::move(op));
     }
     cv_.notify_one();
@@ -514,10 +521,15 @@ struct QueueStore::Writer {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return stopping_ || !ops_.empty(); });
         if (ops_.empty()) return;
+        // Only lazy operations: let them wait a little for an eager one to commit with.
+        if (eager_ == 0)
+          cv_.wait_until(lock, first_at_ + kLazyDelay, [&] { return stopping_ || eager_ > 0; });
         while (!ops_.empty() && batch.size() < kMaxBatch) {
+          if (!ops_.front().lazy) --eager_;
           batch.push_back(std::move(ops_.front()));
           ops_.pop_front();
         }
+        first_at_ = std::chrono::steady_clock::now();
       }
       commit(batch);
       auto completions = std::make_shared<std::deque<Op>>(std::move(batch));
@@ -568,6 +580,8 @@ struct QueueStore::Writer {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Op> ops_;
+  size_t eager_ = 0;  // operations in ops_ that are not lazy
+  std::chrono::steady_clock::time_point first_at_;
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -590,13 +604,13 @@ QueueStore::QueueStore(const QueueStoreOptions& opts, Poster post)
 
 QueueStore::~QueueStore() { close(); }
 
-void QueueStore::submit(std::function<void(QueueBackend&)> op, Done done) {
+void QueueStore::submit(std::function<void(QueueBackend&)> op, Done done, bool lazy) {
   if (closed_) {
     if (done) post_([done] { done(std::string("store closed")); });
     return;
   }
   if (writer_) {
-    writer_->submit(Writer::Op{std::move(op), std::move(done), std::nullopt});
+    writer_->submit(Writer::Op{std::move(op), std::move(done), std::nullopt, lazy});
     return;
   }
   std::optional<std::string> error;

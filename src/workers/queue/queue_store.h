@@ -107,8 +107,11 @@ class QueueStore {
   QueueStore& operator=(const QueueStore&) = delete;
 
   // Runs `op` on the backend; `done` runs on the engine thread once it is durable (or failed).
-  // After close() operations fail with "store closed".
-  void submit(std::function<void(QueueBackend&)> op, Done done);
+  // After close() operations fail with "store closed". A `lazy` operation (one that may be
+  // lost in a crash without harm, like the delete after a handler succeeded: the message is
+  // then delivered again) does not start a commit of its own: it waits up to 10 ms to share
+  // the next one.
+  void submit(std::function<void(QueueBackend&)> op, Done done, bool lazy = false);
   // Assigns the next seq (engine thread, or the writer thread inside an op).
   int64_t next_seq() { return ++*seq_; }
   // Completes every submitted operation, then stops the writer. Idempotent.

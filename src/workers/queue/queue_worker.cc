@@ -552,7 +552,8 @@ class QueueWorker : public engine::BuiltinWorker {
     if (closed_) {
       // The store is closed: the message stays as it is and is delivered after a restart.
     } else if (ok) {
-      store_->submit([seq = m.seq](QueueBackend& b) { b.remove(seq); }, log_error("ack"));
+      store_->submit([seq = m.seq](QueueBackend& b) { b.remove(seq); }, log_error("ack"),
+                     /*lazy=*/true);
       release_group(q, m);
     } else {
       const int64_t attempts = m.attempts + 1;
