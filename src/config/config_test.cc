@@ -223,10 +223,10 @@ TEST(ParseConfig, EntryErrors) {
 TEST(DefaultConfig, HasMandatoryAndDefaultWorkers) {
   const EngineConfig c = default_config();
   EXPECT_EQ(c.source, "<default config>");
-  EXPECT_EQ(
-      instance_names(c),
-      (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions", "iii-observability",
-                                "iii-http", "iii-state", "iii-stream", "iii-pubsub", "iii-cron"}));
+  EXPECT_EQ(instance_names(c),
+            (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions",
+                                      "iii-observability", "iii-http", "iii-state", "iii-stream",
+                                      "iii-queue", "iii-pubsub", "iii-cron"}));
   for (const auto& w : c.workers) {
     EXPECT_EQ(w.source, "<default config>");
     EXPECT_TRUE(w.config.IsMap());

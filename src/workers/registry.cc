@@ -12,6 +12,7 @@
 #include "workers/http/http_worker.h"
 #include "workers/observability/observability.h"
 #include "workers/pubsub/pubsub_worker.h"
+#include "workers/queue/queue_worker.h"
 #include "workers/state/state_worker.h"
 #include "workers/stream/stream_worker.h"
 #include "workers/worker_manager/worker_manager.h"
@@ -38,7 +39,7 @@ const std::vector<WorkerType>& worker_types() {
        kDefault,
        workers::make_stream_worker,
        {"stream", "stream:join", "stream:leave"}},
-      {"iii-queue", kDefault, nullptr, {"durable:subscriber"}},
+      {"iii-queue", kDefault, workers::make_queue_worker, {"durable:subscriber"}},
       {"iii-pubsub", kDefault, workers::make_pubsub_worker, {"subscribe"}},
       {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
       {"iii-http-functions", kOptional, nullptr, {}},

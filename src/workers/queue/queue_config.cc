@@ -1,0 +1,147 @@
+#include "workers/queue/queue_config.h"
+
+#include <charconv>
+#include <set>
+
+namespace iii::workers::queue {
+namespace {
+
+int64_t int_at(config::WorkerConfigReader& r, const YAML::Node& v, const std::string& what,
+               int64_t min, int64_t max) {
+  int64_t out = 0;
+  const std::string s = v.IsScalar() ? v.Scalar() : "";
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  if (s.empty() || ec != std::errc() || p != s.data() + s.size())
+    r.fail_at(v, what + " must be an integer");
+  if (out < min || out > max)
+    r.fail_at(v, what + " must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                     " (got " + s + ")");
+  return out;
+}
+
+std::string string_at(config::WorkerConfigReader& r, const YAML::Node& v, const std::string& what) {
+  if (!v.IsScalar()) r.fail_at(v, what + " must be a string");
+  return v.Scalar();
+}
+
+void read_adapter(config::WorkerConfigReader& r, QueueWorkerConfig& out) {
+  YAML::Node adapter = r.get_node("adapter");
+  if (!adapter || adapter.IsNull()) return;
+  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
+  for (const auto& kv : adapter) {
+    const auto key = kv.first.as<std::string>();
+    if (key != "name" && key != "config")
+      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
+  }
+  const YAML::Node name = adapter["name"];
+  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
+  const auto adapter_name = name.Scalar();
+  if (adapter_name == "redis" || adapter_name == "rabbitmq" || adapter_name == "bridge")
+    r.fail_at(name, "adapter '" + adapter_name +
+                        "' is not available in this engine build yet (available: builtin)");
+  if (adapter_name != "builtin")
+    r.fail_at(name, "Adapter factory '" + adapter_name + "' not found. Available: [builtin]");
+  const YAML::Node cfg = adapter["config"];
+  if (!cfg || cfg.IsNull()) return;
+  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  for (const auto& kv : cfg) {
+    const auto key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    const std::string what = "adapter.config." + key;
+    if (key == "store_method") {
+      const auto m = string_at(r, v, what);
+      if (m == "in_memory")
+        out.store.file_based = false;
+      else if (m == "file_based")
+        out.store.file_based = true;
+      else
+        r.fail_at(v, what + " must be in_memory or file_based (got '" + m + "')");
+    } else if (key == "file_path") {
+      out.store.file_path = string_at(r, v, what);
+      if (out.store.file_path.empty()) r.fail_at(v, what + " must be a non-empty string");
+    } else if (key == "fsync") {
+      if (!v.IsScalar() || (v.Scalar() != "true" && v.Scalar() != "false"))
+        r.fail_at(v, what + " must be true or false");
+      out.store.fsync = v.Scalar() == "true";
+    } else if (key == "max_attempts") {
+      out.max_attempts = int_at(r, v, what, 0, 1000000);
+    } else if (key == "backoff_ms") {
+      out.backoff_ms = int_at(r, v, what, 0, 86400000);
+    } else if (key == "concurrency") {
+      out.concurrency = int_at(r, v, what, 1, 100000);
+    } else if (key == "mode") {
+      const auto m = string_at(r, v, what);
+      if (m != "fifo" && m != "concurrent")
+        r.fail_at(v, what + " must be fifo or concurrent (got '" + m + "')");
+      out.fifo_mode = m == "fifo";
+    } else if (key == "poll_interval_ms") {
+      int_at(r, v, what, 0, 86400000);
+    } else if (key == "save_interval_ms" || key == "channel_size") {
+      // Accepted for compatibility: an acknowledged message is already committed.
+      int_at(r, v, what, 0, INT64_MAX);
+    } else {
+      r.fail_at(kv.first, "adapter.config: unknown key '" + key +
+                              "' (known keys: backoff_ms, channel_size, concurrency, file_path, "
+                              "fsync, max_attempts, mode, poll_interval_ms, save_interval_ms, "
+                              "store_method)");
+    }
+  }
+}
+
+void read_queues(config::WorkerConfigReader& r, QueueWorkerConfig& out) {
+  YAML::Node queues = r.get_node("queue_configs");
+  if (!queues || queues.IsNull()) return;
+  if (!queues.IsMap()) r.fail("queue_configs", "key 'queue_configs' must be a mapping of queues");
+  for (const auto& entry : queues) {
+    const auto name = entry.first.as<std::string>();
+    const YAML::Node& q = entry.second;
+    if (name.empty()) r.fail_at(entry.first, "queue_configs: a queue name must not be empty");
+    NamedQueueConfig c;
+    std::string type = "standard";
+    const YAML::Node* type_node = nullptr;
+    if (!q.IsNull()) {
+      if (!q.IsMap()) r.fail_at(q, "queue_configs." + name + " must be a mapping");
+      for (const auto& kv : q) {
+        const auto key = kv.first.as<std::string>();
+        const YAML::Node& v = kv.second;
+        const std::string what = "queue_configs." + name + "." + key;
+        if (key == "max_retries")
+          c.max_retries = int_at(r, v, what, 0, 1000000);
+        else if (key == "concurrency")
+          c.concurrency = int_at(r, v, what, 1, 100000);
+        else if (key == "type") {
+          type = string_at(r, v, what);
+          type_node = &v;
+        } else if (key == "message_group_field")
+          c.message_group_field = string_at(r, v, what);
+        else if (key == "backoff_ms")
+          c.backoff_ms = int_at(r, v, what, 0, 86400000);
+        else if (key == "poll_interval_ms")
+          c.poll_interval_ms = int_at(r, v, what, 0, 86400000);
+        else
+          r.fail_at(kv.first, "queue_configs." + name + ": unknown key '" + key +
+                                  "' (known keys: backoff_ms, concurrency, max_retries, "
+                                  "message_group_field, poll_interval_ms, type)");
+      }
+    }
+    if (type != "standard" && type != "fifo")
+      r.fail_at(*type_node, "Queue '" + name + "' has invalid type '" + type +
+                                "'. Must be 'standard' or 'fifo'");
+    c.fifo = type == "fifo";
+    if (c.fifo && c.message_group_field.empty())
+      r.fail_at(q, "Queue '" + name + "' is of type 'fifo' but 'message_group_field' is not set");
+    out.queues[name] = c;
+  }
+}
+
+}  // namespace
+
+QueueWorkerConfig read_queue_config(config::WorkerConfigReader& r) {
+  QueueWorkerConfig out;
+  read_adapter(r, out);
+  read_queues(r, out);
+  r.finish();
+  return out;
+}
+
+}  // namespace iii::workers::queue

@@ -1,0 +1,36 @@
+// Config of iii-queue (modules.md §4.1, §4.5): `queue_configs` (named queues) and `adapter`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "config/config.h"
+#include "workers/queue/queue_store.h"
+
+namespace iii::workers::queue {
+
+struct NamedQueueConfig {
+  int64_t max_retries = 3;  // total attempts before the DLQ (builtin semantics)
+  int64_t concurrency = 10;
+  bool fifo = false;
+  std::string message_group_field;
+  int64_t backoff_ms = 1000;
+  int64_t poll_interval_ms = 100;  // accepted; delivery is event-driven
+};
+
+struct QueueWorkerConfig {
+  std::map<std::string, NamedQueueConfig> queues;
+  QueueStoreOptions store;
+  // builtin adapter defaults for topic subscribers
+  int64_t max_attempts = 3;
+  int64_t backoff_ms = 1000;
+  int64_t concurrency = 10;
+  bool fifo_mode = false;
+};
+
+// Reads and validates the worker's config; throws config::ConfigError naming file and line.
+QueueWorkerConfig read_queue_config(config::WorkerConfigReader& r);
+
+}  // namespace iii::workers::queue

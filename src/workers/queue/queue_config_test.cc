@@ -1,0 +1,85 @@
+#include "workers/queue/queue_config.h"
+
+#include <gtest/gtest.h>
+
+namespace iii::workers::queue {
+namespace {
+
+QueueWorkerConfig read(const std::string& yaml) {
+  config::WorkerEntry e;
+  e.name = e.instance_name = "iii-queue";
+  e.source = "c.yaml";
+  e.line = 3;
+  e.config = YAML::Load(yaml);
+  config::WorkerConfigReader r(e);
+  return read_queue_config(r);
+}
+
+std::string error_of(const std::string& yaml) {
+  try {
+    read(yaml);
+  } catch (const config::ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(QueueConfig, DefaultsAndNamedQueues) {
+  auto c = read("{}");
+  EXPECT_TRUE(c.queues.empty());
+  EXPECT_FALSE(c.store.file_based);
+  c = read(
+      "queue_configs:\n"
+      "  a: {}\n"
+      "  b: { max_retries: 5, concurrency: 2, type: fifo, message_group_field: acct, "
+      "backoff_ms: 10, poll_interval_ms: 5 }\n"
+      "adapter: { name: builtin, config: { store_method: file_based, file_path: /tmp/x, "
+      "max_attempts: 4, backoff_ms: 7, concurrency: 3, mode: fifo, save_interval_ms: 1 } }\n");
+  EXPECT_EQ(c.queues.at("a").max_retries, 3);
+  EXPECT_EQ(c.queues.at("a").concurrency, 10);
+  EXPECT_EQ(c.queues.at("a").backoff_ms, 1000);
+  EXPECT_FALSE(c.queues.at("a").fifo);
+  const auto& b = c.queues.at("b");
+  EXPECT_TRUE(b.fifo);
+  EXPECT_EQ(b.message_group_field, "acct");
+  EXPECT_EQ(b.max_retries, 5);
+  EXPECT_EQ(b.concurrency, 2);
+  EXPECT_EQ(b.backoff_ms, 10);
+  EXPECT_TRUE(c.store.file_based);
+  EXPECT_EQ(c.store.file_path, "/tmp/x");
+  EXPECT_EQ(c.max_attempts, 4);
+  EXPECT_EQ(c.backoff_ms, 7);
+  EXPECT_EQ(c.concurrency, 3);
+  EXPECT_TRUE(c.fifo_mode);
+}
+
+TEST(QueueConfig, Errors) {
+  EXPECT_EQ(error_of("queue_configs:\n  q: { type: lifo }\n"),
+            "c.yaml:2: worker 'iii-queue': Queue 'q' has invalid type 'lifo'. Must be 'standard' "
+            "or 'fifo'");
+  EXPECT_EQ(error_of("queue_configs:\n  q: { type: fifo }\n"),
+            "c.yaml:2: worker 'iii-queue': Queue 'q' is of type 'fifo' but "
+            "'message_group_field' is not set");
+  EXPECT_NE(error_of("queue_configs:\n  q: { concurrency: 0 }\n").find("between 1 and"),
+            std::string::npos);
+  EXPECT_NE(error_of("queue_configs:\n  q: { backoff_ms: soon }\n").find("must be an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of("queue_configs:\n  q: { retries: 1 }\n").find("unknown key 'retries'"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: redis }\n").find("adapter 'redis' is not available"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: rabbitmq }\n").find("adapter 'rabbitmq'"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Adapter factory 'kafka' not found"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: builtin, config: { store_method: disk } }\n")
+                .find("store_method must be in_memory or file_based"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of("adapter: { name: builtin, config: { nope: 1 } }\n").find("unknown key 'nope'"),
+      std::string::npos);
+  EXPECT_NE(error_of("queues: {}\n").find("unknown key 'queues'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace iii::workers::queue
