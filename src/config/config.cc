@@ -400,4 +400,28 @@ void WorkerConfigReader::fail_at(const YAML::Node& node, const std::string& mess
   throw_at(source, line, "worker '" + entry_.instance_name + "': " + message);
 }
 
+YAML::Node read_adapter_block(WorkerConfigReader& r, const YAML::Node& adapter,
+                              const std::string& available, const std::vector<std::string>& later) {
+  if (!adapter || adapter.IsNull()) return YAML::Node();
+  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
+  for (const auto& kv : adapter) {
+    const auto key = kv.first.as<std::string>("");
+    if (key != "name" && key != "config")
+      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
+  }
+  const YAML::Node name = adapter["name"];
+  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
+  const std::string adapter_name = name.Scalar();
+  if (std::find(later.begin(), later.end(), adapter_name) != later.end())
+    r.fail_at(name, "adapter '" + adapter_name +
+                        "' is not available in this build yet (available: " + available + ")");
+  if (adapter_name != available)
+    r.fail_at(name,
+              "Adapter factory '" + adapter_name + "' not found. Available: [" + available + "]");
+  const YAML::Node cfg = adapter["config"];
+  if (!cfg || cfg.IsNull()) return YAML::Node();
+  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  return cfg;
+}
+
 }  // namespace iii::config

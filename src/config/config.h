@@ -92,4 +92,13 @@ class WorkerConfigReader {
   std::vector<std::string> known_;
 };
 
+// A worker's `adapter: {name, config}` block (absent or null: nothing to read). Checks its keys
+// and its name: `available` is the one adapter this build provides for the worker; names in
+// `later` are the original's other adapters, refused as "not available in this build yet".
+// Returns the adapter's `config` node (null when absent, otherwise a mapping); every error is
+// a ConfigError naming the file and line.
+YAML::Node read_adapter_block(WorkerConfigReader& r, const YAML::Node& adapter,
+                              const std::string& available,
+                              const std::vector<std::string>& later = {});
+
 }  // namespace iii::config

@@ -9,23 +9,8 @@ namespace iii::storage {
 
 StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
   StoreOptions opts;
-  YAML::Node adapter = r.get_node("adapter");
-  if (!adapter || adapter.IsNull()) return opts;
-  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
-  for (const auto& kv : adapter) {
-    const auto key = kv.first.as<std::string>();
-    if (key != "name" && key != "config")
-      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
-  }
-  const YAML::Node name = adapter["name"];
-  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
-  const auto adapter_name = name.as<std::string>();
-  if (adapter_name != "kv")
-    r.fail_at(name, "Adapter factory '" + adapter_name +
-                        "' not found. Available: [kv] (redis arrives with the Redis adapter)");
-  const YAML::Node cfg = adapter["config"];
-  if (!cfg || cfg.IsNull()) return opts;
-  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  const YAML::Node cfg = config::read_adapter_block(r, r.get_node("adapter"), "kv");
+  if (cfg.IsNull()) return opts;
   for (const auto& kv : cfg) {
     const auto key = kv.first.as<std::string>();
     const YAML::Node& v = kv.second;

@@ -44,23 +44,8 @@ CronConfig read_cron_config(const config::WorkerEntry& entry) {
   config::WorkerConfigReader r(entry);
   YAML::Node adapter = r.get_node("adapter");
   r.finish();
-  if (!adapter || adapter.IsNull()) return out;
-  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
-  for (const auto& kv : adapter) {
-    const auto key = kv.first.as<std::string>();
-    if (key != "name" && key != "config")
-      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
-  }
-  const YAML::Node name = adapter["name"];
-  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
-  const auto adapter_name = name.as<std::string>();
-  if (adapter_name == "redis")
-    r.fail_at(name, "adapter 'redis' is not available in this build yet (available: kv)");
-  if (adapter_name != "kv")
-    r.fail_at(name, "Adapter factory '" + adapter_name + "' not found. Available: [kv]");
-  const YAML::Node cfg = adapter["config"];
-  if (!cfg || cfg.IsNull()) return out;
-  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  const YAML::Node cfg = config::read_adapter_block(r, adapter, "kv", {"redis"});
+  if (cfg.IsNull()) return out;
 
   // The lock keys are read here; the store keys go on to the shared adapter reader, which
   // validates their values (it sees a copy of the mapping without the lock keys).
@@ -78,7 +63,7 @@ CronConfig read_cron_config(const config::WorkerEntry& entry) {
   config::WorkerEntry store_entry = entry;
   YAML::Node synthetic(YAML::NodeType::Map);
   YAML::Node synthetic_adapter(YAML::NodeType::Map);
-  synthetic_adapter["name"] = name;
+  synthetic_adapter["name"] = adapter["name"];
   synthetic_adapter["config"] = store_cfg;
   synthetic["adapter"] = synthetic_adapter;
   store_entry.config = synthetic;

@@ -23,23 +23,8 @@ void read_pubsub_config(const config::WorkerEntry& entry) {
   config::WorkerConfigReader r(entry);
   YAML::Node adapter = r.get_node("adapter");
   r.finish();
-  if (!adapter || adapter.IsNull()) return;
-  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
-  for (const auto& kv : adapter) {
-    const auto key = kv.first.as<std::string>();
-    if (key != "name" && key != "config")
-      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
-  }
-  const YAML::Node name = adapter["name"];
-  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
-  const auto adapter_name = name.as<std::string>();
-  if (adapter_name == "redis")
-    r.fail_at(name, "adapter 'redis' is not available in this build yet (available: local)");
-  if (adapter_name != "local")
-    r.fail_at(name, "Adapter factory '" + adapter_name + "' not found. Available: [local]");
-  const YAML::Node cfg = adapter["config"];
-  if (cfg && !cfg.IsNull() && !(cfg.IsMap() && cfg.size() == 0))
-    r.fail_at(cfg, "adapter 'local' takes no config");
+  const YAML::Node cfg = config::read_adapter_block(r, adapter, "local", {"redis"});
+  if (!cfg.IsNull() && cfg.size() > 0) r.fail_at(cfg, "adapter 'local' takes no config");
 }
 
 class PubSubWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandler {

@@ -25,25 +25,9 @@ std::string string_at(config::WorkerConfigReader& r, const YAML::Node& v, const 
 }
 
 void read_adapter(config::WorkerConfigReader& r, QueueWorkerConfig& out) {
-  YAML::Node adapter = r.get_node("adapter");
-  if (!adapter || adapter.IsNull()) return;
-  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
-  for (const auto& kv : adapter) {
-    const auto key = kv.first.as<std::string>();
-    if (key != "name" && key != "config")
-      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
-  }
-  const YAML::Node name = adapter["name"];
-  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
-  const auto adapter_name = name.Scalar();
-  if (adapter_name == "redis" || adapter_name == "rabbitmq" || adapter_name == "bridge")
-    r.fail_at(name, "adapter '" + adapter_name +
-                        "' is not available in this engine build yet (available: builtin)");
-  if (adapter_name != "builtin")
-    r.fail_at(name, "Adapter factory '" + adapter_name + "' not found. Available: [builtin]");
-  const YAML::Node cfg = adapter["config"];
-  if (!cfg || cfg.IsNull()) return;
-  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  const YAML::Node cfg = config::read_adapter_block(r, r.get_node("adapter"), "builtin",
+                                                    {"redis", "rabbitmq", "bridge"});
+  if (cfg.IsNull()) return;
   for (const auto& kv : cfg) {
     const auto key = kv.first.as<std::string>();
     const YAML::Node& v = kv.second;
