@@ -23,6 +23,10 @@ class Connection {
   virtual void send(SharedFrame frame) = 0;
   // Starts a graceful close (after queued frames are written).
   virtual void close(uint16_t code, std::string_view reason) = 0;
+  // Between hold() and release(), frames sent are only queued; release() writes them together
+  // (one gather write instead of one per frame). Optional for a transport.
+  virtual void hold() {}
+  virtual void release() {}
 };
 
 struct ConnectionInfo {

@@ -318,6 +318,11 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
   if (caller)
     if (Worker* c = find_worker(caller)) c->waiting.insert(key);
 
+  if (cork_depth_ > 0 && !executor->held) {
+    executor->held = true;
+    executor->conn->hold();
+    corked_.push_back(executor->handle);
+  }
   executor->conn->send(make_frame(
       protocol::encode_invoke(wire_id, function_id, data, ctx.traceparent, ctx.baggage)));
 }
@@ -362,6 +367,17 @@ void Outcome::materialise() {
     result = ec ? json::value(nullptr) : std::move(v);  // raw results are valid by contract
   }
   raw_result.reset();
+}
+
+void Engine::uncork() {
+  if (cork_depth_ == 0 || --cork_depth_ > 0) return;
+  const std::vector<uint64_t> held = std::move(corked_);
+  corked_.clear();
+  for (uint64_t handle : held)
+    if (Worker* w = find_worker(handle)) {
+      w->held = false;
+      w->conn->release();
+    }
 }
 
 void Engine::add_deadline(const protocol::Uuid& key, Pending& p, int64_t timeout_ms) {

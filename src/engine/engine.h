@@ -138,6 +138,7 @@ struct Worker {
   std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
   logging::WarningLimiter invalid_messages;  // rate-limits the warnings for its bad frames
+  bool held = false;                         // its connection is held by Engine::cork()
 };
 
 // An in-process worker instance, listed by engine::workers::list.
@@ -234,6 +235,24 @@ class Engine {
     functions_observers_.push_back(std::move(fn));
   }
 
+  // ---- batching ----
+  // While corked, the invocations routed to each worker are queued on its connection and
+  // written together when the last uncork() comes: a built-in worker firing many triggers at
+  // once (cron ticks, pubsub fan-out) pays one write per worker instead of one per call.
+  void cork() { ++cork_depth_; }
+  void uncork();
+  // Corks for the scope of the object.
+  class Cork {
+   public:
+    explicit Cork(Engine& e) : e_(e) { e_.cork(); }
+    ~Cork() { e_.uncork(); }
+    Cork(const Cork&) = delete;
+    Cork& operator=(const Cork&) = delete;
+
+   private:
+    Engine& e_;
+  };
+
   // ---- deadlines ----
   // Engine-wide limit for an invocation routed to a worker (iii-worker-manager
   // `invocation_timeout_ms`; 0 = none). A function's `metadata.timeout_ms` can only shorten it.
@@ -325,6 +344,8 @@ class Engine {
   std::optional<Clock::time_point> timer_armed_for_;
   TimerArm arm_timer_;
   std::chrono::milliseconds invocation_timeout_{300000};
+  int cork_depth_ = 0;
+  std::vector<uint64_t> corked_;  // workers whose connection is held until uncork()
   bool invocation_timeout_configured_ = false;
   FunctionRegistry functions_;
   ChannelRegistry channels_;

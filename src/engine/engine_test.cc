@@ -14,6 +14,9 @@ class FakeConnection : public Connection {
  public:
   void send(SharedFrame f) override { frames.push_back(json::parse(*f).as_object()); }
   void close(uint16_t code, std::string_view) override { closed_with = code; }
+  void hold() override { ++holds; }
+  void release() override { ++releases; }
+  int holds = 0, releases = 0;
 
   // Pops the oldest frame of the given type.
   json::object take(std::string_view type) {
@@ -492,6 +495,28 @@ TEST_F(EngineTest, InvocationRegistrarServesHttpInvokedFunctions) {
   EXPECT_EQ(caller.conn->take("invocationresult").at("result").as_string(), "https://x.test/");
   engine.disconnect(owner.handle);  // owned by the connection: it goes with it
   EXPECT_FALSE(engine.functions().contains("remote::fn"));
+}
+
+TEST_F(EngineTest, CorkedInvocationsAreReleasedTogetherPerWorker) {
+  Peer a = connect(), b = connect();
+  register_fn(a, "a::f");
+  register_fn(b, "b::f");
+  {
+    Engine::Cork outer(engine);
+    {
+      Engine::Cork inner(engine);
+      for (int i = 0; i < 3; ++i) engine.invoke("a::f", json::value(i), CallContext{}, {});
+      engine.invoke("b::f", json::value(9), CallContext{}, {});
+    }
+    EXPECT_EQ(a.conn->releases, 0);  // only the outermost uncork releases
+    EXPECT_EQ(a.conn->holds, 1);     // once per worker, however many calls
+    EXPECT_EQ(b.conn->holds, 1);
+  }
+  EXPECT_EQ(a.conn->releases, 1);
+  EXPECT_EQ(b.conn->releases, 1);
+  EXPECT_EQ(a.conn->count("invokefunction"), 3u);
+  engine.invoke("a::f", json::value(4), CallContext{}, {});  // not corked: no hold
+  EXPECT_EQ(a.conn->holds, 1);
 }
 
 }  // namespace

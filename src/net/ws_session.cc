@@ -72,6 +72,9 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
     out.send_frame(false, std::move(frame));
   }
 
+  void hold() override { ws_.next_layer().hold(); }
+  void release() override { ws_.next_layer().release(); }
+
   // The Close frame is queued behind the frames already sent, so they are delivered first.
   void close(uint16_t code, std::string_view reason) override {
     if (closed_ || close_requested_) return;

@@ -196,6 +196,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     const auto now = system_clock::now();
     if (lock_) lock_->expire(to_ms(now));
     in_timer_ = true;  // runs that finish at once reschedule; arm once after the loop
+    engine::Engine::Cork cork(rt_.engine);  // the calls of one tick leave in one write per worker
     while (!queue_.empty() && queue_.begin()->first <= now) {
       auto node = queue_.extract(queue_.begin());
       const auto& [tick, id] = node.value();

@@ -75,6 +75,7 @@ class PubSubWorker : public engine::BuiltinWorker, public engine::TriggerTypeHan
     const json::value payload = data ? *data : json::value(nullptr);
     // A handler may (un)subscribe while we deliver: take the function ids first.
     const std::vector<std::string> targets = index_.functions_of(*topic);
+    engine::Engine::Cork cork(rt_.engine);  // one write per subscribed worker, not per function
     for (const auto& fid : targets) {
       rt_.engine.invoke(fid, payload, CallContext{}, [fid, topic = *topic](Outcome o) {
         if (o.error)
