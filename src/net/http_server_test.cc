@@ -458,7 +458,11 @@ class EchoSession : public SessionHandler {
   void on_frame(uint64_t, std::string_view frame, bool) override {
     conn_->send(engine::make_frame(std::string(frame)));
   }
-  void on_close(uint64_t) override { conn_.reset(); }
+  void on_close(uint64_t) override {
+    conn_.reset();  // the session holds this handler: drop the cycle
+    closed.set_value();
+  }
+  std::promise<void> closed;
 
  private:
   std::shared_ptr<engine::Connection> conn_;
@@ -467,6 +471,8 @@ class EchoSession : public SessionHandler {
 TEST_F(HttpServerTest, UpgradesAreHandedOverWithTcpNoDelay) {
   std::atomic<int> nodelay{-1};
   auto opts = std::make_shared<const SessionOptions>(SessionOptions{"test"});
+  auto echo = std::make_shared<EchoSession>();
+  auto closed = echo->closed.get_future();
   start({}, [&](std::shared_ptr<IncomingRequest> r) {
     if (!r->is_websocket_upgrade()) return r->respond(HttpStatus::upgrade_required, "");
     tcp::socket s = r->release_socket();
@@ -474,8 +480,7 @@ TEST_F(HttpServerTest, UpgradesAreHandedOverWithTcpNoDelay) {
     socklen_t len = sizeof v;
     ::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_NODELAY, &v, &len);
     nodelay = v != 0;
-    run_ws_session(std::move(s), std::move(r->request()), r->ip(), opts,
-                   std::make_shared<EchoSession>());
+    run_ws_session(std::move(s), std::move(r->request()), r->ip(), opts, echo);
   });
   {  // after a plain request on the same connection
     RawClient c(port_);
@@ -494,6 +499,9 @@ TEST_F(HttpServerTest, UpgradesAreHandedOverWithTcpNoDelay) {
   EXPECT_EQ(beast::buffers_to_string(buf.data()), "hello");
   ws.close(websocket::close_code::normal);
   EXPECT_EQ(nodelay, 1);
+  // The server side finishes its close before the fixture stops the server (else the
+  // session and its handler would be torn down mid-close).
+  EXPECT_EQ(closed.wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }
 
 // Clients that leave with a request half sent, with a request the router still holds, and in
