@@ -98,7 +98,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   uint64_t open(std::shared_ptr<engine::Connection> conn, json::value context) {
     const uint64_t id = ++next_id_;
-    clients_.emplace(id, Client{std::move(conn), std::move(context), {}, {}});
+    clients_.emplace(id,
+                     Client{std::move(conn), std::move(context), {}, logging::WarningLimiter()});
     return id;
   }
 
