@@ -93,7 +93,7 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
   void apply_control_message(std::string_view text);
   void start_streaming();
   void finish_streamed_response();
-  void send(const EncodedResponse& r);
+  void send(EncodedResponse r);
   void send_error(unsigned status, std::string_view message, json::object extra = {});
   void on_timeout();
   void finish();
@@ -247,7 +247,7 @@ class HttpWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
             json::object{{"allowed_methods", allow}});
         r.headers.emplace_back("allow", allow);
       }
-      respond(*req, r, request_id_of(*req));
+      respond(*req, std::move(r), request_id_of(*req));
       return;
     }
     ++in_flight_;
@@ -268,11 +268,11 @@ class HttpWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   }
 
   // Sends `r` with the CORS and request id headers.
-  void respond(net::IncomingRequest& req, const EncodedResponse& r, const std::string& request_id) {
+  void respond(net::IncomingRequest& req, EncodedResponse r, const std::string& request_id) {
     net::HttpFields fields;
     for (const auto& [k, v] : r.headers) fields.insert(k, v);
     add_common_headers(req, fields, request_id);
-    req.respond(static_cast<net::HttpStatus>(r.status), r.body, "", std::move(fields));
+    req.respond(static_cast<net::HttpStatus>(r.status), std::move(r.body), "", std::move(fields));
   }
 
   void add_common_headers(net::IncomingRequest& req, net::HttpFields& fields,
@@ -640,9 +640,9 @@ void Exchange::finish_streamed_response() {
   finish();
 }
 
-void Exchange::send(const EncodedResponse& r) {
+void Exchange::send(EncodedResponse r) {
   if (stage_ == Stage::kDone || streaming_ || !worker_) return;
-  worker_->respond(*req_, r, request_id_);
+  worker_->respond(*req_, std::move(r), request_id_);
   finish();
 }
 
