@@ -4,6 +4,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_stack.hpp>
+#include <cassert>
 #include <charconv>
 #include <cmath>
 
@@ -553,11 +554,14 @@ class ObjectWriter {
   void close() { out_ += '}'; }
 
  private:
+  // Keys are the protocol's own field names, plain ASCII: written without an escape scan.
   void key(std::string_view k) {
-    if (!first_) out_ += ',';
+    assert(k.find_first_of("\\\"") == std::string_view::npos);
+    char head[2] = {',', '"'};
+    out_.append(first_ ? head + 1 : head, first_ ? 1 : 2);
     first_ = false;
-    append_json_string(out_, k);
-    out_ += ':';
+    out_.append(k);
+    out_.append("\":", 2);
   }
 
   std::string& out_;

@@ -202,6 +202,10 @@ TEST(CronExpression, Rfc3339Forms) {
   EXPECT_EQ(format_rfc3339(t + microseconds(1500)), "2026-05-05T10:00:00.001500+00:00");
   EXPECT_EQ(format_rfc3339(t + nanoseconds(7)), "2026-05-05T10:00:00.000000007+00:00");
   EXPECT_EQ(format_rfc3339(at(1999, 12, 31, 23, 59, 59)), "1999-12-31T23:59:59+00:00");
+  EXPECT_EQ(format_rfc3339(at(2000, 2, 29, 0, 0, 0) + nanoseconds(999999999)),
+            "2000-02-29T00:00:00.999999999+00:00");
+  EXPECT_EQ(format_rfc3339(at(2099, 1, 2, 3, 4, 5) + milliseconds(7)),
+            "2099-01-02T03:04:05.007+00:00");
 }
 
 }  // namespace
