@@ -10,6 +10,7 @@
 #include "workers/cron/cron_worker.h"
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/http/http_worker.h"
+#include "workers/http_functions/http_functions_worker.h"
 #include "workers/observability/observability.h"
 #include "workers/pubsub/pubsub_worker.h"
 #include "workers/queue/queue_worker.h"
@@ -42,7 +43,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-queue", kDefault, workers::make_queue_worker, {"durable:subscriber"}},
       {"iii-pubsub", kDefault, workers::make_pubsub_worker, {"subscribe"}},
       {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
-      {"iii-http-functions", kOptional, nullptr, {}},
+      {"iii-http-functions", kOptional, workers::make_http_functions_worker, {}},
       {"iii-exec", kOptional, nullptr, {}},
       {"iii-bridge", kOptional, nullptr, {}},
   };
