@@ -7,6 +7,7 @@
 
 #include "config/config.h"
 #include "engine/builtin_worker.h"
+#include "workers/bridge/bridge_worker.h"
 #include "workers/cron/cron_worker.h"
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/http/http_worker.h"
@@ -45,7 +46,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
       {"iii-http-functions", kOptional, workers::make_http_functions_worker, {}},
       {"iii-exec", kOptional, nullptr, {}},
-      {"iii-bridge", kOptional, nullptr, {}},
+      {"iii-bridge", kOptional, workers::make_bridge_worker, {}},
   };
   return kTypes;
 }
