@@ -4,6 +4,7 @@
 // served by the remote engine through `adapter: {name: bridge}`.
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
+import WebSocket from 'ws';
 import {
   configYaml, engineTest, newWorker, rejectionOf, startEngine, waitFor, waitForFunctions, withTimeout,
 } from './harness.mjs';
@@ -171,6 +172,38 @@ describe('iii-bridge', () => {
       assert.deepEqual(await wb.trigger({ function_id: 'stream::list_groups', payload: { stream_name: 's' } }), ['g']);
       assert.deepEqual(await wb.trigger({ function_id: 'stream::delete', payload: { stream_name: 's', group_id: 'g', item_id: 'i1' } }), { old_value: { n: 1 } });
       assert.equal(await wa.trigger({ function_id: 'stream::get', payload: { stream_name: 's', group_id: 'g', item_id: 'i1' } }), undefined);
+
+      // B's stream clients: the join's sync lists A's items, and a change made through B comes
+      // back to them through A's pubsub (topic stream.events).
+      const port = await waitFor(() => b.lines.map((l) => /iii-stream listening on [0-9.]+:(\d+)/.exec(l)).find(Boolean)?.[1],
+        { what: "B's iii-stream port" });
+      const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false });
+      const inbox = [];
+      let wake = () => {};
+      ws.on('message', (d) => { inbox.push(JSON.parse(d.toString())); wake(); });
+      const next = (what) => withTimeout(new Promise((resolve) => {
+        const take = () => {
+          if (!inbox.length) return false;
+          wake = () => {};
+          resolve(inbox.shift());
+          return true;
+        };
+        if (!take()) wake = take;
+      }), 5000, what);
+      await withTimeout(new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); }), 5000, 'stream client');
+      try {
+        ws.send(JSON.stringify({ type: 'join', data: { subscriptionId: 'sub1', streamName: 's', groupId: 'g' } }));
+        const sync = await next('sync on join');
+        assert.equal(sync.event.type, 'sync');
+        assert.deepEqual(sync.event.data.map((x) => x.n), [2]);
+        await wb.trigger({ function_id: 'stream::set', payload: { stream_name: 's', group_id: 'g', item_id: 'i3', data: { n: 3 } } });
+        const ev = await next('create event through the remote pubsub');
+        assert.equal(ev.streamName, 's');
+        assert.equal(ev.id, 'i3');
+        assert.deepEqual(ev.event, { type: 'create', data: { n: 3 } });
+      } finally {
+        ws.close();
+      }
     } finally {
       await stopQuietly(b, [wb]);
     }
