@@ -103,7 +103,10 @@ class BridgeWorker : public engine::BuiltinWorker {
   }
 
   void start() override {
-    remote_ = bridge::RemoteEngine::connect(rt_.io, url_, service_name_.value_or("iii-bridge"));
+    // The worker name there is the service name (default: the service id, then "iii-bridge").
+    const std::string worker_name = service_name_.value_or(service_id_.value_or("iii-bridge"));
+    remote_ = bridge::RemoteEngine::connect(rt_.io, url_, worker_name);
+    if (service_id_) remote_->register_service(*service_id_, service_name_.value_or(*service_id_));
     auto& eng = rt_.engine;
     for (const auto& x : expose_) {
       remote_->expose(x.remote_function,

@@ -122,6 +122,10 @@ void RemoteEngine::add_remote_trigger(const std::string& type, const std::string
   sdk_->register_trigger({type, function_id, std::move(config), std::nullopt});
 }
 
+void RemoteEngine::register_service(const std::string& id, const std::string& name) {
+  sdk_->register_service({id, name, std::nullopt, std::nullopt});
+}
+
 bool RemoteEngine::connected() const { return sdk_ && sdk_->is_connected(); }
 
 void RemoteEngine::shutdown() {

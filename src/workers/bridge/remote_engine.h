@@ -46,6 +46,9 @@ class RemoteEngine {
   void add_remote_trigger(const std::string& type, const std::string& function_id,
                           boost::json::value config);
 
+  // A service on the remote engine (registered again after every reconnect).
+  void register_service(const std::string& id, const std::string& name);
+
   bool connected() const;
   const std::string& url() const { return url_; }
   // Closes the connection (in-flight calls fail with SHUTDOWN); nothing is posted afterwards.

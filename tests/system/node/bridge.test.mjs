@@ -12,6 +12,7 @@ import {
 const bridgeYaml = (port, extra = '') => `  - name: iii-bridge
     config:
       url: ws://127.0.0.1:${port}
+      service_id: bridge-svc
       service_name: bridge-b
       expose:
         - local_function: b::greet
@@ -74,6 +75,9 @@ describe('iii-bridge', () => {
       // The bridge is a worker of A, named after service_name.
       const rows = await wa.trigger({ function_id: 'engine::workers::list', payload: {} });
       assert.ok(rows.workers.some((w) => w.name === 'bridge-b'), JSON.stringify(rows.workers.map((w) => w.name)));
+      // ... and registered its service there.
+      const svcs = await wa.trigger({ function_id: 'engine::services::list', payload: {} });
+      assert.ok(svcs.services.some((x) => x.id === 'bridge-svc' && x.name === 'bridge-b'), JSON.stringify(svcs));
     } finally {
       await stopQuietly(b, [wb]);
     }
