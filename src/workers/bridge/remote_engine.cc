@@ -18,6 +18,11 @@ struct RemoteEngine::Alive {
   bool on = true;  // engine thread only
 };
 
+struct RemoteEngine::Refs {
+  std::map<std::string, iii::FunctionRef> functions;
+  std::map<std::string, iii::TriggerRef> triggers;
+};
+
 namespace {
 
 Outcome to_outcome(iii::TriggerOutcome o) {
@@ -37,7 +42,10 @@ std::map<std::string, std::weak_ptr<RemoteEngine>>& shared_connections() {
 }  // namespace
 
 RemoteEngine::RemoteEngine(asio::io_context& io, std::string url, std::string worker_name)
-    : io_(io), url_(std::move(url)), alive_(std::make_shared<Alive>()) {
+    : io_(io),
+      url_(std::move(url)),
+      alive_(std::make_shared<Alive>()),
+      refs_(std::make_unique<Refs>()) {
   iii::InitOptions opts;
   opts.worker_name = std::move(worker_name);
   // Quicker than the SDK default so a restarted remote engine is back within seconds.
@@ -103,7 +111,7 @@ void RemoteEngine::call_void(const std::string& function_id, json::value data) {
 
 void RemoteEngine::expose(const std::string& remote_id, Handler handler) {
   auto shared = std::make_shared<Handler>(std::move(handler));
-  sdk_->register_function(
+  refs_->functions[remote_id] = sdk_->register_function(
       remote_id, iii::AsyncHandler([&io = io_, alive = alive_, shared](const json::value& payload,
                                                                        iii::Responder reply) {
         asio::post(io, [alive, shared, payload, reply] {
@@ -117,9 +125,27 @@ void RemoteEngine::expose(const std::string& remote_id, Handler handler) {
       }));
 }
 
-void RemoteEngine::add_remote_trigger(const std::string& type, const std::string& function_id,
-                                      json::value config) {
-  sdk_->register_trigger({type, function_id, std::move(config), std::nullopt});
+void RemoteEngine::unexpose(const std::string& remote_id) {
+  auto it = refs_->functions.find(remote_id);
+  if (it == refs_->functions.end()) return;
+  it->second.unregister();
+  refs_->functions.erase(it);
+}
+
+std::string RemoteEngine::add_remote_trigger(const std::string& type,
+                                             const std::string& function_id, json::value config) {
+  iii::TriggerRef ref =
+      sdk_->register_trigger({type, function_id, std::move(config), std::nullopt});
+  const std::string id = ref.id();
+  refs_->triggers[id] = std::move(ref);
+  return id;
+}
+
+void RemoteEngine::remove_remote_trigger(const std::string& trigger_id) {
+  auto it = refs_->triggers.find(trigger_id);
+  if (it == refs_->triggers.end()) return;
+  it->second.unregister();
+  refs_->triggers.erase(it);
 }
 
 void RemoteEngine::register_service(const std::string& id, const std::string& name) {

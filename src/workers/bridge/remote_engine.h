@@ -6,6 +6,7 @@
 #pragma once
 
 #include <boost/json/value.hpp>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,9 +43,13 @@ class RemoteEngine {
   // (which completes through its Completion). Registered again after every reconnect.
   using Handler = std::function<void(boost::json::value input, engine::Completion done)>;
   void expose(const std::string& remote_id, Handler handler);
-  // A trigger on the remote engine (e.g. a `subscribe` for a function exposed above).
-  void add_remote_trigger(const std::string& type, const std::string& function_id,
-                          boost::json::value config);
+  // Removes an exposed function from the remote engine.
+  void unexpose(const std::string& remote_id);
+  // A trigger on the remote engine (e.g. a `subscribe` for a function exposed above); returns
+  // its id there.
+  std::string add_remote_trigger(const std::string& type, const std::string& function_id,
+                                 boost::json::value config);
+  void remove_remote_trigger(const std::string& trigger_id);
 
   // A service on the remote engine (registered again after every reconnect).
   void register_service(const std::string& id, const std::string& name);
@@ -61,6 +66,8 @@ class RemoteEngine {
   std::string url_;
   std::shared_ptr<Alive> alive_;  // cleared by shutdown(): late posts then do nothing
   std::shared_ptr<iii::III> sdk_;
+  struct Refs;
+  std::unique_ptr<Refs> refs_;  // SDK handles of exposed functions and remote triggers
 };
 
 }  // namespace iii::workers::bridge

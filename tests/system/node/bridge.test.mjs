@@ -212,4 +212,51 @@ describe('iii-bridge', () => {
       await stopQuietly(b, [wb]);
     }
   });
+
+  engineTest('iii-queue durable topics through the bridge adapter: publish and subscribers served by the remote engine', {
+    extraYaml: '  - name: iii-queue',
+  }, async (ctx) => {
+    const a = ctx.engine;
+    const wa = ctx.worker('worker-a');
+    const b = await startBridged(a, (port) => `  - name: iii-queue
+    config:
+      adapter:
+        name: bridge
+        config:
+          bridge_url: ws://127.0.0.1:${port}
+`);
+    const wb = newWorker(b.url, 'worker-b');
+    try {
+      const got = [];
+      let wake = () => {};
+      wb.registerFunction('b::sub', async (d) => { got.push(d); wake(); return null; });
+      wb.registerFunction('b::only-even', async (d) => d.n % 2 === 0);
+      wb.registerFunction('b::even', async (d) => { got.push({ even: d.n }); wake(); return null; });
+      wb.registerTrigger({ type: 'durable:subscriber', function_id: 'b::sub', config: { topic: 'bt' } });
+      wb.registerTrigger({ type: 'durable:subscriber', function_id: 'b::even', config: { topic: 'bt', condition_function_id: 'b::only-even' } });
+      const gotMatching = (pred, what) => withTimeout(new Promise((resolve) => {
+        const check = () => { const hit = got.find(pred); if (hit) { wake = () => {}; resolve(hit); } };
+        wake = check;
+        check();
+      }), 10000, what);
+      // Both subscriptions reach A as triggers on functions the bridge exposes there.
+      await waitFor(async () => {
+        const res = await wa.trigger({ function_id: 'engine::triggers::list', payload: {} });
+        return res.triggers.filter((t) => t.trigger_type === 'durable:subscriber' && t.function_id.startsWith('iii::durable::bridge::sub::')).length === 2;
+      }, { timeoutMs: 10000, what: 'remote durable:subscriber triggers on A' });
+
+      assert.equal(await wb.trigger({ function_id: 'iii::durable::publish', payload: { topic: 'bt', data: { n: 1 } } }), null);
+      assert.deepEqual(await gotMatching((x) => x.n === 1, 'message published through B'), { n: 1 });
+      await wa.trigger({ function_id: 'iii::durable::publish', payload: { topic: 'bt', data: { n: 2 } } });
+      assert.deepEqual(await gotMatching((x) => x.n === 2, 'message published on A'), { n: 2 });
+      assert.deepEqual(await gotMatching((x) => x.even === 2, 'conditioned subscriber, even message'), { even: 2 });
+      assert.ok(!got.some((x) => x.even === 1), 'the condition function (run on B) skipped the odd message');
+      const topics = await wb.trigger({ function_id: 'engine::queue::list_topics', payload: {} });
+      assert.ok(Array.isArray(topics), JSON.stringify(topics));
+      const e = await rejectionOf(wb.trigger({ function_id: 'b::sub', payload: {}, action: { type: 'enqueue', queue: 'q' } }));
+      assert.equal(e.code, 'enqueue_error');
+    } finally {
+      await stopQuietly(b, [wb]);
+    }
+  });
 });
