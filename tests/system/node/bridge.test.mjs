@@ -5,8 +5,12 @@
 import assert from 'node:assert/strict';
 import { describe } from 'node:test';
 import WebSocket from 'ws';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
 import {
-  configYaml, engineTest, newWorker, rejectionOf, startEngine, waitFor, waitForFunctions, withTimeout,
+  III_BIN, configYaml, engineTest, newWorker, rejectionOf, runCommand, startEngine, waitFor, waitForFunctions, withTimeout,
 } from './harness.mjs';
 
 const bridgeYaml = (port, extra = '') => `  - name: iii-bridge
@@ -259,4 +263,29 @@ describe('iii-bridge', () => {
       await stopQuietly(b, [wb]);
     }
   });
+});
+
+test('bad iii-bridge, bridge adapter and iii-http-functions configs fail at start-up naming file, line and key', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iii-bridge-cfg-'));
+  try {
+    const cases = [
+      ['  - name: iii-bridge\n    config:\n      url: ws://127.0.0.1:1\n      exposee: []\n', /:9:.*exposee/],
+      ['  - name: iii-bridge\n    config:\n      forward:\n        - local_function: a\n', /:9:.*remote_function/],
+      ['  - name: iii-bridge\n    config:\n      url: wss://example.com\n', /:8:.*ws:\/\//],
+      ['  - name: iii-state\n    config:\n      adapter:\n        name: bridge\n        config: { bridge_url: ws://x:1, nope: 1 }\n', /:10:.*nope/],
+      ['  - name: iii-queue\n    config:\n      queue_configs: { q: { max_retries: 1 } }\n      adapter: { name: bridge }\n', /:8:.*queue_configs/],
+      ['  - name: iii-http-functions\n    config:\n      security:\n        allowlist: [x]\n', /:9:.*allowlist/],
+      ['  - name: iii-http-functions\n    config:\n      security:\n        require_https: maybe\n', /:9:.*require_https/],
+    ];
+    for (const [yaml, re] of cases) {
+      const file = path.join(dir, 'config.yaml');
+      fs.writeFileSync(file, configYaml({ extraYaml: yaml }));
+      const r = await runCommand(III_BIN, ['--config', file], { cwd: dir, timeoutMs: 10000 });
+      assert.equal(r.code, 2, `exit code for:\n${yaml}\n${r.stdout}${r.stderr}`);
+      assert.match(r.stdout + r.stderr, re, yaml);
+      assert.match(r.stdout + r.stderr, /config\.yaml:\d+:/, yaml);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
