@@ -35,7 +35,7 @@ class BridgedQueueWorker : public engine::BuiltinWorker, public engine::TriggerT
   }
 
   void start() override {
-    remote_ = bridge::RemoteEngine::connect(rt_.io, url_, "iii-bridge-adapter");
+    remote_ = bridge::RemoteEngine::connect(rt_.io, url_, name_);
     engine::TriggerType tt;
     tt.id = "durable:subscriber";
     tt.description = "Durable topic subscriber, served by the engine at " + url_;

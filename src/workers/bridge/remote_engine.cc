@@ -34,11 +34,6 @@ Outcome to_outcome(iii::TriggerOutcome o) {
   return o.result ? Outcome::ok(std::move(*o.result)) : Outcome::empty();
 }
 
-std::map<std::string, std::weak_ptr<RemoteEngine>>& shared_connections() {
-  static std::map<std::string, std::weak_ptr<RemoteEngine>> m;
-  return m;
-}
-
 }  // namespace
 
 RemoteEngine::RemoteEngine(asio::io_context& io, std::string url, std::string worker_name)
@@ -76,13 +71,7 @@ RemoteEngine::~RemoteEngine() { shutdown(); }
 
 std::shared_ptr<RemoteEngine> RemoteEngine::connect(asio::io_context& io, const std::string& url,
                                                     const std::string& worker_name) {
-  auto& m = shared_connections();
-  const std::string key = url + "\n" + worker_name;
-  if (auto it = m.find(key); it != m.end())
-    if (auto live = it->second.lock()) return live;
-  std::shared_ptr<RemoteEngine> r(new RemoteEngine(io, url, worker_name));
-  m[key] = r;
-  return r;
+  return std::shared_ptr<RemoteEngine>(new RemoteEngine(io, url, worker_name));
 }
 
 void RemoteEngine::call(const std::string& function_id, json::value data,

@@ -24,8 +24,8 @@ namespace iii::workers::bridge {
 
 class RemoteEngine {
  public:
-  // One connection per (url, worker name): the state and stream adapters of one engine that
-  // point at the same backend share it. Engine thread only.
+  // A new connection, owned by one built-in worker (which shuts it down when it stops), named
+  // `worker_name` on the remote engine. Engine thread only.
   static std::shared_ptr<RemoteEngine> connect(boost::asio::io_context& io, const std::string& url,
                                                const std::string& worker_name);
   ~RemoteEngine();

@@ -82,7 +82,7 @@ class StateWorker : public engine::BuiltinWorker {
     tt.description = "Fires when a state key is created, updated or deleted";
     rt_.engine.register_builtin_trigger_type(std::move(tt), &triggers_);
     if (bridge_url_) {
-      remote_ = bridge::RemoteEngine::connect(rt_.io, *bridge_url_, "iii-bridge-adapter");
+      remote_ = bridge::RemoteEngine::connect(rt_.io, *bridge_url_, name_);
       register_bridged_functions();
       spdlog::info("iii-state: served by the engine at {} (bridge adapter)", *bridge_url_);
     } else {

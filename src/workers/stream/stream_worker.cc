@@ -100,7 +100,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
              &join_triggers_);
     add_type("stream:leave", "Called when a client leaves a stream subscription", &leave_triggers_);
     if (bridge_url_) {
-      remote_ = bridge::RemoteEngine::connect(io, *bridge_url_, "iii-bridge-adapter");
+      remote_ = bridge::RemoteEngine::connect(io, *bridge_url_, name_);
       spdlog::info("iii-stream: items served by the engine at {} (bridge adapter)", *bridge_url_);
       // Events travel through the remote engine's pubsub (topic stream.events), so every engine
       // bridged to it pushes them to its own subscribers, this one included.
