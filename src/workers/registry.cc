@@ -7,9 +7,11 @@
 
 #include "config/config.h"
 #include "engine/builtin_worker.h"
+#include "workers/bridge/bridge_worker.h"
 #include "workers/cron/cron_worker.h"
 #include "workers/engine_functions/engine_functions.h"
 #include "workers/http/http_worker.h"
+#include "workers/http_functions/http_functions_worker.h"
 #include "workers/observability/observability.h"
 #include "workers/pubsub/pubsub_worker.h"
 #include "workers/queue/queue_worker.h"
@@ -42,9 +44,9 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-queue", kDefault, workers::make_queue_worker, {"durable:subscriber"}},
       {"iii-pubsub", kDefault, workers::make_pubsub_worker, {"subscribe"}},
       {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
-      {"iii-http-functions", kOptional, nullptr, {}},
+      {"iii-http-functions", kOptional, workers::make_http_functions_worker, {}},
       {"iii-exec", kOptional, nullptr, {}},
-      {"iii-bridge", kOptional, nullptr, {}},
+      {"iii-bridge", kOptional, workers::make_bridge_worker, {}},
   };
   return kTypes;
 }

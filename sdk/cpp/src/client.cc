@@ -189,6 +189,18 @@ class Client : public std::enable_shared_from_this<Client> {
     });
   }
 
+  void add_service(std::shared_ptr<TriggerEntry> svc) {
+    {
+      std::lock_guard lk(reg_mu_);
+      services_.push_back(svc);
+    }
+    run_on_io([this, svc] {
+      if (!conn_ || !conn_->open || svc->sent_gen == conn_->gen) return;
+      svc->sent_gen = conn_->gen;
+      send_frame({svc->frame, FrameKind::kRegistration, {}});
+    });
+  }
+
   void remove_trigger(const std::string& id) {
     std::shared_ptr<TriggerEntry> t;
     {
@@ -473,11 +485,16 @@ class Client : public std::enable_shared_from_this<Client> {
 
     // Replay order as in the Node SDK: registrations, then queued frames, then metadata.
     std::vector<std::shared_ptr<FunctionEntry>> fns;
-    std::vector<std::shared_ptr<TriggerEntry>> trs;
+    std::vector<std::shared_ptr<TriggerEntry>> trs, svcs;
     {
       std::lock_guard lk(reg_mu_);
       fns = functions_;
       trs = triggers_;
+      svcs = services_;
+    }
+    for (auto& svc : svcs) {
+      svc->sent_gen = c->gen;
+      send_frame({svc->frame, FrameKind::kRegistration, {}});
     }
     for (auto& fn : fns) {
       fn->sent_gen = c->gen;
@@ -834,6 +851,7 @@ class Client : public std::enable_shared_from_this<Client> {
   std::vector<std::shared_ptr<FunctionEntry>> functions_;  // registration order for replay
   std::unordered_map<std::string, std::shared_ptr<FunctionEntry>> fn_index_;
   std::vector<std::shared_ptr<TriggerEntry>> triggers_;
+  std::vector<std::shared_ptr<TriggerEntry>> services_;  // registerservice frames (id = service id)
 
   // Connection state visible to API threads (written on the I/O thread).
   mutable std::mutex state_mu_;
@@ -928,6 +946,17 @@ TriggerRef III::register_trigger(TriggerConfig trigger) {
   t->frame = detail::encode_register_trigger(t->id, trigger);
   client_->add_trigger(t);
   return TriggerRef(client_, t->id);
+}
+
+void III::register_service(ServiceInfo service) {
+  if (service.id.empty()) throw std::invalid_argument("service id must not be empty");
+  auto svc = std::make_shared<detail::TriggerEntry>();
+  svc->id = service.id;
+  svc->type = "service";
+  protocol::RegisterService m{service.id, service.name, service.description,
+                              service.parent_service_id};
+  svc->frame = protocol::encode(m);
+  client_->add_service(svc);
 }
 
 Result III::trigger(const TriggerRequest& request) { return client_->trigger(request); }

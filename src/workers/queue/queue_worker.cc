@@ -29,6 +29,7 @@
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
 #include "protocol/uuid.h"
+#include "workers/bridge/bridged_queue.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/queue_store.h"
 
@@ -946,6 +947,13 @@ void SubscriberTriggers::unbind(const engine::Trigger& t) { w_.unbind_subscriber
 
 std::unique_ptr<engine::BuiltinWorker> make_queue_worker(const config::WorkerEntry& entry,
                                                          engine::Runtime& rt) {
+  // `adapter: {name: bridge}`: durable topics served by another engine (src/workers/bridge).
+  if (entry.config.IsMap()) {
+    const YAML::Node adapter = entry.config["adapter"];
+    const YAML::Node name = adapter && adapter.IsMap() ? adapter["name"] : YAML::Node();
+    if (name && name.IsScalar() && name.Scalar() == "bridge")
+      return make_bridged_queue_worker(entry, rt);
+  }
   return std::make_unique<QueueWorker>(entry, rt);
 }
 

@@ -10,6 +10,8 @@
 #include "engine/engine.h"
 #include "storage/adapter_config.h"
 #include "storage/kv_store.h"
+#include "workers/bridge/bridge_adapter.h"
+#include "workers/bridge/remote_engine.h"
 
 namespace iii::workers {
 namespace {
@@ -62,9 +64,11 @@ class StateWorker : public engine::BuiltinWorker {
   StateWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
       : rt_(rt), name_(entry.instance_name) {
     config::WorkerConfigReader r(entry);
-    opts_ = storage::read_adapter_config(r);
+    bridge_url_ = bridge::read_bridge_adapter(r);
+    if (!bridge_url_) opts_ = storage::read_adapter_config(r);
     r.finish();
-    store_ = storage::open_store_for(entry, opts_, rt_.io);  // before any port is bound
+    if (!bridge_url_)
+      store_ = storage::open_store_for(entry, opts_, rt_.io);  // before any port is bound
     rt_.engine.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -77,11 +81,20 @@ class StateWorker : public engine::BuiltinWorker {
     tt.id = "state";
     tt.description = "Fires when a state key is created, updated or deleted";
     rt_.engine.register_builtin_trigger_type(std::move(tt), &triggers_);
-    register_functions();
+    if (bridge_url_) {
+      remote_ = bridge::RemoteEngine::connect(rt_.io, *bridge_url_, name_);
+      register_bridged_functions();
+      spdlog::info("iii-state: served by the engine at {} (bridge adapter)", *bridge_url_);
+    } else {
+      register_functions();
+    }
   }
 
   // Flushes every accepted write; their acknowledgements are posted before shutdown ends.
-  void stop() override { store_->close(); }
+  void stop() override {
+    if (store_) store_->close();
+    if (remote_) remote_->shutdown();
+  }
 
  private:
   void add(const char* id, const char* description, engine::BuiltinHandler h) {
@@ -203,8 +216,82 @@ class StateWorker : public engine::BuiltinWorker {
         });
   }
 
+  // `bridge` adapter: every state::* call is the remote engine's, with the caller's input; the
+  // `state` triggers of this engine fire on the remote results as they would on local ones.
+  void register_bridged_functions() {
+    auto& eng = rt_.engine;
+    auto remote = remote_;
+    auto* triggers = &triggers_;
+    auto forward = [remote](
+                       const char* fid, const char* code, const char* what,
+                       std::function<void(json::value && input, json::value && result)> after) {
+      return
+          [remote, fid, code, what, after](const CallContext&, json::value input, Completion done) {
+            if (input.is_object()) input.get_object().erase("_caller_worker_id");
+            json::value copy = after ? input : json::value();
+            remote->call(fid, std::move(input), std::nullopt,
+                         [done, code, what, after, copy = std::move(copy)](Outcome o) mutable {
+                           if (o.error)
+                             return done(Outcome::fail(code, std::string(what) + o.error->code +
+                                                                 ": " + o.error->message));
+                           o.materialise();
+                           json::value result = o.result ? *o.result : json::value(nullptr);
+                           done(std::move(o));
+                           if (after) after(std::move(copy), std::move(result));
+                         });
+          };
+    };
+    auto str = [](const json::value& in, const char* k) {
+      const auto* o = in.if_object();
+      const auto* v = o ? o->if_contains(k) : nullptr;
+      return v && v->is_string() ? std::string(v->get_string()) : std::string();
+    };
+    auto changed = [&eng, triggers, str](json::value&& in, json::value&& r) {
+      const auto* o = r.if_object();
+      if (!o || !o->contains("new_value")) return;
+      const json::value* old = o->if_contains("old_value");
+      const bool existed = old && !old->is_null();
+      triggers->fire(eng, existed ? "state:updated" : "state:created", str(in, "scope"),
+                     str(in, "key"), existed ? *old : json::value(nullptr), o->at("new_value"));
+    };
+    add("state::set", "Set a value; returns {old_value, new_value}",
+        forward("state::set", "SET_ERROR", "Failed to set value: ", changed));
+    add("state::get", "Get a value (absent result when missing)",
+        forward("state::get", "GET_ERROR", "Failed to get value: ", {}));
+    add("state::delete", "Delete a value; returns the deleted value",
+        forward("state::delete", "DELETE_ERROR", "Failed to delete value: ",
+                [&eng, triggers, str](json::value&& in, json::value&& old) {
+                  if (old.is_null()) return;
+                  triggers->fire(eng, "state:deleted", str(in, "scope"), str(in, "key"),
+                                 std::move(old), nullptr);
+                }));
+    add("state::update", "Apply atomic update ops; returns {old_value, new_value, errors?}",
+        forward("state::update", "UPDATE_ERROR", "Failed to update value: ", changed));
+    add("state::list", "List the values of a scope",
+        forward("state::list", "LIST_ERROR", "Failed to list values: ", {}));
+    add("state::list_groups", "List scopes that hold values",
+        [remote](const CallContext&, json::value input, Completion done) {
+          if (input.is_object()) input.get_object().erase("_caller_worker_id");
+          remote->call("state::list_groups", std::move(input), std::nullopt, [done](Outcome o) {
+            if (o.error)
+              return done(Outcome::fail(
+                  "LIST_GROUPS_ERROR",
+                  "Failed to list groups: " + o.error->code + ": " + o.error->message));
+            o.materialise();
+            const auto* r = o.result ? o.result->if_object() : nullptr;
+            if (!r || !r->contains("groups"))
+              return done(Outcome::fail("LIST_GROUPS_ERROR",
+                                        "Failed to list groups: invalid state::list_groups "
+                                        "response: missing 'groups' field"));
+            done(std::move(o));
+          });
+        });
+  }
+
   engine::Runtime& rt_;
   std::string name_;
+  std::optional<std::string> bridge_url_;
+  std::shared_ptr<bridge::RemoteEngine> remote_;
   storage::StoreOptions opts_;
   std::unique_ptr<storage::KvStore> store_;
   StateTriggers triggers_;

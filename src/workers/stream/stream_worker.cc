@@ -10,8 +10,11 @@
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
 #include "protocol/json_writer.h"
+#include "protocol/uuid.h"
 #include "storage/adapter_config.h"
 #include "storage/kv_store.h"
+#include "workers/bridge/bridge_adapter.h"
+#include "workers/bridge/remote_engine.h"
 #include "workers/stream/stream_server.h"
 
 namespace iii::workers {
@@ -78,9 +81,11 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     auth_function_ = r.get_optional_string("auth_function");
     server_opts_.max_outbound_bytes = static_cast<size_t>(
         r.get_int("max_subscriber_buffer_bytes", 8LL * 1024 * 1024, 64 * 1024, 1LL << 32));
-    store_opts_ = storage::read_adapter_config(r);
+    bridge_url_ = bridge::read_bridge_adapter(r);
+    if (!bridge_url_) store_opts_ = storage::read_adapter_config(r);
     r.finish();
-    store_ = storage::open_store_for(entry, store_opts_, rt_.io);  // before any port is bound
+    if (!bridge_url_)
+      store_ = storage::open_store_for(entry, store_opts_, rt_.io);  // before any port is bound
     eng_.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -94,13 +99,37 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     add_type("stream:join", "Called when a client joins a stream subscription; may refuse it",
              &join_triggers_);
     add_type("stream:leave", "Called when a client leaves a stream subscription", &leave_triggers_);
+    if (bridge_url_) {
+      remote_ = bridge::RemoteEngine::connect(io, *bridge_url_, name_);
+      spdlog::info("iii-stream: items served by the engine at {} (bridge adapter)", *bridge_url_);
+      // Events travel through the remote engine's pubsub (topic stream.events), so every engine
+      // bridged to it pushes them to its own subscribers, this one included.
+      const std::string on_pub = "stream::bridge::on_pub::" + protocol::Uuid::random_v4().str();
+      remote_->expose(on_pub, [this](json::value in, Completion done) {
+        const json::object* w = in.if_object();
+        const json::value* s = w ? w->if_contains("streamName") : nullptr;
+        const json::value* g = w ? w->if_contains("groupId") : nullptr;
+        if (!s || !s->is_string() || !g || !g->is_string())
+          return done(Outcome::fail("DESERIALIZATION_ERROR",
+                                    "stream event must be an object with streamName and groupId"));
+        std::optional<std::string> id;
+        if (const json::value* i = w->if_contains("id"); i && i->is_string())
+          id = std::string(i->get_string());
+        if (server_)
+          server_->publish(std::string(s->get_string()), std::string(g->get_string()), id,
+                           frame_of(*w));
+        done(Outcome::ok(nullptr));
+      });
+      remote_->add_remote_trigger("subscribe", on_pub, json::object{{"topic", "stream.events"}});
+    }
     register_functions();
     server_ = stream::start_stream_server(io, server_opts_, *this);
   }
 
   void stop() override {
     if (server_) server_->stop();
-    store_->close();  // flushes accepted writes; their acknowledgements are already posted
+    if (store_) store_->close();  // flushes accepted writes; their acknowledgements are posted
+    if (remote_) remote_->shutdown();
   }
 
   // ---- stream::StreamServerDelegate ----
@@ -226,7 +255,10 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           return false;
         return true;
       });
-    if (server_) server_->publish(stream, group, id, frame_of(w));
+    if (remote_)
+      remote_->call_void("publish", json::object{{"topic", "stream.events"}, {"data", w}});
+    else if (server_)
+      server_->publish(stream, group, id, frame_of(w));
   }
 
   void emit_change(const std::string& stream, const std::string& group, const std::string& item,
@@ -240,9 +272,16 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   bool custom(const std::string& op, const std::string& stream, json::object fields,
               Completion done) {
     const std::string fid = "stream::" + op + "(" + stream + ")";
-    if (!eng_.functions().contains(fid)) return false;
-    eng_.invoke(fid, std::move(fields), CallContext{}, std::move(done));
-    return true;
+    if (eng_.functions().contains(fid)) {
+      eng_.invoke(fid, std::move(fields), CallContext{}, std::move(done));
+      return true;
+    }
+    // `bridge` adapter: the remote engine's stream::<op> holds the items.
+    if (remote_) {
+      remote_->call("stream::" + op, std::move(fields), std::nullopt, std::move(done));
+      return true;
+    }
+    return false;
   }
 
   static json::object item_fields(const std::string& stream, const std::string& group,
@@ -456,6 +495,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
         [this](const CallContext&, json::value input, Completion done) {
           BuiltinInput in("stream::list_all", input, false);
           if (!in.ok()) return done(in.failure());
+          if (!store_)  // bridge adapter: like the original, nothing is listed
+            return done(Outcome::ok(json::object{{"stream", json::array()}, {"count", 0}}));
           store_->list_indexes("stream:", [done](auto r) {
             if (!r.ok())
               return done(
@@ -499,6 +540,8 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   std::optional<std::string> auth_function_;
   storage::StoreOptions store_opts_;
   std::unique_ptr<storage::KvStore> store_;
+  std::optional<std::string> bridge_url_;
+  std::shared_ptr<bridge::RemoteEngine> remote_;
   std::unique_ptr<stream::StreamServer> server_;
   BoundSet stream_triggers_{true};
   BoundSet join_triggers_{false};

@@ -143,6 +143,14 @@ class FunctionRef {
   std::string id_;
 };
 
+// A service (engine-core.md: `registerservice`): a named group the engine lists.
+struct ServiceInfo {
+  std::string id;
+  std::string name;  // empty: the engine uses the id
+  std::optional<std::string> description;
+  std::optional<std::string> parent_service_id;
+};
+
 struct TriggerConfig {
   std::string type;  // trigger type id, e.g. "subscribe", "http", "cron"
   std::string function_id;
@@ -260,6 +268,10 @@ class III {
 
   // Binds a trigger to a function; re-sent on every reconnect.
   TriggerRef register_trigger(TriggerConfig trigger);
+
+  // Registers a service; re-sent (before the functions) on every reconnect. Throws
+  // std::invalid_argument on an empty id.
+  void register_service(ServiceInfo service);
 
   // Blocking call. Returns the result (empty if the engine omitted it; always empty for void
   // calls) or throws InvocationError. Must not be called on the SDK I/O thread (i.e. from an
