@@ -22,7 +22,11 @@ struct NamedQueueConfig {
 
 struct QueueWorkerConfig {
   std::map<std::string, NamedQueueConfig> queues;
+  std::string adapter = "builtin";  // builtin | rabbitmq
   QueueStoreOptions store;
+  // rabbitmq adapter
+  std::string amqp_url = "amqp://localhost:5672";
+  int64_t prefetch_count = 10;
   // builtin adapter defaults for topic subscribers
   int64_t max_attempts = 3;
   int64_t backoff_ms = 1000;

@@ -29,6 +29,7 @@
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
 #include "protocol/uuid.h"
+#include "workers/queue/broker_worker.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/queue_store.h"
 
@@ -128,10 +129,8 @@ class SubscriberTriggers : public engine::TriggerTypeHandler {
 
 class QueueWorker : public engine::BuiltinWorker {
  public:
-  QueueWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
-      : rt_(rt), name_(entry.instance_name), triggers_(*this) {
-    config::WorkerConfigReader r(entry);
-    cfg_ = queue::read_queue_config(r);
+  QueueWorker(const config::WorkerEntry& entry, engine::Runtime& rt, queue::QueueWorkerConfig cfg)
+      : rt_(rt), name_(entry.instance_name), cfg_(std::move(cfg)), triggers_(*this) {
     try {
       store_ = std::make_unique<queue::QueueStore>(
           cfg_.store,
@@ -946,7 +945,10 @@ void SubscriberTriggers::unbind(const engine::Trigger& t) { w_.unbind_subscriber
 
 std::unique_ptr<engine::BuiltinWorker> make_queue_worker(const config::WorkerEntry& entry,
                                                          engine::Runtime& rt) {
-  return std::make_unique<QueueWorker>(entry, rt);
+  config::WorkerConfigReader r(entry);
+  auto cfg = queue::read_queue_config(r);
+  if (cfg.adapter == "rabbitmq") return make_broker_queue_worker(entry, rt, std::move(cfg));
+  return std::make_unique<QueueWorker>(entry, rt, std::move(cfg));
 }
 
 }  // namespace iii::workers
