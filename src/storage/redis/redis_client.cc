@@ -195,6 +195,7 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
   State state = State::kIdle;
   bool first_attempt = true;  // calls made before the first attempt ends wait for it
   bool ever_ready = false;
+  bool outage_warned = false;
   std::string last_error = "not connected yet";
   std::chrono::milliseconds backoff;
 
@@ -325,6 +326,7 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
       spdlog::debug("{}: connected to Redis at {}", opts.name, url.display());
     ever_ready = true;
     first_attempt = false;
+    outage_warned = false;
     if (is_subscriber() && !channels.empty()) {
       std::vector<std::string> args{"SUBSCRIBE"};
       for (const auto& [ch, h] : channels) args.push_back(ch);
@@ -354,12 +356,13 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
     if (was_ready)
       spdlog::warn("{}: Redis connection to {} lost: {}; reconnecting", opts.name, url.display(),
                    why);
-    else if (first_attempt || ever_ready)
+    else if (first_attempt || !outage_warned)
       spdlog::warn("{}: cannot connect to Redis at {}: {}; retrying", opts.name, url.display(),
                    why);
     else
       spdlog::debug("{}: cannot connect to Redis at {}: {}", opts.name, url.display(), why);
     first_attempt = false;
+    outage_warned = true;  // one warning per outage; the retries that follow log at debug
     close_socket();
     ++generation;  // every handler of the old connection is now stale
     const std::string msg =
