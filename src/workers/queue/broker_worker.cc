@@ -22,6 +22,7 @@
 #include "workers/queue/broker.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/rabbitmq_broker.h"
+#include "workers/queue/redis_broker.h"
 
 namespace iii::workers {
 namespace {
@@ -72,10 +73,20 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       : rt_(rt), name_(entry.instance_name), cfg_(std::move(cfg)), triggers_(*this) {
     auto post = [&io = rt_.io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
     try {
-      broker_ = queue::make_rabbitmq_broker(cfg_.amqp_url, post);
+      if (cfg_.adapter == "redis") {
+        queue::RedisBrokerOptions o;
+        o.url = cfg_.redis_url;
+        o.poll_interval_ms = cfg_.poll_interval_ms;
+        o.visibility_timeout_ms = cfg_.visibility_timeout_ms;
+        broker_ = queue::make_redis_broker(rt_.io, o);
+      } else {
+        broker_ = queue::make_rabbitmq_broker(cfg_.amqp_url, post);
+      }
     } catch (const std::exception& e) {
       throw config::ConfigError(entry.source + ":" + std::to_string(entry.line) + ": worker '" +
-                                entry.instance_name + "': adapter.config.amqp_url: " + e.what());
+                                entry.instance_name + "': adapter.config." +
+                                (cfg_.adapter == "redis" ? "redis_url: " : "amqp_url: ") +
+                                e.what());
     }
     rt_.engine.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
@@ -92,8 +103,10 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
     for (auto& [name, c] : cfg_.queues) {
       auto s = std::make_unique<Sub>();
       s->target = named_target(name);
-      // The original's rabbitmq adapter: max_retries retries after the first attempt.
-      s->max_attempts = c.max_retries + 1;
+      // The original's rabbitmq adapter: max_retries retries after the first attempt; the
+      // redis adapter behaves as the builtin one: max_retries attempts in all.
+      s->max_attempts =
+          cfg_.adapter == "rabbitmq" ? c.max_retries + 1 : std::max<int64_t>(1, c.max_retries);
       s->prefetch = c.fifo ? 1 : c.concurrency;
       Sub* raw = s.get();
       s->consumer = broker_->consume(s->target, s->prefetch,
@@ -133,7 +146,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
     else if (v && !v->is_null())
       return "Failed to parse trigger config: `topic` must be a string";
     int64_t max_attempts = cfg_.max_attempts, backoff = cfg_.backoff_ms,
-            prefetch = cfg_.prefetch_count;
+            prefetch = cfg_.adapter == "rabbitmq" ? cfg_.prefetch_count : cfg_.concurrency;
     bool fifo = cfg_.fifo_mode;
     if (auto* v = c.if_contains("queue_config"); v && !v->is_null()) {
       if (!v->is_object())

@@ -66,7 +66,7 @@ TEST(QueueConfig, Errors) {
             std::string::npos);
   EXPECT_NE(error_of("queue_configs:\n  q: { retries: 1 }\n").find("unknown key 'retries'"),
             std::string::npos);
-  EXPECT_NE(error_of("adapter: { name: redis }\n").find("adapter 'redis' is not available"),
+  EXPECT_NE(error_of("adapter: { name: bridge }\n").find("adapter 'bridge' is not available"),
             std::string::npos);
   EXPECT_EQ(error_of("adapter: { name: rabbitmq }\n"), "");
   EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Adapter factory 'kafka' not found"),
@@ -108,7 +108,31 @@ TEST(QueueConfig, RabbitMq) {
   EXPECT_NE(error_of("adapter: { name: rabbitmq, config: { queue_mode: lifo } }\n")
                 .find("queue_mode must be standard or fifo"),
             std::string::npos);
-  EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Available: [builtin, rabbitmq]"),
+  EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Available: [builtin, rabbitmq, redis]"),
+            std::string::npos);
+}
+
+TEST(QueueConfig, Redis) {
+  auto c = read("adapter: { name: redis }\n");
+  EXPECT_EQ(c.adapter, "redis");
+  EXPECT_EQ(c.redis_url, "redis://localhost:6379");
+  EXPECT_EQ(c.visibility_timeout_ms, 30000);
+  c = read(
+      "adapter: { name: redis, config: { redis_url: 'rediss://:pw@h:6380/2', max_attempts: 4, "
+      "backoff_ms: 5, concurrency: 7, poll_interval_ms: 50, visibility_timeout_ms: 2000, "
+      "mode: fifo } }\n");
+  EXPECT_EQ(c.redis_url, "rediss://:pw@h:6380/2");
+  EXPECT_EQ(c.max_attempts, 4);
+  EXPECT_EQ(c.backoff_ms, 5);
+  EXPECT_EQ(c.concurrency, 7);
+  EXPECT_EQ(c.poll_interval_ms, 50);
+  EXPECT_EQ(c.visibility_timeout_ms, 2000);
+  EXPECT_TRUE(c.fifo_mode);
+  EXPECT_NE(error_of("adapter: { name: redis, config: { amqp_url: x } }\n")
+                .find("unknown key 'amqp_url'"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: redis, config: { redis_url: 'http://x' } }\n")
+                .find("must be a redis:// or rediss:// URL"),
             std::string::npos);
 }
 

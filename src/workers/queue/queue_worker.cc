@@ -947,7 +947,7 @@ std::unique_ptr<engine::BuiltinWorker> make_queue_worker(const config::WorkerEnt
                                                          engine::Runtime& rt) {
   config::WorkerConfigReader r(entry);
   auto cfg = queue::read_queue_config(r);
-  if (cfg.adapter == "rabbitmq") return make_broker_queue_worker(entry, rt, std::move(cfg));
+  if (cfg.adapter != "builtin") return make_broker_queue_worker(entry, rt, std::move(cfg));
   return std::make_unique<QueueWorker>(entry, rt, std::move(cfg));
 }
 

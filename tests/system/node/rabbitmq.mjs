@@ -117,7 +117,9 @@ export class Rabbit {
   async stop() {
     await this.kill();
     live.delete(this);
-    // The epmd daemon the broker started on our private port.
+    // The epmd daemon the broker started on our private port (it refuses -kill while the dead
+    // node is still registered).
+    await sleep(500);
     await new Promise((resolve) => {
       const p = spawn('epmd', ['-port', String(this.epmdPort), '-kill'], { stdio: 'ignore' });
       p.once('exit', resolve);
