@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -467,7 +468,11 @@ class RedisBroker : public Broker {
   }
 
   void pump(Consumer& c) {
-    if (stopped_ || c.cancelled || !c.group_ready || c.reading || c.inflight >= c.prefetch) return;
+    if (stopped_ || c.cancelled || !c.group_ready || c.reading) return;
+    // Under load, read in batches: wait until a quarter of the slots are free.
+    const int64_t free_slots = c.prefetch - c.inflight;
+    if (free_slots <= 0 || (c.inflight > 0 && free_slots < std::max<int64_t>(1, c.prefetch / 4)))
+      return;
     c.reading = true;
     auto alive = alive_;
     const uint64_t id = c.id;
