@@ -180,6 +180,9 @@ class RedisBroker : public Broker {
     c.url = o.url;
     c.name = "iii-queue";
     cmd_ = std::make_unique<rds::RedisClient>(io, c);
+    // Reads (XREADGROUP, XAUTOCLAIM) on their own connection, so they do not wait in the
+    // pipeline behind the producers' publish scripts.
+    rd_ = std::make_unique<rds::RedisClient>(io, c);
     c.mode = rds::ClientOptions::Mode::kSubscriber;
     sub_ = std::make_unique<rds::RedisClient>(io, c);
     char host[256] = {0};
@@ -201,6 +204,7 @@ class RedisBroker : public Broker {
       for (auto& [id, c] : consumers_) prepare(*c);
     });
     cmd_->start();
+    rd_->start();
     sub_->start();
     sub_->subscribe(kWake, [this](std::string_view, std::string_view k) {
       for (auto& [id, c] : consumers_)
@@ -215,6 +219,7 @@ class RedisBroker : public Broker {
     *alive_ = false;
     tick_.cancel();
     cmd_->stop();
+    rd_->stop();
     sub_->stop();
   }
 
@@ -476,28 +481,28 @@ class RedisBroker : public Broker {
     c.reading = true;
     auto alive = alive_;
     const uint64_t id = c.id;
-    cmd_->command({"XREADGROUP", "GROUP", kGroup, me_, "COUNT",
-                   std::to_string(c.prefetch - c.inflight), "STREAMS", c.stream, ">"},
-                  [this, alive, id](Reply r) {
-                    if (!*alive) return;
-                    Consumer* c = find(id);
-                    if (!c) return;
-                    c->reading = false;
-                    if (r.is_error()) {
-                      if (r.str.find("NOGROUP") != std::string::npos) {
-                        c->group_ready = false;
-                        prepare(*c);
-                      }
-                      return;
-                    }
-                    bool got = false;
-                    for (auto& s : r.elements)
-                      if (s.elements.size() >= 2 && !s.elements[1].elements.empty()) {
-                        got = true;
-                        deliver_entries(*c, s.elements[1]);
-                      }
-                    if (got) pump(*c);
-                  });
+    rd_->command({"XREADGROUP", "GROUP", kGroup, me_, "COUNT",
+                  std::to_string(c.prefetch - c.inflight), "STREAMS", c.stream, ">"},
+                 [this, alive, id](Reply r) {
+                   if (!*alive) return;
+                   Consumer* c = find(id);
+                   if (!c) return;
+                   c->reading = false;
+                   if (r.is_error()) {
+                     if (r.str.find("NOGROUP") != std::string::npos) {
+                       c->group_ready = false;
+                       prepare(*c);
+                     }
+                     return;
+                   }
+                   bool got = false;
+                   for (auto& s : r.elements)
+                     if (s.elements.size() >= 2 && !s.elements[1].elements.empty()) {
+                       got = true;
+                       deliver_entries(*c, s.elements[1]);
+                     }
+                   if (got) pump(*c);
+                 });
   }
 
   // Claims entries whose engine stopped settling them (idle longer than the visibility
@@ -507,21 +512,21 @@ class RedisBroker : public Broker {
     c.claiming = true;
     auto alive = alive_;
     const uint64_t id = c.id;
-    cmd_->command({"XAUTOCLAIM", c.stream, kGroup, me_, std::to_string(opts_.visibility_timeout_ms),
-                   c.claim_cursor, "COUNT", std::to_string(c.prefetch - c.inflight)},
-                  [this, alive, id](Reply r) {
-                    if (!*alive) return;
-                    Consumer* c = find(id);
-                    if (!c) return;
-                    c->claiming = false;
-                    if (r.is_error() || r.elements.size() < 2) return;
-                    c->claim_cursor = r.elements[0].str.empty() ? "0-0" : r.elements[0].str;
-                    if (!r.elements[1].elements.empty())
-                      spdlog::warn("iii-queue: {} message(s) of {} reclaimed after {} ms idle",
-                                   r.elements[1].elements.size(), c->key,
-                                   opts_.visibility_timeout_ms);
-                    deliver_entries(*c, r.elements[1]);
-                  });
+    rd_->command({"XAUTOCLAIM", c.stream, kGroup, me_, std::to_string(opts_.visibility_timeout_ms),
+                  c.claim_cursor, "COUNT", std::to_string(c.prefetch - c.inflight)},
+                 [this, alive, id](Reply r) {
+                   if (!*alive) return;
+                   Consumer* c = find(id);
+                   if (!c) return;
+                   c->claiming = false;
+                   if (r.is_error() || r.elements.size() < 2) return;
+                   c->claim_cursor = r.elements[0].str.empty() ? "0-0" : r.elements[0].str;
+                   if (!r.elements[1].elements.empty())
+                     spdlog::warn("iii-queue: {} message(s) of {} reclaimed after {} ms idle",
+                                  r.elements[1].elements.size(), c->key,
+                                  opts_.visibility_timeout_ms);
+                   deliver_entries(*c, r.elements[1]);
+                 });
   }
 
   // Keeps the entries we are handling from looking abandoned.
@@ -589,7 +594,7 @@ class RedisBroker : public Broker {
   boost::asio::io_context& io_;
   RedisBrokerOptions opts_;
   boost::asio::steady_timer tick_;
-  std::unique_ptr<rds::RedisClient> cmd_, sub_;
+  std::unique_ptr<rds::RedisClient> cmd_, rd_, sub_;
   std::string me_;
   std::shared_ptr<bool> alive_;
   bool started_ = false, stopped_ = false;
