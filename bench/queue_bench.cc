@@ -1,7 +1,8 @@
 // iii-queue benchmark: enqueue -> handler throughput and latency, and memory with a deep queue.
 //
 //   queue_bench --url ws://127.0.0.1:49700 --mode flow --queues c1,c64 [--value-bytes 1024]
-//               [--duration-s 5] [--warmup-s 1] [--engine-pid PID] [--label TEXT]
+//               [--duration-s 5] [--warmup-s 1] [--engine-pid PID] [--broker-pid PID]
+//               [--label TEXT]
 //   queue_bench --url ... --mode fill --queues deep --messages 1000000 [--value-bytes 1024]
 //               [--engine-pid PID]
 //
@@ -10,6 +11,9 @@
 // `c64` -> 64), each with its send time in the payload. Throughput = handler runs per second in
 // the window; latency = handler start - enqueue send (same clock, same process), p50/p99.
 // Bytes written per message = the engine's /proc/<pid>/io write_bytes over the window / runs.
+// CPU per message = the engine's (and, with --broker-pid, the broker's: rabbitmq-server's
+// beam.smp, redis-server) user+system CPU time over the window / runs: on a loaded machine this
+// is the figure to compare, not msgs/s.
 // fill: registers a handler that never answers (so one message is in flight and the rest stay
 // queued), enqueues --messages messages 64 at a time, then reports the engine's RSS.
 // Human line + JSON line per run.
@@ -34,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "usage: queue_bench [--url ws://127.0.0.1:49700] [--mode flow|fill] [--queues q[,q...]]\n"
     "         [--value-bytes B] [--messages N] [--duration-s S] [--warmup-s S]\n"
-    "         [--engine-pid PID] [--label TEXT]\n";
+    "         [--engine-pid PID] [--broker-pid PID] [--label TEXT]\n";
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -80,7 +84,7 @@ void enqueue(Flow* f) {
 int main(int argc, char** argv) {
   bench::Flags flags(argc, argv,
                      {"--url", "--mode", "--queues", "--value-bytes", "--messages", "--duration-s",
-                      "--warmup-s", "--engine-pid", "--label"},
+                      "--warmup-s", "--engine-pid", "--broker-pid", "--label"},
                      kUsage);
   const std::string url = flags.str("--url", "ws://127.0.0.1:49700");
   const std::string mode = flags.str("--mode", "flow");
@@ -90,6 +94,7 @@ int main(int argc, char** argv) {
   const double duration_s = flags.num("--duration-s", 5);
   const double warmup_s = flags.num("--warmup-s", 1);
   const int engine_pid = static_cast<int>(flags.integer("--engine-pid", 0));
+  const int broker_pid = static_cast<int>(flags.integer("--broker-pid", 0));
   const std::string label = flags.str("--label", "");
   if (mode != "flow" && mode != "fill") flags.fail("--mode must be flow or fill");
 
@@ -189,10 +194,12 @@ int main(int argc, char** argv) {
     const int64_t w0 = engine_pid ? bench::proc_io(engine_pid, "write_bytes") : 0;
     const double self0 = bench::self_cpu_seconds();
     const int64_t cpu0 = engine_pid ? bench::cpu_ns(engine_pid) : 0;
+    const int64_t bcpu0 = broker_pid ? bench::cpu_ns(broker_pid) : 0;
     std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(f->measure_end)));
     const int64_t w1 = engine_pid ? bench::proc_io(engine_pid, "write_bytes") : 0;
     const double self1 = bench::self_cpu_seconds();
     const int64_t cpu1 = engine_pid ? bench::cpu_ns(engine_pid) : 0;
+    const int64_t bcpu1 = broker_pid ? bench::cpu_ns(broker_pid) : 0;
     finished.wait();
     std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the queue drain
     g_flow = nullptr;
@@ -207,23 +214,26 @@ int main(int argc, char** argv) {
     const double bytes_per = f->runs_in_window ? double(w1 - w0) / f->runs_in_window : 0;
     const double engine_pct = 100.0 * double(cpu1 - cpu0) / 1e9 / duration_s;
     const double self_pct = 100.0 * (self1 - self0) / duration_s;
+    const double runs = double(std::max<int64_t>(1, f->runs_in_window));
+    const double engine_us_per = double(cpu1 - cpu0) / 1e3 / runs;
+    const double broker_us_per = double(bcpu1 - bcpu0) / 1e3 / runs;
     const int64_t rss = engine_pid ? bench::proc_status_kib(engine_pid, "VmRSS") : -1;
     std::printf(
         "queue %s %s concurrency=%lld value=%lldB: %.0f msgs/s  enqueue->handler p50=%.1fus "
-        "p99=%.1fus  written=%.0fB/msg engine cpu=%.0f%% bench cpu=%.0f%% rss=%lldKiB "
-        "(samples=%zu errors=%lld)\n",
+        "p99=%.1fus  written=%.0fB/msg engine cpu=%.0f%% (%.1fus/msg) broker cpu=%.1fus/msg "
+        "bench cpu=%.0f%% rss=%lldKiB (samples=%zu errors=%lld)\n",
         label.c_str(), q.c_str(), static_cast<long long>(c), static_cast<long long>(value_bytes),
-        per_s, p50, p99, bytes_per, engine_pct, self_pct, static_cast<long long>(rss), lat.size(),
-        static_cast<long long>(f->errors.load()));
+        per_s, p50, p99, bytes_per, engine_pct, engine_us_per, broker_us_per, self_pct,
+        static_cast<long long>(rss), lat.size(), static_cast<long long>(f->errors.load()));
     if (f->errors) std::printf("  first error: %s\n", f->first_error.c_str());
     std::printf(
         "{\"bench\":\"queue\",\"label\":%s,\"queue\":\"%s\",\"concurrency\":%lld,"
         "\"value_bytes\":%lld,\"msgs_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-        "\"write_bytes_per_msg\":%.0f,\"engine_cpu_pct\":%.1f,\"engine_rss_kib\":%lld,"
-        "\"errors\":%lld}\n",
+        "\"write_bytes_per_msg\":%.0f,\"engine_cpu_pct\":%.1f,\"engine_cpu_us_per_msg\":%.1f,"
+        "\"broker_cpu_us_per_msg\":%.1f,\"engine_rss_kib\":%lld,\"errors\":%lld}\n",
         bench::quote(label).c_str(), q.c_str(), static_cast<long long>(c),
-        static_cast<long long>(value_bytes), per_s, p50, p99, bytes_per, engine_pct,
-        static_cast<long long>(rss), static_cast<long long>(f->errors.load()));
+        static_cast<long long>(value_bytes), per_s, p50, p99, bytes_per, engine_pct, engine_us_per,
+        broker_us_per, static_cast<long long>(rss), static_cast<long long>(f->errors.load()));
     std::fflush(stdout);
     if (f->errors) exit_code = 1;
   }

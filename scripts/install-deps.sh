@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   libsqlite3-dev libhiredis-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server
+  librabbitmq-dev rabbitmq-server  # iii-queue's rabbitmq adapter and its tests
 )
 
 missing=()

@@ -24,9 +24,86 @@ std::string string_at(config::WorkerConfigReader& r, const YAML::Node& v, const 
   return v.Scalar();
 }
 
+void read_rabbitmq(config::WorkerConfigReader& r, const YAML::Node& cfg, QueueWorkerConfig& out) {
+  for (const auto& kv : cfg) {
+    const auto key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    const std::string what = "adapter.config." + key;
+    if (key == "amqp_url") {
+      out.amqp_url = string_at(r, v, what);
+      if (out.amqp_url.rfind("amqp://", 0) != 0 && out.amqp_url.rfind("amqps://", 0) != 0)
+        r.fail_at(v, what + " must be an amqp:// or amqps:// URL (got '" + out.amqp_url + "')");
+    } else if (key == "max_attempts") {
+      out.max_attempts = int_at(r, v, what, 1, 1000000);
+    } else if (key == "prefetch_count") {
+      out.prefetch_count = int_at(r, v, what, 1, 65535);
+    } else if (key == "backoff_ms") {
+      out.backoff_ms = int_at(r, v, what, 0, 86400000);
+    } else if (key == "queue_mode") {
+      const auto m = string_at(r, v, what);
+      if (m != "standard" && m != "fifo" && m != "concurrent")
+        r.fail_at(v, what + " must be standard or fifo (got '" + m + "')");
+      out.fifo_mode = m == "fifo";
+    } else {
+      r.fail_at(kv.first, "adapter.config: unknown key '" + key +
+                              "' (known keys: amqp_url, backoff_ms, max_attempts, prefetch_count, "
+                              "queue_mode)");
+    }
+  }
+}
+
+void read_redis(config::WorkerConfigReader& r, const YAML::Node& cfg, QueueWorkerConfig& out) {
+  for (const auto& kv : cfg) {
+    const auto key = kv.first.as<std::string>();
+    const YAML::Node& v = kv.second;
+    const std::string what = "adapter.config." + key;
+    if (key == "redis_url") {
+      out.redis_url = string_at(r, v, what);
+      if (out.redis_url.rfind("redis://", 0) != 0 && out.redis_url.rfind("rediss://", 0) != 0)
+        r.fail_at(v, what + " must be a redis:// or rediss:// URL");
+    } else if (key == "max_attempts") {
+      out.max_attempts = int_at(r, v, what, 1, 1000000);
+    } else if (key == "backoff_ms") {
+      out.backoff_ms = int_at(r, v, what, 0, 86400000);
+    } else if (key == "concurrency") {
+      out.concurrency = int_at(r, v, what, 1, 100000);
+    } else if (key == "poll_interval_ms") {
+      out.poll_interval_ms = int_at(r, v, what, 10, 60000);
+    } else if (key == "visibility_timeout_ms") {
+      out.visibility_timeout_ms = int_at(r, v, what, 100, 86400000);
+    } else if (key == "mode") {
+      const auto m = string_at(r, v, what);
+      if (m != "fifo" && m != "concurrent")
+        r.fail_at(v, what + " must be fifo or concurrent (got '" + m + "')");
+      out.fifo_mode = m == "fifo";
+    } else {
+      r.fail_at(kv.first, "adapter.config: unknown key '" + key +
+                              "' (known keys: backoff_ms, concurrency, max_attempts, mode, "
+                              "poll_interval_ms, redis_url, visibility_timeout_ms)");
+    }
+  }
+}
+
 void read_adapter(config::WorkerConfigReader& r, QueueWorkerConfig& out) {
-  const YAML::Node cfg = config::read_adapter_block(r, r.get_node("adapter"), "builtin",
-                                                    {"redis", "rabbitmq", "bridge"});
+  const YAML::Node adapter = r.get_node("adapter");
+  // The adapters this build has: the name is checked by read_adapter_block.
+  std::string available = "builtin";
+  if (adapter && adapter.IsMap() && adapter["name"] && adapter["name"].IsScalar()) {
+    const std::string name = adapter["name"].Scalar();
+    available = name == "builtin" || name == "rabbitmq" || name == "redis"
+                    ? name
+                    : "builtin, rabbitmq, redis";
+  }
+  const YAML::Node cfg = config::read_adapter_block(r, adapter, available, {"bridge"});
+  out.adapter = available;
+  if (available == "rabbitmq") {
+    if (!cfg.IsNull()) read_rabbitmq(r, cfg, out);
+    return;
+  }
+  if (available == "redis") {
+    if (!cfg.IsNull()) read_redis(r, cfg, out);
+    return;
+  }
   if (cfg.IsNull()) return;
   for (const auto& kv : cfg) {
     const auto key = kv.first.as<std::string>();

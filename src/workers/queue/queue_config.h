@@ -22,7 +22,15 @@ struct NamedQueueConfig {
 
 struct QueueWorkerConfig {
   std::map<std::string, NamedQueueConfig> queues;
+  std::string adapter = "builtin";  // builtin | rabbitmq | redis
   QueueStoreOptions store;
+  // rabbitmq adapter
+  std::string amqp_url = "amqp://localhost:5672";
+  int64_t prefetch_count = 10;
+  // redis adapter
+  std::string redis_url = "redis://localhost:6379";
+  int64_t poll_interval_ms = 100;
+  int64_t visibility_timeout_ms = 30000;
   // builtin adapter defaults for topic subscribers
   int64_t max_attempts = 3;
   int64_t backoff_ms = 1000;

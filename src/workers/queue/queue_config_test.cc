@@ -66,10 +66,9 @@ TEST(QueueConfig, Errors) {
             std::string::npos);
   EXPECT_NE(error_of("queue_configs:\n  q: { retries: 1 }\n").find("unknown key 'retries'"),
             std::string::npos);
-  EXPECT_NE(error_of("adapter: { name: redis }\n").find("adapter 'redis' is not available"),
+  EXPECT_NE(error_of("adapter: { name: bridge }\n").find("adapter 'bridge' is not available"),
             std::string::npos);
-  EXPECT_NE(error_of("adapter: { name: rabbitmq }\n").find("adapter 'rabbitmq'"),
-            std::string::npos);
+  EXPECT_EQ(error_of("adapter: { name: rabbitmq }\n"), "");
   EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Adapter factory 'kafka' not found"),
             std::string::npos);
   EXPECT_NE(error_of("adapter: { name: builtin, config: { store_method: disk } }\n")
@@ -79,6 +78,62 @@ TEST(QueueConfig, Errors) {
       error_of("adapter: { name: builtin, config: { nope: 1 } }\n").find("unknown key 'nope'"),
       std::string::npos);
   EXPECT_NE(error_of("queues: {}\n").find("unknown key 'queues'"), std::string::npos);
+}
+
+TEST(QueueConfig, RabbitMq) {
+  auto c = read("adapter: { name: rabbitmq }\n");
+  EXPECT_EQ(c.adapter, "rabbitmq");
+  EXPECT_EQ(c.amqp_url, "amqp://localhost:5672");
+  EXPECT_EQ(c.max_attempts, 3);
+  EXPECT_EQ(c.prefetch_count, 10);
+  EXPECT_FALSE(c.fifo_mode);
+  c = read(
+      "adapter: { name: rabbitmq, config: { amqp_url: 'amqps://u:p@h:5671/v', max_attempts: 5, "
+      "prefetch_count: 2, queue_mode: fifo, backoff_ms: 20 } }\n");
+  EXPECT_EQ(c.amqp_url, "amqps://u:p@h:5671/v");
+  EXPECT_EQ(c.max_attempts, 5);
+  EXPECT_EQ(c.prefetch_count, 2);
+  EXPECT_EQ(c.backoff_ms, 20);
+  EXPECT_TRUE(c.fifo_mode);
+  EXPECT_EQ(error_of("adapter: { name: rabbitmq, config: { amqp_url: 'http://x' } }\n"),
+            "c.yaml:1: worker 'iii-queue': adapter.config.amqp_url must be an amqp:// or amqps:// "
+            "URL (got 'http://x')");
+  EXPECT_NE(error_of("adapter: { name: rabbitmq, config: { store_method: in_memory } }\n")
+                .find("unknown key 'store_method' (known keys: amqp_url, backoff_ms, "
+                      "max_attempts, prefetch_count, queue_mode)"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: rabbitmq, config: { prefetch_count: 0 } }\n")
+                .find("between 1 and 65535"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: rabbitmq, config: { queue_mode: lifo } }\n")
+                .find("queue_mode must be standard or fifo"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: kafka }\n").find("Available: [builtin, rabbitmq, redis]"),
+            std::string::npos);
+}
+
+TEST(QueueConfig, Redis) {
+  auto c = read("adapter: { name: redis }\n");
+  EXPECT_EQ(c.adapter, "redis");
+  EXPECT_EQ(c.redis_url, "redis://localhost:6379");
+  EXPECT_EQ(c.visibility_timeout_ms, 30000);
+  c = read(
+      "adapter: { name: redis, config: { redis_url: 'rediss://:pw@h:6380/2', max_attempts: 4, "
+      "backoff_ms: 5, concurrency: 7, poll_interval_ms: 50, visibility_timeout_ms: 2000, "
+      "mode: fifo } }\n");
+  EXPECT_EQ(c.redis_url, "rediss://:pw@h:6380/2");
+  EXPECT_EQ(c.max_attempts, 4);
+  EXPECT_EQ(c.backoff_ms, 5);
+  EXPECT_EQ(c.concurrency, 7);
+  EXPECT_EQ(c.poll_interval_ms, 50);
+  EXPECT_EQ(c.visibility_timeout_ms, 2000);
+  EXPECT_TRUE(c.fifo_mode);
+  EXPECT_NE(error_of("adapter: { name: redis, config: { amqp_url: x } }\n")
+                .find("unknown key 'amqp_url'"),
+            std::string::npos);
+  EXPECT_NE(error_of("adapter: { name: redis, config: { redis_url: 'http://x' } }\n")
+                .find("must be a redis:// or rediss:// URL"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -30,6 +30,7 @@
 #include "engine/engine.h"
 #include "protocol/uuid.h"
 #include "workers/bridge/bridged_queue.h"
+#include "workers/queue/broker_worker.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/queue_store.h"
 
@@ -129,10 +130,8 @@ class SubscriberTriggers : public engine::TriggerTypeHandler {
 
 class QueueWorker : public engine::BuiltinWorker {
  public:
-  QueueWorker(const config::WorkerEntry& entry, engine::Runtime& rt)
-      : rt_(rt), name_(entry.instance_name), triggers_(*this) {
-    config::WorkerConfigReader r(entry);
-    cfg_ = queue::read_queue_config(r);
+  QueueWorker(const config::WorkerEntry& entry, engine::Runtime& rt, queue::QueueWorkerConfig cfg)
+      : rt_(rt), name_(entry.instance_name), cfg_(std::move(cfg)), triggers_(*this) {
     try {
       store_ = std::make_unique<queue::QueueStore>(
           cfg_.store,
@@ -954,7 +953,10 @@ std::unique_ptr<engine::BuiltinWorker> make_queue_worker(const config::WorkerEnt
     if (name && name.IsScalar() && name.Scalar() == "bridge")
       return make_bridged_queue_worker(entry, rt);
   }
-  return std::make_unique<QueueWorker>(entry, rt);
+  config::WorkerConfigReader r(entry);
+  auto cfg = queue::read_queue_config(r);
+  if (cfg.adapter != "builtin") return make_broker_queue_worker(entry, rt, std::move(cfg));
+  return std::make_unique<QueueWorker>(entry, rt, std::move(cfg));
 }
 
 }  // namespace iii::workers

@@ -1,0 +1,556 @@
+// iii-queue over an external broker (queue_worker.h: make_broker_queue_worker). The broker keeps
+// the messages, their retries and dead letters; this front validates enqueues, runs one
+// consumer per named queue and per (topic, subscribed function), calls the handlers and settles
+// each delivery: success → ack; failure → retry (attempts counted in the message) or, once the
+// attempts are spent, the DLQ. Several engines on one broker compete for the same queues, so
+// each message is handled once (at least once: a delivery whose engine died before settling it
+// is delivered again).
+#include "workers/queue/broker_worker.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <map>
+
+#include "config/config.h"
+#include "engine/builtin_input.h"
+#include "engine/engine.h"
+#include "protocol/uuid.h"
+#include "workers/queue/broker.h"
+#include "workers/queue/queue_config.h"
+#include "workers/queue/rabbitmq_broker.h"
+#include "workers/queue/redis_broker.h"
+
+namespace iii::workers {
+namespace {
+
+namespace json = boost::json;
+using engine::CallContext;
+using engine::Completion;
+using engine::Outcome;
+using queue::Broker;
+using queue::BrokerTarget;
+using queue::Delivery;
+using queue::NamedQueueConfig;
+using queue::QueueMessage;
+using queue::Settle;
+
+json::value parse_or_null(const std::string& s) {
+  boost::system::error_code ec;
+  json::value v = json::parse(s, ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+// One consumer: a named queue, or a (topic, function) with its subscriber triggers.
+struct Sub {
+  BrokerTarget target;
+  int64_t max_attempts = 3;  // total attempts before the DLQ
+  int64_t prefetch = 10;
+  uint64_t consumer = 0;
+  std::vector<std::string> triggers;
+  size_t next_trigger = 0;
+};
+
+class BrokerQueueWorker;
+
+class BrokerSubscriberTriggers : public engine::TriggerTypeHandler {
+ public:
+  explicit BrokerSubscriberTriggers(BrokerQueueWorker& w) : w_(w) {}
+  std::optional<std::string> bind(const engine::Trigger& t) override;
+  void unbind(const engine::Trigger& t) override;
+
+ private:
+  BrokerQueueWorker& w_;
+};
+
+class BrokerQueueWorker : public engine::BuiltinWorker {
+ public:
+  BrokerQueueWorker(const config::WorkerEntry& entry, engine::Runtime& rt,
+                    queue::QueueWorkerConfig cfg)
+      : rt_(rt), name_(entry.instance_name), cfg_(std::move(cfg)), triggers_(*this) {
+    auto post = [&io = rt_.io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); };
+    try {
+      if (cfg_.adapter == "redis") {
+        queue::RedisBrokerOptions o;
+        o.url = cfg_.redis_url;
+        o.poll_interval_ms = cfg_.poll_interval_ms;
+        o.visibility_timeout_ms = cfg_.visibility_timeout_ms;
+        broker_ = queue::make_redis_broker(rt_.io, o);
+      } else {
+        broker_ = queue::make_rabbitmq_broker(cfg_.amqp_url, post);
+      }
+    } catch (const std::exception& e) {
+      throw config::ConfigError(entry.source + ":" + std::to_string(entry.line) + ": worker '" +
+                                entry.instance_name + "': adapter.config." +
+                                (cfg_.adapter == "redis" ? "redis_url: " : "amqp_url: ") +
+                                e.what());
+    }
+    rt_.engine.add_builtin_worker({entry.instance_name, entry.name, false, {}});
+  }
+
+  ~BrokerQueueWorker() override {
+    if (broker_) broker_->stop();
+  }
+
+  void start() override {
+    std::vector<BrokerTarget> named;
+    for (auto& [name, c] : cfg_.queues) named.push_back(named_target(name));
+    broker_->declare_named(named);
+    broker_->start();
+    for (auto& [name, c] : cfg_.queues) {
+      auto s = std::make_unique<Sub>();
+      s->target = named_target(name);
+      // The original's rabbitmq adapter: max_retries retries after the first attempt; the
+      // redis adapter behaves as the builtin one: max_retries attempts in all.
+      s->max_attempts =
+          cfg_.adapter == "rabbitmq" ? c.max_retries + 1 : std::max<int64_t>(1, c.max_retries);
+      s->prefetch = c.fifo ? 1 : c.concurrency;
+      Sub* raw = s.get();
+      s->consumer = broker_->consume(s->target, s->prefetch,
+                                     [this, raw](Delivery d) { on_delivery(*raw, std::move(d)); });
+      named_subs_[name] = std::move(s);
+    }
+    rt_.engine.set_action_handler(
+        protocol::ActionType::kEnqueue,
+        [this](const CallContext& ctx, protocol::InvokeFunction&& m, Completion done) {
+          enqueue(ctx, std::move(m), std::move(done));
+        });
+    engine::TriggerType tt;
+    tt.id = "durable:subscriber";
+    tt.description = "Durable topic subscriber (iii::durable::publish), with retries and a DLQ";
+    rt_.engine.register_builtin_trigger_type(std::move(tt), &triggers_);
+    register_functions();
+  }
+
+  void drain(std::function<void()> done) override {
+    stopping_ = true;
+    if (inflight_ == 0) return done();
+    drained_ = std::move(done);
+  }
+
+  void stop() override {
+    stopping_ = true;
+    rt_.engine.set_action_handler(protocol::ActionType::kEnqueue, {});
+    broker_->stop();
+  }
+
+  std::optional<std::string> bind_subscriber(const engine::Trigger& t) {
+    if (!t.config.is_object()) return "Failed to parse trigger config: expected an object";
+    const auto& c = t.config.get_object();
+    std::string topic;
+    if (auto* v = c.if_contains("topic"); v && v->is_string())
+      topic = v->get_string();
+    else if (v && !v->is_null())
+      return "Failed to parse trigger config: `topic` must be a string";
+    int64_t max_attempts = cfg_.max_attempts, backoff = cfg_.backoff_ms,
+            prefetch = cfg_.adapter == "rabbitmq" ? cfg_.prefetch_count : cfg_.concurrency;
+    bool fifo = cfg_.fifo_mode;
+    if (auto* v = c.if_contains("queue_config"); v && !v->is_null()) {
+      if (!v->is_object())
+        return "Failed to parse trigger config: `queue_config` must be an object";
+      for (auto& [k, val] : v->get_object()) {
+        auto int_field = [&](int64_t min, int64_t& out) -> std::optional<std::string> {
+          if (val.is_null()) return std::nullopt;
+          std::optional<int64_t> n;
+          if (val.is_int64())
+            n = val.get_int64();
+          else if (val.is_uint64() && val.get_uint64() <= uint64_t(INT64_MAX))
+            n = int64_t(val.get_uint64());
+          else if (val.is_double() && val.get_double() == double(int64_t(val.get_double())))
+            n = int64_t(val.get_double());
+          if (!n || *n < min)
+            return "Failed to parse trigger config: `queue_config." + std::string(k) +
+                   "` must be an integer >= " + std::to_string(min);
+          out = *n;
+          return std::nullopt;
+        };
+        std::optional<std::string> err;
+        int64_t ignored = 0;
+        if (k == "maxRetries")
+          err = int_field(0, max_attempts);
+        else if (k == "concurrency")
+          err = int_field(1, prefetch);
+        else if (k == "backoffDelayMs")
+          err = int_field(0, backoff);
+        else if (k == "visibilityTimeout" || k == "delaySeconds")
+          err = int_field(0, ignored);
+        else if (k == "type" || k == "backoffType") {
+          if (!val.is_string() && !val.is_null())
+            err = "Failed to parse trigger config: `queue_config." + std::string(k) +
+                  "` must be a string";
+          else if (k == "type" && val.is_string())
+            fifo = val.get_string() == "fifo";
+        }
+        if (err) return err;
+      }
+    }
+    if (topic.empty()) {
+      spdlog::warn("durable:subscriber trigger {}: no topic; it subscribes to nothing", t.id);
+      return std::nullopt;
+    }
+    const std::string key = topic + "::" + t.function_id;
+    auto& slot = topic_subs_[key];
+    if (!slot) {
+      slot = std::make_unique<Sub>();
+      slot->target.name = topic;
+      slot->target.function_id = t.function_id;
+      slot->target.backoff_ms = backoff;
+      slot->max_attempts = std::max<int64_t>(1, max_attempts);
+      slot->prefetch = fifo ? 1 : prefetch;
+      Sub* raw = slot.get();
+      slot->consumer = broker_->consume(slot->target, slot->prefetch, [this, raw](Delivery d) {
+        on_delivery(*raw, std::move(d));
+      });
+    }
+    slot->triggers.push_back(t.id);
+    trigger_topic_[t.id] = key;
+    return std::nullopt;
+  }
+
+  void unbind_subscriber(const engine::Trigger& t) {
+    auto it = trigger_topic_.find(t.id);
+    if (it == trigger_topic_.end()) return;
+    auto s = topic_subs_.find(it->second);
+    trigger_topic_.erase(it);
+    if (s == topic_subs_.end()) return;
+    auto& trig = s->second->triggers;
+    trig.erase(std::remove(trig.begin(), trig.end(), t.id), trig.end());
+    if (trig.empty()) {
+      broker_->cancel(s->second->consumer);
+      // Deliveries in flight keep a pointer to the Sub: it stays until the worker goes.
+      retired_.push_back(std::move(s->second));
+      topic_subs_.erase(s);
+    }
+  }
+
+ private:
+  BrokerTarget named_target(const std::string& name) const {
+    BrokerTarget t;
+    t.named = true;
+    t.name = name;
+    t.backoff_ms = cfg_.queues.at(name).backoff_ms;
+    return t;
+  }
+
+  static Outcome enqueue_error(std::string msg) {
+    return Outcome::fail("enqueue_error", std::move(msg));
+  }
+
+  void enqueue(const CallContext& ctx, protocol::InvokeFunction&& m, Completion done) {
+    auto reply = [&done](Outcome o) {
+      if (done) done(std::move(o));
+    };
+    auto it = cfg_.queues.find(m.action.queue);
+    if (it == cfg_.queues.end())
+      return reply(enqueue_error("Queue '" + m.action.queue + "' not found"));
+    const NamedQueueConfig& c = it->second;
+    if (c.fifo) {
+      const json::value* g =
+          m.data.is_object() ? m.data.get_object().if_contains(c.message_group_field) : nullptr;
+      if (!g)
+        return reply(enqueue_error("FIFO queue '" + m.action.queue + "' requires field '" +
+                                   c.message_group_field + "' in data, but it was not found"));
+      if (g->is_null())
+        return reply(enqueue_error("FIFO queue '" + m.action.queue + "': field '" +
+                                   c.message_group_field + "' must not be null"));
+    }
+    if (stopping_) return reply(enqueue_error("the queue worker is shutting down"));
+    QueueMessage msg;
+    msg.function_id = std::move(m.function_id);
+    msg.id = msg.message_id = protocol::Uuid::random_v4().str();
+    msg.traceparent = ctx.traceparent;
+    msg.baggage = ctx.baggage;
+    msg.created_at_ms = engine::Engine::now_ms();
+    msg.data = json::serialize(m.data);
+    const std::string receipt = msg.message_id;
+    broker_->publish(named_target(it->first), std::move(msg),
+                     [done = std::move(done), receipt](std::optional<std::string> error) {
+                       if (!done) return;
+                       if (error)
+                         return done(enqueue_error("Failed to enqueue message: " + *error));
+                       done(Outcome::ok(json::object{{"messageReceiptId", receipt}}));
+                     });
+  }
+
+  void on_delivery(Sub& s, Delivery d) {
+    if (stopping_) {
+      broker_->settle(d, Settle::kRequeue, {}, nullptr);
+      return;
+    }
+    ++inflight_;
+    json::value payload = parse_or_null(d.msg.data);
+    auto del = std::make_shared<Delivery>(std::move(d));
+    if (s.target.named) {
+      rt_.engine.invoke(
+          del->msg.function_id, std::move(payload),
+          CallContext{0, {}, del->msg.traceparent, del->msg.baggage},
+          [this, &s, del](Outcome o) { finish(s, *del, !o.error, "function call failed"); });
+      return;
+    }
+    const engine::Trigger* t = nullptr;
+    for (size_t i = 0; i < s.triggers.size() && !t; ++i) {
+      const auto& id = s.triggers[s.next_trigger++ % s.triggers.size()];
+      auto it = rt_.engine.triggers().find(id);
+      if (it != rt_.engine.triggers().end()) t = &it->second;
+    }
+    if (!t) return finish(s, *del, false, "no subscriber");
+    rt_.engine.fire(*t, std::move(payload), [this, &s, del](engine::FireStatus st, Outcome o) {
+      if (st == engine::FireStatus::kSkipped || (st == engine::FireStatus::kInvoked && !o.error))
+        return finish(s, *del, true, {});
+      std::string error;
+      if (st == engine::FireStatus::kConditionFailed)
+        error = "Condition function error: " + (o.error ? o.error->message : std::string());
+      else
+        error = "ErrorBody { code: \"" + o.error->code + "\", message: \"" + o.error->message +
+                "\", stacktrace: None }";
+      finish(s, *del, false, std::move(error));
+    });
+  }
+
+  void finish(Sub& s, Delivery& d, bool ok, const std::string& error) {
+    --inflight_;
+    if (ok) {
+      broker_->settle(d, Settle::kAck, {}, nullptr);
+    } else {
+      d.msg.attempts += 1;
+      const bool dead = d.msg.attempts >= s.max_attempts;
+      if (dead)
+        spdlog::warn("iii-queue: message {} of {} moved to the DLQ after {} attempts: {}", d.msg.id,
+                     s.target.named ? s.target.name : s.target.name + "::" + s.target.function_id,
+                     d.msg.attempts, error);
+      broker_->settle(d, dead ? Settle::kDeadLetter : Settle::kRetry, error,
+                      [](std::optional<std::string> e) {
+                        if (e) spdlog::error("iii-queue: cannot settle a failed message: {}", *e);
+                      });
+    }
+    if (inflight_ == 0 && drained_) {
+      auto f = std::move(drained_);
+      drained_ = nullptr;
+      f();
+    }
+  }
+
+  // The targets a console function's `queue`/`topic` names: a named queue, or every locally
+  // subscribed function of a topic.
+  std::vector<BrokerTarget> targets(const std::string& name) const {
+    if (cfg_.queues.count(name)) return {named_target(name)};
+    std::vector<BrokerTarget> out;
+    for (auto& [key, s] : topic_subs_)
+      if (s->target.name == name) out.push_back(s->target);
+    return out;
+  }
+
+  void add(const char* id, const char* description, engine::BuiltinHandler h) {
+    engine::FunctionInfo info;
+    info.id = id;
+    info.description = description;
+    rt_.engine.register_builtin(std::move(info), name_, std::move(h));
+  }
+
+  void register_functions() {
+    add("iii::durable::publish", "Publish a message to a durable topic",
+        [this](const CallContext& ctx, json::value input, Completion done) {
+          engine::BuiltinInput in("iii::durable::publish", input);
+          auto topic = in.optional_string("topic");
+          const json::value* data = in.optional_value("data");
+          if (!in.ok()) return done(in.failure());
+          if (!topic || topic->empty())
+            return done(Outcome::fail("topic_not_set", "Topic is not set"));
+          if (stopping_)
+            return done(Outcome::fail("publish_failed", "the queue worker is shutting down"));
+          QueueMessage msg;
+          msg.id = msg.message_id = protocol::Uuid::random_v4().str();
+          msg.traceparent = ctx.traceparent;
+          msg.baggage = ctx.baggage;
+          msg.created_at_ms = engine::Engine::now_ms();
+          msg.data = json::serialize(data ? *data : json::value(nullptr));
+          BrokerTarget t;
+          t.name = *topic;
+          broker_->publish(t, std::move(msg), [done](std::optional<std::string> error) {
+            if (error) return done(Outcome::fail("publish_failed", "Failed to publish: " + *error));
+            done(Outcome::ok(nullptr));
+          });
+        });
+
+    auto names = [](engine::BuiltinInput& in) {
+      return std::pair{in.optional_string("queue").value_or(""),
+                       in.optional_string("message_id").value_or("")};
+    };
+
+    add("iii::queue::redrive", "Move every dead letter of a queue back to it",
+        [this, names](const CallContext&, json::value input, Completion done) {
+          engine::BuiltinInput in("iii::queue::redrive", input);
+          auto name = in.optional_string("queue").value_or("");
+          if (!in.ok()) return done(in.failure());
+          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
+          broker_->redrive(
+              targets(name), std::nullopt, [done, name](int64_t n, std::optional<std::string> err) {
+                if (err)
+                  return done(Outcome::fail(
+                      "redrive_failed", "Failed to redrive DLQ for queue '" + name + "': " + *err));
+                done(Outcome::ok(json::object{{"queue", name}, {"redriven", n}}));
+              });
+        });
+
+    add("iii::queue::redrive_message", "Move one dead letter back to its queue",
+        [this, names](const CallContext&, json::value input, Completion done) {
+          engine::BuiltinInput in("iii::queue::redrive_message", input);
+          auto [name, id] = names(in);
+          if (!in.ok()) return done(in.failure());
+          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
+          if (id.empty())
+            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
+          broker_->redrive(
+              targets(name), id, [done, name, id](int64_t n, std::optional<std::string> err) {
+                if (err)
+                  return done(Outcome::fail("redrive_message_failed",
+                                            "Failed to redrive DLQ message: " + *err));
+                done(Outcome::ok(
+                    json::object{{"queue", name}, {"message_id", id}, {"redriven", n}}));
+              });
+        });
+
+    add("iii::queue::discard_message", "Delete one dead letter",
+        [this, names](const CallContext&, json::value input, Completion done) {
+          engine::BuiltinInput in("iii::queue::discard_message", input);
+          auto [name, id] = names(in);
+          if (!in.ok()) return done(in.failure());
+          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
+          if (id.empty())
+            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
+          broker_->discard(
+              targets(name), id, [done, name, id](int64_t n, std::optional<std::string> err) {
+                if (err)
+                  return done(Outcome::fail("discard_message_failed",
+                                            "Failed to discard DLQ message: " + *err));
+                done(Outcome::ok(json::object{
+                    {"queue", name}, {"message_id", id}, {"redriven", n}, {"discarded", n}}));
+              });
+        });
+
+    add("engine::queue::list_topics", "List queues and topics",
+        [this](const CallContext&, json::value, Completion done) {
+          json::array out;
+          for (auto& [name, c] : cfg_.queues)
+            out.push_back(json::object{{"name", name},
+                                       {"broker_type", "function_queue"},
+                                       {"subscriber_count", c.concurrency}});
+          std::map<std::string, int64_t> topics;
+          for (auto& [key, s] : topic_subs_) topics[s->target.name] += int64_t(s->triggers.size());
+          for (auto& [topic, n] : topics)
+            out.push_back(json::object{
+                {"name", topic}, {"broker_type", broker_->kind()}, {"subscriber_count", n}});
+          done(Outcome::ok(std::move(out)));
+        });
+
+    add("engine::queue::topic_stats", "Depth, consumers and DLQ depth of a queue or topic",
+        [this](const CallContext&, json::value input, Completion done) {
+          engine::BuiltinInput in("engine::queue::topic_stats", input);
+          auto topic = in.optional_string("topic").value_or("");
+          if (!in.ok()) return done(in.failure());
+          if (topic.empty()) return done(Outcome::fail("topic_required", "topic is required"));
+          int64_t consumers = 0;
+          if (auto c = cfg_.queues.find(topic); c != cfg_.queues.end())
+            consumers = c->second.concurrency;
+          else
+            for (auto& [key, s] : topic_subs_)
+              if (s->target.name == topic) consumers += int64_t(s->triggers.size());
+          broker_->counts(targets(topic),
+                          [done, consumers](queue::QueueCounts k, std::optional<std::string> err) {
+                            if (err) return done(Outcome::fail("topic_stats_failed", *err));
+                            done(Outcome::ok(json::object{{"depth", k.ready},
+                                                          {"consumer_count", consumers},
+                                                          {"dlq_depth", k.dead},
+                                                          {"config", nullptr}}));
+                          });
+        });
+
+    add("engine::queue::dlq_topics", "Dead-letter counts per queue and topic",
+        [this](const CallContext&, json::value, Completion done) {
+          std::vector<BrokerTarget> all;
+          std::vector<std::pair<std::string, std::string>> shown;
+          for (auto& [name, c] : cfg_.queues) {
+            all.push_back(named_target(name));
+            shown.emplace_back(name, "function_queue");
+          }
+          for (auto& [key, s] : topic_subs_) {
+            all.push_back(s->target);
+            shown.emplace_back(s->target.name, broker_->kind());
+          }
+          broker_->dead_counts(
+              all, [done, shown](std::vector<int64_t> n, std::optional<std::string> err) {
+                if (err) return done(Outcome::fail("dlq_topics_failed", *err));
+                std::map<std::pair<std::string, std::string>, int64_t> agg;
+                for (size_t i = 0; i < shown.size() && i < n.size(); ++i) agg[shown[i]] += n[i];
+                json::array out;
+                for (auto& [k, c] : agg)
+                  out.push_back(json::object{
+                      {"topic", k.first}, {"broker_type", k.second}, {"message_count", c}});
+                done(Outcome::ok(std::move(out)));
+              });
+        });
+
+    add("engine::queue::dlq_messages", "Dead letters of a queue or topic",
+        [this](const CallContext&, json::value input, Completion done) {
+          engine::BuiltinInput in("engine::queue::dlq_messages", input);
+          auto topic = in.optional_string("topic").value_or("");
+          int64_t offset = 0, limit = 50;
+          for (auto [key, out] : {std::pair{"offset", &offset}, std::pair{"limit", &limit}})
+            if (auto* v = in.optional_value(key); v && !v->is_null()) {
+              if (v->is_int64() && v->get_int64() >= 0)
+                *out = v->get_int64();
+              else if (v->is_uint64())
+                *out = int64_t(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
+              else
+                in.fail(std::string("field `") + key + "` must be a non-negative integer");
+            }
+          if (!in.ok()) return done(in.failure());
+          if (topic.empty()) return done(Outcome::fail("topic_required", "topic is required"));
+          broker_->dead_letters(
+              targets(topic), offset, std::min<int64_t>(limit, 10000),
+              [done](std::vector<queue::DeadLetter> list, std::optional<std::string> err) {
+                if (err) return done(Outcome::fail("dlq_messages_failed", *err));
+                json::array out;
+                for (auto& d : list)
+                  out.push_back(json::object{{"id", d.msg.id},
+                                             {"payload", parse_or_null(d.msg.data)},
+                                             {"error", d.error},
+                                             {"failed_at", d.failed_at_ms / 1000},
+                                             {"retries", d.msg.attempts},
+                                             {"size_bytes", d.msg.data.size()}});
+                done(Outcome::ok(std::move(out)));
+              });
+        });
+  }
+
+  engine::Runtime& rt_;
+  std::string name_;
+  queue::QueueWorkerConfig cfg_;
+  std::unique_ptr<Broker> broker_;
+  BrokerSubscriberTriggers triggers_;
+  std::map<std::string, std::unique_ptr<Sub>> named_subs_;
+  std::map<std::string, std::unique_ptr<Sub>> topic_subs_;  // "<topic>::<function_id>"
+  std::map<std::string, std::string> trigger_topic_;        // trigger id -> topic_subs_ key
+  std::vector<std::unique_ptr<Sub>> retired_;
+  int64_t inflight_ = 0;
+  bool stopping_ = false;
+  std::function<void()> drained_;
+};
+
+std::optional<std::string> BrokerSubscriberTriggers::bind(const engine::Trigger& t) {
+  return w_.bind_subscriber(t);
+}
+void BrokerSubscriberTriggers::unbind(const engine::Trigger& t) { w_.unbind_subscriber(t); }
+
+}  // namespace
+
+std::unique_ptr<engine::BuiltinWorker> make_broker_queue_worker(const config::WorkerEntry& entry,
+                                                                engine::Runtime& rt,
+                                                                queue::QueueWorkerConfig cfg) {
+  return std::make_unique<BrokerQueueWorker>(entry, rt, std::move(cfg));
+}
+
+}  // namespace iii::workers

@@ -1,0 +1,188 @@
+// iii-queue's `rabbitmq` adapter against a real rabbitmq-server (started here on free ports; skipped when it
+// is not installed): two engines on one broker share named queues and topic subscriptions, each message is
+// handled once, retries then the DLQ, console functions (dlq_messages, redrive, discard, topic_stats); an
+// engine killed while handling a message: another engine gets it; the broker killed and restarted mid-run:
+// every acknowledged enqueue is delivered, and enqueues during the outage fail at once with a clear error.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { TriggerAction } from 'iii-sdk';
+import {
+  newWorker, rejectionOf, sleep, startEngine, UUID_RE, waitFor, waitForFunctions, withTimeout,
+} from './harness.mjs';
+import { Rabbit, rabbitAvailable } from './rabbitmq.mjs';
+
+const call = (w, fid, payload) => w.trigger({ function_id: fid, payload, timeoutMs: 10000 });
+const enqueue = (w, queue, fid, payload) =>
+  w.trigger({ function_id: fid, payload, action: TriggerAction.Enqueue({ queue }), timeoutMs: 10000 });
+
+const engineYaml = (url, queues) => `  - name: iii-queue
+    config:
+      adapter: { name: rabbitmq, config: { amqp_url: "${url}", max_attempts: 2, prefetch_count: 4 } }
+      queue_configs:
+${queues}`;
+
+describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-server is not installed', timeout: 600000 }, () => {
+  let rabbit;
+  const engines = [];
+  const workers = [];
+  const start = async (queues, name) => {
+    const e = await startEngine({ extraYaml: engineYaml(rabbit.url, queues) });
+    engines.push(e);
+    const w = newWorker(e.url, name);
+    workers.push(w);
+    return { e, w };
+  };
+  const closeAll = async () => {
+    for (const w of workers.splice(0)) await withTimeout(w.shutdown(), 10000, 'shutdown').catch(() => {});
+    for (const e of engines.splice(0)) e.kill();
+  };
+
+  before(async () => {
+    rabbit = await new Rabbit().start();
+    console.log(`# rabbitmq-server booted in ${rabbit.bootMs} ms`);
+  });
+  after(async () => {
+    await closeAll();
+    if (rabbit) await rabbit.stop();
+  });
+
+  test('two engines: each message handled once, retries then DLQ, redrive and discard, topics', async () => {
+    const queues = '        jobs: { concurrency: 3, max_retries: 1, backoff_ms: 50 }\n';
+    const a = await start(queues, 'rq-a');
+    const b = await start(queues, 'rq-b');
+    const seen = { a: [], b: [] };
+    for (const [k, x] of [['a', a], ['b', b]]) {
+      x.w.registerFunction('rq::work', async (d) => { seen[k].push(d.i); await sleep(20); return null; });
+      x.w.registerFunction('rq::fail', async () => { seen[k].push('fail'); throw new Error('always fails'); });
+      x.w.registerFunction('rq::sub', async (d) => { seen[k].push(`sub${d.n}`); return null; });
+      await waitForFunctions(x.w, ['rq::work', 'rq::fail', 'rq::sub']);
+    }
+    const receipts = [];
+    for (let i = 0; i < 40; i += 1) receipts.push(await enqueue(a.w, 'jobs', 'rq::work', { i }));
+    for (const r of receipts) assert.match(r.messageReceiptId, UUID_RE);
+    const work = () => [...seen.a, ...seen.b].filter((x) => typeof x === 'number');
+    await waitFor(() => work().length >= 40, { timeoutMs: 20000, what: '40 deliveries' });
+    await sleep(300);
+    assert.deepEqual(work().sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i), 'each message once');
+    assert.ok(seen.a.some((x) => typeof x === 'number') && seen.b.some((x) => typeof x === 'number'),
+      `both engines consume (a ${seen.a.length}, b ${seen.b.length})`);
+
+    // A failing message: max_retries 1 → 2 attempts (the original's rabbitmq semantics), then the DLQ.
+    await enqueue(b.w, 'jobs', 'rq::fail', { bad: true });
+    const fails = () => [...seen.a, ...seen.b].filter((x) => x === 'fail').length;
+    const dead = await waitFor(async () => {
+      const rows = await call(a.w, 'engine::queue::dlq_messages', { topic: 'jobs' });
+      return rows.length === 1 && rows;
+    }, { timeoutMs: 15000, what: 'the dead letter' });
+    assert.equal(fails(), 2);
+    assert.equal(dead[0].retries, 2);
+    assert.deepEqual(dead[0].payload, { bad: true });
+    assert.equal(dead[0].error, 'function call failed');
+    assert.match(dead[0].id, UUID_RE);
+    const stats = await call(b.w, 'engine::queue::topic_stats', { topic: 'jobs' });
+    assert.deepEqual(stats, { depth: 0, consumer_count: 3, dlq_depth: 1, config: null });
+    assert.deepEqual(await call(b.w, 'engine::queue::dlq_topics', {}),
+      [{ topic: 'jobs', broker_type: 'function_queue', message_count: 1 }]);
+    assert.deepEqual(await call(b.w, 'iii::queue::redrive', { queue: 'jobs' }), { queue: 'jobs', redriven: 1 });
+    await waitFor(() => fails() === 4, { timeoutMs: 15000, what: 'two more attempts' });
+    const again = await waitFor(async () => {
+      const rows = await call(a.w, 'engine::queue::dlq_messages', { topic: 'jobs' });
+      return rows.length === 1 && rows;
+    }, { timeoutMs: 15000, what: 'the dead letter again' });
+    assert.equal(again[0].id, dead[0].id);
+    const none = await call(a.w, 'iii::queue::discard_message', { queue: 'jobs', message_id: 'nope' });
+    assert.equal(none.redriven, 0);
+    const res = await call(a.w, 'iii::queue::discard_message', { queue: 'jobs', message_id: again[0].id });
+    assert.equal(res.redriven, 1);
+    assert.deepEqual(await call(a.w, 'engine::queue::dlq_messages', { topic: 'jobs' }), []);
+
+    // A topic subscribed by the same function on both engines: each publish handled once.
+    for (const x of [a, b]) {
+      x.w.registerTrigger({ type: 'durable:subscriber', function_id: 'rq::sub', config: { topic: 'orders' } });
+    }
+    await waitFor(async () => {
+      const t = await call(a.w, 'engine::queue::list_topics', {});
+      return t.some((r) => r.name === 'orders' && r.broker_type === 'rabbitmq' && r.subscriber_count === 1);
+    }, { what: 'the subscription' });
+    // Let both consumers attach before publishing (a fanout drops messages with no queue bound).
+    await sleep(500);
+    for (let n = 0; n < 20; n += 1) assert.equal(await call(b.w, 'iii::durable::publish', { topic: 'orders', data: { n } }), null);
+    const subs = () => [...seen.a, ...seen.b].filter((x) => typeof x === 'string' && x.startsWith('sub'));
+    await waitFor(() => subs().length >= 20, { timeoutMs: 15000, what: '20 topic deliveries' });
+    await sleep(300);
+    assert.equal(new Set(subs()).size, 20);
+    assert.equal(subs().length, 20);
+    await closeAll();
+  });
+
+  test('an engine killed while handling a message: another engine handles it', async () => {
+    const queues = '        slow: { concurrency: 1, max_retries: 3, backoff_ms: 50 }\n';
+    const a = await start(queues, 'rq-kill-a');
+    let gotA = 0;
+    a.w.registerFunction('rq::slow', async () => { gotA += 1; await new Promise(() => {}); });
+    await waitForFunctions(a.w, ['rq::slow']);
+    const { messageReceiptId } = await enqueue(a.w, 'slow', 'rq::slow', { job: 'x' });
+    assert.match(messageReceiptId, UUID_RE);
+    await waitFor(() => gotA === 1, { timeoutMs: 10000, what: 'engine A handling the message' });
+    const b = await start(queues, 'rq-kill-b');
+    const gotB = [];
+    b.w.registerFunction('rq::slow', async (d) => { gotB.push(d); return null; });
+    await waitForFunctions(b.w, ['rq::slow']);
+    await sleep(300);
+    assert.equal(gotB.length, 0, 'B does not get it while A holds it');
+    a.e.proc.kill('SIGKILL');
+    await a.e.exited;
+    await waitFor(() => gotB.length === 1, { timeoutMs: 15000, what: 'the message redelivered to B' });
+    assert.deepEqual(gotB[0], { job: 'x' });
+    await closeAll();
+  });
+
+  test('broker killed and restarted mid-run: nothing acknowledged is lost; calls fail fast meanwhile', async () => {
+    const queues = '        durable: { concurrency: 4, max_retries: 3, backoff_ms: 50 }\n';
+    const a = await start(queues, 'rq-restart');
+    const done = new Set();
+    a.w.registerFunction('rq::durable', async (d) => { await sleep(5); done.add(d.i); return null; });
+    await waitForFunctions(a.w, ['rq::durable']);
+    const acked = new Set();
+    let stop = false;
+    let failures = 0;
+    const producer = (async () => {
+      for (let i = 0; !stop; i += 1) {
+        try {
+          await enqueue(a.w, 'durable', 'rq::durable', { i });
+          acked.add(i);
+        } catch {
+          failures += 1;
+          await sleep(20);
+        }
+      }
+    })();
+    await waitFor(() => acked.size >= 100 && done.size >= 20, { timeoutMs: 20000, what: 'enqueues and deliveries' });
+    await rabbit.kill();
+    // During the outage: a clear error, at once.
+    await sleep(1500);
+    const t0 = Date.now();
+    const e = await rejectionOf(enqueue(a.w, 'durable', 'rq::durable', { i: -1 }));
+    const ms = Date.now() - t0;
+    assert.equal(e.code, 'enqueue_error');
+    assert.match(e.message, /RabbitMQ is unavailable at amqp:\/\/127\.0\.0\.1:\d+/);
+    assert.ok(ms < 1000, `failed in ${ms} ms`);
+    const t1 = Date.now();
+    const pe = await rejectionOf(call(a.w, 'iii::durable::publish', { topic: 't', data: 1 }));
+    assert.equal(pe.code, 'publish_failed');
+    assert.ok(Date.now() - t1 < 1000);
+    const before = acked.size;
+    await rabbit.start();
+    console.log(`# rabbitmq-server restarted in ${rabbit.bootMs} ms`);
+    await waitFor(() => acked.size >= before + 50, { timeoutMs: 30000, what: 'enqueues after the restart' });
+    stop = true;
+    await withTimeout(producer, 15000, 'producer');
+    await waitFor(() => [...acked].every((i) => done.has(i)), { timeoutMs: 60000, what: 'every acknowledged message delivered' })
+      .catch((err) => {
+        throw new Error(`${err.message}; missing ${[...acked].filter((i) => !done.has(i)).slice(0, 20)}`);
+      });
+    assert.ok(failures > 0, 'some enqueues failed during the outage');
+    assert.ok(!done.has(-1));
+    await closeAll();
+  });
+});
