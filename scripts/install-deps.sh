@@ -16,6 +16,7 @@ DEB_PACKAGES=(
   libsqlite3-dev libhiredis-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server
+  chromium                  # tests/system/node/rbac_browser.test.mjs: a real browser (headless)
 )
 
 missing=()
