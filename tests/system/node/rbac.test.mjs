@@ -390,3 +390,38 @@ test('bad rbac / limits / allowed_origins config is refused with file, line and 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+engineTest('iii-stream: Sec-WebSocket-Protocol "Authorization, <token>" is selected and reaches auth_function; {allowed:false} refuses',
+  { extraYaml: '  - name: iii-stream\n    config: { host: 127.0.0.1, port: 0, auth_function: test::stream::auth }' }, async (ctx) => {
+    const w = ctx.worker('stream-auth');
+    const inputs = [];
+    w.registerFunction('test::stream::auth', async (input) => {
+      inputs.push(input);
+      return input.headers.authorization === 'good-token' ? { context: { ok: true } } : { allowed: false };
+    });
+    await waitForFunctions(w, ['test::stream::auth']);
+    const m = await waitFor(() => ctx.engine.lines.map((l) => /iii-stream listening on [0-9.]+:(\d+)/.exec(l)).find(Boolean),
+      { what: 'the iii-stream port' });
+    const url = `ws://127.0.0.1:${m[1]}`;
+    const open = (protocols, headers = {}) => new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, protocols, { perMessageDeflate: false, headers });
+      ws.once('open', () => resolve(ws));
+      ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`HTTP ${res.statusCode}`), { status: res.statusCode })));
+      ws.once('error', reject);
+    });
+    const ok = await open(['Authorization', 'good-token']);
+    assert.equal(ok.protocol, 'Authorization', 'the subprotocol is selected in the answer');
+    assert.equal(inputs.at(-1).headers.authorization, 'good-token');
+    assert.match(inputs.at(-1).headers['sec-websocket-protocol'], /^Authorization, *good-token$/);
+    ok.close();
+    assert.equal((await rejectionOf(open(['Authorization', 'bad-token']))).status, 401);
+    // An Authorization header wins over the subprotocol token; the subprotocol is still selected.
+    const both = await open(['Authorization', 'bad-token'], { Authorization: 'good-token' });
+    assert.equal(both.protocol, 'Authorization');
+    both.close();
+    // Without the pair: no subprotocol, and the auth function decides as before.
+    assert.equal((await rejectionOf(open([]))).status, 401);
+    const plain = await open([], { Authorization: 'good-token' });
+    assert.equal(plain.protocol, '');
+    plain.close();
+  });
