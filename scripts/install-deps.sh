@@ -17,6 +17,7 @@ DEB_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server
   librabbitmq-dev rabbitmq-server  # iii-queue's rabbitmq adapter and its tests
+  chromium                  # tests/system/node/rbac_browser.test.mjs: a real browser (headless)
 )
 
 missing=()

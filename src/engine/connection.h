@@ -6,6 +6,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace iii::engine {
 
@@ -29,9 +31,17 @@ class Connection {
   virtual void release() {}
 };
 
+struct ListenerPolicy;  // engine/rbac.h
+
 struct ConnectionInfo {
   std::string ip_address;
   std::string listener;  // worker-manager instance name, e.g. "iii-worker-manager#1"
+  // The listener's RBAC/middleware policy; null = none (everything allowed, as the original).
+  std::shared_ptr<const ListenerPolicy> policy;
+  // The upgrade request, for the auth function: headers as received (names lower-cased by the
+  // engine) and the raw query string (after '?', not decoded).
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string query;
 };
 
 }  // namespace iii::engine

@@ -61,6 +61,20 @@ uint64_t Engine::connect(std::shared_ptr<Connection> conn, ConnectionInfo info) 
     conn->close(1012, "engine shutting down");
     return 0;
   }
+  if (info.policy && info.policy->limits.connections_per_ip > 0) {
+    uint32_t same = 0;
+    for (const auto& [h, other] : workers_)
+      if (other.info.listener == info.listener && other.info.ip_address == info.ip_address) ++same;
+    if (same >= info.policy->limits.connections_per_ip) {
+      spdlog::warn("{}: connection from {} refused: {} connections from that address already",
+                   info.listener, info.ip_address, same);
+      conn->send(make_frame(protocol::encode_error_frame(
+          "RATE_LIMITED", "too many connections from " + info.ip_address + " (limit " +
+                              std::to_string(info.policy->limits.connections_per_ip) + ")")));
+      conn->close(1008, "RATE_LIMITED: too many connections");
+      return 0;
+    }
+  }
   const uint64_t handle = next_handle_++;
   Worker& w = workers_[handle];
   w.handle = handle;
@@ -69,10 +83,23 @@ uint64_t Engine::connect(std::shared_ptr<Connection> conn, ConnectionInfo info) 
   w.conn = std::move(conn);
   w.info = std::move(info);
   w.connected_at_ms = now_ms();
+  if (w.info.policy && w.info.policy->limits.invocations_per_second > 0) {
+    w.invoke_tokens = w.info.policy->limits.invocations_per_second;
+    w.invoke_refill = Clock::now();
+  }
+  if (w.info.policy && w.info.policy->auth_function_id) {
+    start_auth(w);  // announced once its AuthResult arrives
+    return handle;
+  }
+  announce(w);
+  return handle;
+}
+
+void Engine::announce(Worker& w) {
+  w.ready = true;
   w.conn->send(make_frame(protocol::encode_worker_registered(w.id)));
   spdlog::debug("worker {} connected from {} on {}", w.id, w.info.ip_address, w.info.listener);
   notify_worker_event("worker_connected", w.id);
-  return handle;
 }
 
 Worker* Engine::find_worker(uint64_t handle) {
@@ -97,7 +124,29 @@ void Engine::on_telemetry(std::string_view frame) {
 
 void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
   Worker* w = find_worker(worker_handle);
-  if (!w) return;
+  if (!w || w->rejected) return;
+  if (w->paused) {
+    // Authenticating, or a registration hook is running: keep arrival order. The backlog is
+    // bounded (a peer flooding a connection that cannot make progress is cut off).
+    constexpr size_t kMaxBacklogBytes = 64 * 1024 * 1024;
+    if (w->backlog_bytes + frame.size() > kMaxBacklogBytes || w->backlog.size() >= 65536) {
+      spdlog::warn(
+          "worker {}: too many messages queued behind an auth or registration hook; "
+          "closing the connection",
+          w->id);
+      w->rejected = true;
+      w->conn->close(1008, "too many queued messages");
+      return;
+    }
+    w->backlog_bytes += frame.size();
+    w->backlog.emplace_back(frame);
+    return;
+  }
+  process_frame(*w, frame);
+}
+
+void Engine::process_frame(Worker& worker, std::string_view frame) {
+  Worker* w = &worker;
   if (has_telemetry_prefix(frame)) {
     on_telemetry(frame);
     return;
@@ -118,12 +167,16 @@ void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
           // Nothing to do: liveness is tracked at the WebSocket layer.
         } else if constexpr (std::is_same_v<T, protocol::RegisterFunction> ||
                              std::is_same_v<T, protocol::UnregisterFunction> ||
-                             std::is_same_v<T, protocol::InvokeFunction> ||
+                             std::is_same_v<T, protocol::RegisterTriggerType> ||
+                             std::is_same_v<T, protocol::RegisterTrigger>) {
+          if (w->info.policy)
+            admit(*w, std::move(m));  // RBAC checks, hooks and prefixes first
+          else
+            handle(*w, std::move(m));
+        } else if constexpr (std::is_same_v<T, protocol::InvokeFunction> ||
                              std::is_same_v<T, protocol::InvocationResult> ||
                              std::is_same_v<T, protocol::RegisterService> ||
-                             std::is_same_v<T, protocol::RegisterTriggerType> ||
                              std::is_same_v<T, protocol::UnregisterTriggerType> ||
-                             std::is_same_v<T, protocol::RegisterTrigger> ||
                              std::is_same_v<T, protocol::UnregisterTrigger>) {
           handle(*w, std::move(m));
         } else if constexpr (std::is_same_v<T, protocol::TriggerRegistrationResult>) {
@@ -211,6 +264,7 @@ void Engine::handle(Worker& w, protocol::UnregisterFunction&& m) {
 void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   using protocol::ActionType;
   ++stats_.invocations;
+  if (w.info.policy && gate_invoke(w, m)) return;
   const bool wants_reply = m.invocation_id && m.action.type != ActionType::kVoid;
 
   if (m.action.type != ActionType::kVoid && m.action.type != ActionType::kNone) {
@@ -323,8 +377,13 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
     executor->conn->hold();
     corked_.push_back(executor->handle);
   }
-  executor->conn->send(make_frame(
-      protocol::encode_invoke(wire_id, function_id, data, ctx.traceparent, ctx.baggage)));
+  std::string_view local_id = function_id;  // as the executor registered it (before its prefix)
+  if (const auto& prefix = executor->session.function_registration_prefix;
+      prefix && local_id.size() > prefix->size() + 2 &&
+      local_id.substr(0, prefix->size()) == *prefix && local_id.substr(prefix->size(), 2) == "::")
+    local_id.remove_prefix(prefix->size() + 2);
+  executor->conn->send(
+      make_frame(protocol::encode_invoke(wire_id, local_id, data, ctx.traceparent, ctx.baggage)));
 }
 
 void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
@@ -452,9 +511,10 @@ void Engine::disconnect(uint64_t handle) {
   remove_worker_triggers(handle);
   note_function_set_change();
   const std::string id = w.id;
+  const bool announced = w.ready;
   spdlog::debug("worker {} disconnected", id);
   workers_.erase(it);
-  notify_worker_event("worker_disconnected", id);
+  if (announced) notify_worker_event("worker_disconnected", id);
 }
 
 void Engine::shutdown() {
@@ -486,10 +546,17 @@ void Engine::register_builtin(FunctionInfo info, const std::string& owner, Built
   note_function_set_change();
 }
 
-json::object Engine::list_functions(bool include_internal) const {
+json::object Engine::list_functions(bool include_internal, uint64_t caller) const {
+  const Worker* session = nullptr;  // a worker on an RBAC listener sees what it may call
+  if (caller)
+    if (auto it = workers_.find(caller); it != workers_.end() && it->second.info.policy)
+      session = &it->second;
   json::array arr;
   functions_.for_each_sorted([&](const Registrant& r) {
     if (!include_internal && r.info.id.rfind("engine::", 0) == 0) return;
+    if (session && check_access(*session->info.policy, session->session, r.info.id, &r.info) !=
+                       Access::kAllowed)
+      return;
     arr.push_back(r.info.to_json());
   });
   json::object out;

@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -20,6 +21,7 @@
 #include "engine/channels.h"
 #include "engine/connection.h"
 #include "engine/function_registry.h"
+#include "engine/rbac.h"
 #include "protocol/messages.h"
 #include "protocol/uuid.h"
 
@@ -139,6 +141,19 @@ struct Worker {
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
   logging::WarningLimiter invalid_messages;  // rate-limits the warnings for its bad frames
   bool held = false;                         // its connection is held by Engine::cork()
+  // RBAC (engine/rbac.h, rbac_gate.cc). A connection on a listener with an auth function is not
+  // `ready` (no workerregistered, not announced) until its AuthResult arrives. While `paused`
+  // (authenticating, or a registration hook in flight) its frames wait in `backlog`, so they are
+  // still processed in arrival order.
+  Session session;
+  bool ready = true;
+  bool paused = false;
+  bool rejected = false;  // auth failed: the connection is closing, frames are dropped
+  std::deque<std::string> backlog;
+  size_t backlog_bytes = 0;
+  uint32_t registrations = 0;  // admitted registrations (ListenerLimits::registrations)
+  double invoke_tokens = 0;    // token bucket for ListenerLimits::invocations_per_second
+  std::chrono::steady_clock::time_point invoke_refill{};
 };
 
 // An in-process worker instance, listed by engine::workers::list.
@@ -280,7 +295,8 @@ class Engine {
   bool shutting_down() const { return shutting_down_; }
 
   // ---- introspection ----
-  boost::json::object list_functions(bool include_internal) const;
+  // Filtered by the caller's RBAC session when `caller` is a worker on an RBAC listener.
+  boost::json::object list_functions(bool include_internal, uint64_t caller = 0) const;
   boost::json::object list_workers(const std::optional<std::string>& worker_id) const;
   Worker* find_worker(uint64_t handle);
   Worker* find_worker_by_id(std::string_view id);
@@ -328,6 +344,22 @@ class Engine {
   void rebind_type(const std::string& type_id);
   void note_function_set_change();
   void handle_decode_error(Worker& w, const protocol::DecodeError& e);
+  void process_frame(Worker& w, std::string_view frame);
+  void announce(Worker& w);  // workerregistered + worker_connected
+
+  // ---- RBAC (rbac_gate.cc): what a listener's policy does before the handlers above ----
+  void start_auth(Worker& w);
+  void finish_auth(uint64_t handle, Outcome o);
+  void reject(Worker& w, std::string_view code, const std::string& message);
+  void pause(Worker& w) { w.paused = true; }
+  void resume(uint64_t handle);  // processes the backlog (deferred)
+  bool over_registration_limit(Worker& w, std::string_view what);
+  void admit(Worker& w, protocol::RegisterFunction&& m);
+  void admit(Worker& w, protocol::UnregisterFunction&& m);
+  void admit(Worker& w, protocol::RegisterTriggerType&& m);
+  void admit(Worker& w, protocol::RegisterTrigger&& m);
+  // True when the invocation was answered here (refused, rate-limited, or sent to middleware).
+  bool gate_invoke(Worker& w, protocol::InvokeFunction& m);
 
   // Core routing: sends to a worker or runs a built-in. `reply` receives the outcome.
   void route(const std::string& function_id, boost::json::value data, CallContext ctx,

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/url/parse.hpp>
 
 #include "engine/connection.h"
@@ -26,10 +27,11 @@ bool is_telemetry(std::string_view f) {
 // `/`: a worker connection of the engine.
 class WorkerHandler : public SessionHandler {
  public:
-  WorkerHandler(engine::Engine& engine, std::string listener)
-      : engine_(engine), listener_(std::move(listener)) {}
+  WorkerHandler(engine::Engine& engine, engine::ConnectionInfo info)
+      : engine_(engine), info_(std::move(info)) {}
   uint64_t on_open(std::shared_ptr<engine::Connection> conn, const std::string& ip) override {
-    return engine_.connect(std::move(conn), engine::ConnectionInfo{ip, listener_});
+    info_.ip_address = ip;
+    return engine_.connect(std::move(conn), std::move(info_));
   }
   void on_frame(uint64_t id, std::string_view frame, bool) override { engine_.on_frame(id, frame); }
   void on_close(uint64_t id) override { engine_.disconnect(id); }
@@ -40,7 +42,7 @@ class WorkerHandler : public SessionHandler {
 
  private:
   engine::Engine& engine_;
-  std::string listener_;
+  engine::ConnectionInfo info_;
 };
 
 // `/otel`: telemetry frames only; no worker entry.
@@ -92,11 +94,31 @@ class WsListener : public Listener {
     if (!r->is_websocket_upgrade())
       return r->respond(HttpStatus::upgrade_required,
                         "This endpoint expects a WebSocket upgrade\n");
+    if (opts_->allowed_origins) {
+      auto origin = r->request().find(boost::beast::http::field::origin);
+      const std::string_view o =
+          origin == r->request().end() ? std::string_view() : std::string_view(origin->value());
+      if (std::find(opts_->allowed_origins->begin(), opts_->allowed_origins->end(), o) ==
+          opts_->allowed_origins->end()) {
+        spdlog::warn("{}: upgrade from {} refused: origin '{}' is not in allowed_origins",
+                     opts_->name, r->ip(), o);
+        return r->respond(HttpStatus::forbidden, "Origin not allowed\n");
+      }
+    }
     if (channel) return open_channel(path.substr(kChannels.size()), std::move(r));
     std::shared_ptr<SessionHandler> handler;
-    if (path == "/")
-      handler = std::make_shared<WorkerHandler>(engine_, opts_->name);
-    else
+    if (path == "/") {
+      engine::ConnectionInfo info;
+      info.listener = opts_->name;
+      info.policy = opts_->policy;
+      if (info.policy) {  // the auth function gets the upgrade's headers and query
+        for (const auto& f : r->request())
+          info.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+        const std::string_view t = r->target();
+        if (auto q = t.find('?'); q != std::string_view::npos) info.query = t.substr(q + 1);
+      }
+      handler = std::make_shared<WorkerHandler>(engine_, std::move(info));
+    } else
       handler = std::make_shared<TelemetryHandler>(engine_);
     run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), session_opts_,
                    std::move(handler));

@@ -7,14 +7,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace boost::asio {
 class io_context;
 }
 namespace iii::engine {
 class Engine;
-}
+struct ListenerPolicy;
+}  // namespace iii::engine
 
 namespace iii::net {
 
@@ -27,6 +30,10 @@ struct ListenerOptions {
   std::chrono::milliseconds idle_timeout{60000};
   // Close a connection whose unsent outbound data exceeds this (a peer that stopped reading).
   size_t max_outbound_bytes = 256 * 1024 * 1024;
+  // RBAC, middleware and limits for the connections on `/` (null: none).
+  std::shared_ptr<const engine::ListenerPolicy> policy;
+  // Upgrades whose Origin header is not one of these are refused with 403 (nullopt: any).
+  std::optional<std::vector<std::string>> allowed_origins;
 };
 
 class Listener {

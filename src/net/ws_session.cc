@@ -38,7 +38,7 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
         handler_(std::move(handler)),
         ip_(std::move(ip)) {}
 
-  void accept(HttpRequest&& req) {
+  void accept(HttpRequest&& req, std::string subprotocol) {
     websocket::stream_base::timeout t{};
     t.handshake_timeout = kHandshakeTimeout;
     t.idle_timeout =
@@ -52,7 +52,10 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
     ws_.read_message_max(0);
     ws_.auto_fragment(false);
     ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "iii/" III_VERSION); }));
+        [subprotocol = std::move(subprotocol)](websocket::response_type& res) {
+          res.set(http::field::server, "iii/" III_VERSION);
+          if (!subprotocol.empty()) res.set(http::field::sec_websocket_protocol, subprotocol);
+        }));
     ws_.next_layer().set_owner(weak_from_this());
     ws_.async_accept(req,
                      [self = shared_from_this()](beast::error_code ec) { self->on_accept(ec); });
@@ -178,9 +181,9 @@ class WsSession : public engine::Connection, public std::enable_shared_from_this
 
 void run_ws_session(tcp::socket&& socket, HttpRequest&& req, std::string ip,
                     std::shared_ptr<const SessionOptions> opts,
-                    std::shared_ptr<SessionHandler> handler) {
+                    std::shared_ptr<SessionHandler> handler, std::string subprotocol) {
   std::make_shared<WsSession>(std::move(socket), std::move(ip), std::move(opts), std::move(handler))
-      ->accept(std::move(req));
+      ->accept(std::move(req), std::move(subprotocol));
 }
 
 }  // namespace iii::net

@@ -34,9 +34,9 @@ class SessionHandler {
 };
 
 // Answers the upgrade `req` on `socket` (from IncomingRequest::release_socket) and runs the
-// session.
+// session. A non-empty `subprotocol` is selected in the answer (Sec-WebSocket-Protocol).
 void run_ws_session(boost::asio::ip::tcp::socket&& socket, HttpRequest&& req, std::string ip,
                     std::shared_ptr<const SessionOptions> opts,
-                    std::shared_ptr<SessionHandler> handler);
+                    std::shared_ptr<SessionHandler> handler, std::string subprotocol = {});
 
 }  // namespace iii::net

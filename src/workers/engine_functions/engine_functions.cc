@@ -109,7 +109,7 @@ class EngineFunctions : public engine::BuiltinWorker {
           done(Outcome::ok(eng.list_workers(opt_string(*in, "worker_id"))));
         });
     add("engine::functions::list", "List registered functions",
-        [&eng](const CallContext&, json::value input, Completion done) {
+        [&eng](const CallContext& ctx, json::value input, Completion done) {
           const std::string fn = "engine::functions::list";
           const json::object* in = object_input(input, fn, done);
           if (!in) return;
@@ -120,7 +120,7 @@ class EngineFunctions : public engine::BuiltinWorker {
           bool internal = false;
           if (auto* v = in->if_contains("include_internal"); v && v->is_bool())
             internal = v->get_bool();
-          done(Outcome::ok(eng.list_functions(internal)));
+          done(Outcome::ok(eng.list_functions(internal, ctx.caller)));
         });
     add("engine::triggers::list", "List registered triggers and their state",
         [&eng](const CallContext&, json::value input, Completion done) {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/beast/core/string.hpp>
 #include <boost/json/parse.hpp>
 #include <map>
 #include <unordered_map>
@@ -52,6 +53,29 @@ json::object describe_request(IncomingRequest& r) {
                       {"path", std::string(r.path())},
                       {"query_params", std::move(query)},
                       {"addr", r.ip() + ":" + std::to_string(r.remote_port())}};
+}
+
+// Browsers cannot set headers on a WebSocket upgrade, only subprotocols: a client that offers
+// `Sec-WebSocket-Protocol: Authorization, <token>` gets "Authorization" selected in the answer
+// (a browser drops a connection whose answer selects none of its offers), and its token is
+// handed to the auth function as the `authorization` header (unless the request had one).
+std::optional<std::string> subprotocol_token(const net::HttpRequest& req) {
+  auto it = req.find(boost::beast::http::field::sec_websocket_protocol);
+  if (it == req.end()) return std::nullopt;
+  std::string_view v = it->value();
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  const auto comma = v.find(',');
+  if (comma == std::string_view::npos) return std::nullopt;
+  std::string_view first = trim(v.substr(0, comma));
+  std::string_view token = trim(v.substr(comma + 1));
+  if (first.size() != 13 || !boost::beast::iequals(first, "Authorization") || token.empty() ||
+      token.find(',') != std::string_view::npos)
+    return std::nullopt;
+  return std::string(token);
 }
 
 std::optional<StreamSubscription> parse_subscription(const json::object& msg, std::string& error) {
@@ -326,10 +350,21 @@ class StreamServerImpl : public StreamServer {
                         "This endpoint expects a WebSocket upgrade\n");
     std::weak_ptr<Core> core = core_;
     auto opts = session_opts_;
-    delegate_.authenticate(describe_request(*r), [r, core, opts, auto_join](json::value context) {
-      run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), opts,
-                     std::make_shared<ClientHandler>(core, std::move(context), auto_join));
-    });
+    json::object request = describe_request(*r);
+    std::string subprotocol;
+    if (auto token = subprotocol_token(r->request())) {
+      subprotocol = "Authorization";
+      auto& headers = request["headers"].get_object();
+      if (!headers.contains("authorization")) headers["authorization"] = *token;
+    }
+    delegate_.authenticate(
+        std::move(request), [r, core, opts, auto_join, subprotocol = std::move(subprotocol)](
+                                std::optional<json::value> context) {
+          if (!context) return r->respond(net::HttpStatus::unauthorized, "Unauthorized\n");
+          run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), opts,
+                         std::make_shared<ClientHandler>(core, std::move(*context), auto_join),
+                         subprotocol);
+        });
   }
 
   StreamServerDelegate& delegate_;

@@ -30,10 +30,11 @@ struct StreamSubscription {
 class StreamServerDelegate {
  public:
   virtual ~StreamServerDelegate() = default;
-  // During the upgrade: `request` is {headers, path, query_params, addr}. The connection is
-  // accepted whatever happens; `done` receives its context (null for none).
-  virtual void authenticate(boost::json::object request,
-                            std::function<void(boost::json::value context)> done) = 0;
+  // During the upgrade: `request` is {headers, path, query_params, addr}. `done` receives the
+  // connection's context (null for none), or nullopt to refuse the upgrade (HTTP 401).
+  virtual void authenticate(
+      boost::json::object request,
+      std::function<void(std::optional<boost::json::value> context)> done) = 0;
   // A join. `done(subscribe, reply)`: whether to store the subscription, and the frame to send
   // (sync or unauthorized; may be null to send nothing).
   virtual void join(const StreamSubscription& sub, const boost::json::value& context,

@@ -133,17 +133,24 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   }
 
   // ---- stream::StreamServerDelegate ----
-  void authenticate(json::object request, std::function<void(json::value)> done) override {
-    if (!auth_function_) return done(nullptr);
+  void authenticate(json::object request,
+                    std::function<void(std::optional<json::value>)> done) override {
+    if (!auth_function_) return done(json::value(nullptr));
     eng_.invoke(*auth_function_, std::move(request), CallContext{},
                 [done, fn = *auth_function_](Outcome o) {
                   // The auth function can never reject: failures mean "no context".
                   if (o.error) {
                     spdlog::warn("iii-stream: auth function {} failed ({}: {}); no context", fn,
                                  o.error->code, o.error->message);
-                    return done(nullptr);
+                    return done(json::value(nullptr));
                   }
                   const json::object* obj = o.result ? o.result->if_object() : nullptr;
+                  // Beyond the original: {allowed: false} refuses the upgrade (HTTP 401).
+                  if (const json::value* a = obj ? obj->if_contains("allowed") : nullptr;
+                      a && a->is_bool() && !a->get_bool()) {
+                    spdlog::info("iii-stream: connection refused by auth function {}", fn);
+                    return done(std::nullopt);
+                  }
                   const json::value* ctx = obj ? obj->if_contains("context") : nullptr;
                   done(ctx ? *ctx : json::value(nullptr));
                 });
