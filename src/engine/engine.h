@@ -62,6 +62,8 @@ struct CallContext {
   std::string caller_worker_id;  // its UUID; empty for internal calls
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
+  // Caller metadata (newer SDKs' `metadata` on invokefunction), passed on to a worker executor.
+  std::optional<boost::json::value> metadata;
 };
 
 using BuiltinHandler =
@@ -139,6 +141,9 @@ struct Worker {
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
   logging::WarningLimiter invalid_messages;  // rate-limits the warnings for its bad frames
   bool held = false;                         // its connection is held by Engine::cork()
+  // Handed out in `workerregistered`; a newer SDK that reconnects presents it in `reattach`
+  // to take this connection's place.
+  std::string reattach_token;
 };
 
 // An in-process worker instance, listed by engine::workers::list.
@@ -319,6 +324,7 @@ class Engine {
   void handle(Worker& w, protocol::UnregisterTriggerType&& m);
   void handle(Worker& w, protocol::RegisterTrigger&& m);
   void handle(Worker& w, protocol::UnregisterTrigger&& m);
+  void handle(Worker& w, protocol::Reattach&& m);
   void refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m,
                              const Trigger& existing);
   void bind_trigger(Trigger& t);
