@@ -70,6 +70,8 @@ test('exec: pipeline in order, restart on a watched change, nothing survives kil
     const [sh2, gc2] = await readPids(dir, 2);
     assert.notEqual(sh2, sh1);
     await waitFor(() => !alive(sh1) && !alive(gc1), { timeoutMs: 3000, what: 'run 1 processes to be gone' });
+    await waitFor(() => engine.lines.some((l) => /changed; restarting the pipeline/.test(l)),
+      { what: 'the restart to be logged' });
     const restarts = engine.lines.filter((l) => /changed; restarting the pipeline/.test(l));
     assert.equal(restarts.length, 1, `one restart:\n${restarts.join('\n')}`);
     assert.match(restarts[0], /watched\/deep\/a\.txt/);
