@@ -131,3 +131,20 @@ test('exec: config errors name the file and line', { timeout: 30000 }, async () 
     assert.match(e.message, /config\.yaml:\d+: worker 'iii-exec'/);
   }
 });
+
+test('exec: a command that ignores SIGTERM is SIGKILLed 3 s into the shutdown; the engine still exits 0', { timeout: 30000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iii-exec-'));
+  // The command's own shell ignores SIGTERM (and so does its background child).
+  const stubborn = 'trap "" TERM; sleep 300 & echo "$$ $!" > pids.tmp && mv pids.tmp pids.1; while :; do wait; done';
+  const engine = await startEngine({ dir, configText: execConfig([stubborn]) });
+  try {
+    const [sh, gc] = await readPids(dir, 1);
+    const res = await engine.stop();
+    assert.equal(res.code, 0);
+    assert.ok(res.durationMs >= 2800 && res.durationMs < 5000, `shutdown took ${res.durationMs} ms (3 s grace)`);
+    assert.ok(!alive(sh) && !alive(gc), 'SIGKILL after the grace period ends them');
+  } finally {
+    engine.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
