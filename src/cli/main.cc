@@ -14,6 +14,7 @@
 #include <iostream>
 
 #include "cli/trigger_command.h"
+#include "cli/worker_command.h"
 #include "common/logging.h"
 #include "config/config.h"
 #include "engine/builtin_worker.h"
@@ -201,7 +202,28 @@ int main(int argc, char** argv) {
   trigger->add_option("--port", trig.port, "Engine port (default 49134)");
   trigger->add_option("--timeout-ms", trig.timeout_ms, "Timeout in milliseconds (default 30000)");
 
+  // `iii worker add|remove|list`: the built-in workers of a project's config.yaml.
+  iii::cli::WorkerOptions wopts;
+  auto* worker = app.add_subcommand("worker", "Manage the built-in workers of config.yaml");
+  worker->require_subcommand(1);
+  worker->add_option("-c,--config", wopts.config_path, "Config file (default: config.yaml)");
+  auto* wadd = worker->add_subcommand(
+      "add", "Add a built-in worker with its documented default config (nothing is downloaded)");
+  wadd->add_option("name", wopts.name, "Worker name, optionally @version (e.g. iii-stream@0.11.6)")
+      ->required();
+  auto* wremove = worker->add_subcommand("remove", "Remove a worker's entry from config.yaml");
+  wremove->add_option("name", wopts.name, "Worker name (name#N for one of several entries)")
+      ->required();
+  auto* wlist = worker->add_subcommand("list", "List the workers configured in config.yaml");
+  for (auto* sub : {wadd, wremove, wlist})
+    sub->add_option("-c,--config", wopts.config_path, "Config file (default: config.yaml)");
+
   CLI11_PARSE(app, argc, argv);
   if (trigger->parsed()) return finish(iii::cli::run_trigger(trig));
+  if (worker->parsed()) {
+    wopts.action = wadd->parsed() ? "add" : wremove->parsed() ? "remove" : "list";
+    if (!run.config_path.empty()) wopts.config_path = run.config_path;
+    return finish(iii::cli::run_worker_command(wopts));
+  }
   return finish(run_engine(run));
 }

@@ -56,6 +56,83 @@ std::optional<std::string> key_string(const YAML::Node& key) {
   return key.Scalar();
 }
 
+// The older module docs' `- class: modules::...` entries (the v0.11 changelog's table of old
+// class paths and new names; `streams` is the plural some docs used).
+constexpr std::pair<std::string_view, std::string_view> kLegacyClasses[] = {
+    {"modules::worker::WorkerModule", "iii-worker-manager"},
+    {"modules::api::RestApiModule", "iii-http"},
+    {"modules::stream::StreamModule", "iii-stream"},
+    {"modules::streams::StreamModule", "iii-stream"},
+    {"modules::state::StateModule", "iii-state"},
+    {"modules::queue::QueueModule", "iii-queue"},
+    {"modules::pubsub::PubSubModule", "iii-pubsub"},
+    {"modules::cron::CronModule", "iii-cron"},
+    {"modules::observability::OtelModule", "iii-observability"},
+    {"modules::http_functions::HttpFunctionsModule", "iii-http-functions"},
+    {"modules::shell::ExecModule", "iii-exec"},
+    {"modules::bridge_client::BridgeClientModule", "iii-bridge"},
+    {"modules::telemetry::TelemetryModule", "iii-telemetry"},
+    {"modules::engine_functions::EngineFunctionsModule", "iii-engine-functions"},
+};
+
+// Adapter classes of those docs, by their last path segment (the module part varies:
+// modules::state::adapters::KvStore, modules::stream::adapters::KvStore, ...).
+constexpr std::pair<std::string_view, std::string_view> kLegacyAdapters[] = {
+    {"KvStore", "kv"},         {"BuiltinKvStore", "kv"},        {"KvCronAdapter", "kv"},
+    {"RedisAdapter", "redis"}, {"RedisCronAdapter", "redis"},   {"BuiltinQueueAdapter", "builtin"},
+    {"LocalAdapter", "local"}, {"RabbitMQAdapter", "rabbitmq"}, {"RabbitMqAdapter", "rabbitmq"},
+    {"Bridge", "bridge"},      {"BridgeAdapter", "bridge"},
+};
+
+std::optional<std::string> legacy_worker_name(const std::string& cls) {
+  for (const auto& [from, to] : kLegacyClasses)
+    if (cls == from) return std::string(to);
+  return std::nullopt;
+}
+
+// Rewrites `adapter: {class: modules::...::X, config}` to `adapter: {name: x, config}`.
+void map_legacy_adapter(YAML::Node config, const std::string& source, int entry_line) {
+  if (!config.IsMap()) return;
+  std::optional<YAML::Node> found;
+  for (const auto& kv : config)
+    if (kv.first.IsScalar() && kv.first.Scalar() == "adapter") found.emplace(kv.second);
+  if (!found) return;
+  const YAML::Node adapter = *found;  // const: lookups never add keys
+  if (!adapter.IsMap() || adapter["name"] || !adapter["class"]) return;
+  const YAML::Node cls = adapter["class"];
+  const std::string path = cls.IsScalar() ? cls.Scalar() : std::string();
+  const size_t cut = path.rfind("::");
+  const std::string last = cut == std::string::npos ? path : path.substr(cut + 2);
+  std::optional<std::string> name;
+  for (const auto& [from, to] : kLegacyAdapters)
+    if (last == from) name = std::string(to);
+  if (!name) {
+    std::string known;
+    for (const auto& [from, to] : kLegacyAdapters)
+      known += (known.empty() ? "" : ", ") + std::string(from) + " -> " + std::string(to);
+    throw_at(source, line_of(cls, entry_line),
+             "unknown adapter class '" + path + "' (known classes: " + known + ")");
+  }
+  YAML::Node rewritten(YAML::NodeType::Map);
+  rewritten["name"] = *name;
+  if (adapter["config"]) rewritten["config"] = adapter["config"];
+  config["adapter"] = rewritten;
+}
+
+// `iii-http#2` (the original's own spelling of a second instance) and the newer engines'
+// names without the `iii-` prefix (`http`, `state`, ...) name the same built-in workers.
+std::string canonical_name(const std::string& raw) {
+  std::string name = raw;
+  const size_t hash = name.rfind('#');
+  if (hash != std::string::npos && hash + 1 < name.size() &&
+      std::all_of(name.begin() + static_cast<std::ptrdiff_t>(hash) + 1, name.end(),
+                  [](char c) { return c >= '0' && c <= '9'; }))
+    name.resize(hash);
+  if (is_known_worker(name)) return name;
+  if (name.rfind("iii-", 0) != 0 && is_known_worker("iii-" + name)) return "iii-" + name;
+  return name;
+}
+
 WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
   const int entry_line = line_of(item, 0);
   if (!item.IsMap()) {
@@ -65,7 +142,7 @@ WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
   // optional + emplace, never Node::operator=: assigning to a bound YAML::Node rebinds the node it
   // shares with the document, so a repeated key would rewrite the parsed tree.
   using KeyValue = std::optional<std::pair<YAML::Node, YAML::Node>>;
-  KeyValue name, config, image;
+  KeyValue name, config, image, cls;
   for (const auto& kv : item) {
     const auto key = key_string(kv.first);
     if (!key) continue;
@@ -76,23 +153,42 @@ WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
       config.emplace(kv.first, kv.second);
     } else if (*key == "image") {
       image.emplace(kv.first, kv.second);
+    } else if (*key == "class") {
+      cls.emplace(kv.first, kv.second);
     }
   }
 
-  if (!name) throw_at(source, entry_line, "worker entry is missing required key 'name'");
-  if (!name->second.IsScalar() || name->second.Scalar().empty()) {
-    throw_at(source, line_of(name->first, entry_line), "worker entry key 'name' must be a string");
+  std::string raw_name;
+  if (!name && cls) {
+    // The older module docs' form: `- class: modules::stream::StreamModule`.
+    const std::string c = cls->second.IsScalar() ? cls->second.Scalar() : std::string();
+    const auto mapped = legacy_worker_name(c);
+    if (!mapped) {
+      std::string known;
+      for (const auto& [from, to] : kLegacyClasses)
+        known += (known.empty() ? "" : ", ") + std::string(from);
+      throw_at(source, line_of(cls->second, entry_line),
+               "unknown module class '" + c + "' (known classes: " + known + ")");
+    }
+    raw_name = *mapped;
+  } else {
+    if (!name) throw_at(source, entry_line, "worker entry is missing required key 'name'");
+    if (!name->second.IsScalar() || name->second.Scalar().empty()) {
+      throw_at(source, line_of(name->first, entry_line),
+               "worker entry key 'name' must be a string");
+    }
+    raw_name = name->second.Scalar();
   }
 
   WorkerEntry entry;
-  entry.name = name->second.Scalar();
+  entry.name = canonical_name(raw_name);
   entry.instance_name = entry.name;
   entry.source = source;
   entry.line = entry_line;
 
   if (!is_known_worker(entry.name)) {
     throw_at(
-        source, line_of(name->second, entry_line),
+        source, line_of(name ? name->second : cls->second, entry_line),
         "unknown worker '" + entry.name + "' (known workers: " + join(known_worker_names()) + ")");
   }
   if (image && !image->second.IsNull()) {
@@ -105,6 +201,7 @@ WorkerEntry parse_entry(const YAML::Node& item, const std::string& source) {
     entry.config = YAML::Node(YAML::NodeType::Map);
   } else if (config->second.IsMap()) {
     entry.config = config->second;
+    map_legacy_adapter(entry.config, source, entry_line);
   } else {
     throw_at(source, line_of(config->first, entry_line),
              "worker '" + entry.name + "': 'config' must be a mapping");
@@ -148,6 +245,12 @@ void append_mandatory(EngineConfig& config) {
 }
 
 }  // namespace
+
+std::string canonical_worker_name(const std::string& name) { return canonical_name(name); }
+
+std::optional<std::string> legacy_class_worker_name(const std::string& cls) {
+  return legacy_worker_name(cls);
+}
 
 EnvLookup process_env() {
   return [](const std::string& name) -> std::optional<std::string> {

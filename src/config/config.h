@@ -67,6 +67,14 @@ const std::vector<std::string>& mandatory_worker_names();
 const std::vector<std::string>& default_worker_names();
 bool is_mandatory_worker(const std::string& name);
 
+// The built-in worker a config name stands for: `iii-http#2` (an instance suffix) and the
+// newer engines' short names (`http`, `state`, ...) map to `iii-http`, `iii-state`, ...;
+// other names come back unchanged.
+std::string canonical_worker_name(const std::string& name);
+// The worker an older docs' `class: modules::...::XModule` entry stands for (nullopt when the
+// class is not one of the v0.11 changelog's table).
+std::optional<std::string> legacy_class_worker_name(const std::string& cls);
+
 // Typed reader over one worker's `config:` mapping. Call finish() after reading every key:
 // any key that was never read is reported as unknown (with its line).
 class WorkerConfigReader {

@@ -100,7 +100,7 @@ TEST(ParseConfig, EmptyFileGivesMandatoryWorkers) {
   const EngineConfig c = parse_config("", "c.yaml");
   EXPECT_EQ(instance_names(c),
             (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions",
-                                      "iii-observability"}));
+                                      "iii-observability", "iii-telemetry"}));
   EXPECT_EQ(c.source, "c.yaml");
   EXPECT_TRUE(c.workers[0].config.IsMap());
   EXPECT_EQ(c.workers[0].config.size(), 0u);
@@ -117,7 +117,7 @@ TEST(ParseConfig, WorkersThenModulesAreConcatenated) {
       "      port: 3111\n"
       "  - name: iii-state\n";
   const EngineConfig c = parse_config(yaml, "c.yaml");
-  ASSERT_EQ(c.workers.size(), 6u);
+  ASSERT_EQ(c.workers.size(), 7u);
   EXPECT_EQ(c.workers[0].name, "iii-http");
   EXPECT_EQ(c.workers[0].line, 4);
   EXPECT_EQ(c.workers[0].config["port"].as<int>(), 3111);
@@ -131,7 +131,7 @@ TEST(ParseConfig, WorkersThenModulesAreConcatenated) {
 TEST(ParseConfig, LegacyModulesKeyAlone) {
   const EngineConfig c = parse_config("modules:\n  - name: iii-queue\n", "c.yaml");
   EXPECT_EQ(c.workers.front().name, "iii-queue");
-  EXPECT_EQ(c.workers.size(), 4u);
+  EXPECT_EQ(c.workers.size(), 5u);
 }
 
 TEST(ParseConfig, NullConfigAndExtraKeysAreAccepted) {
@@ -178,7 +178,7 @@ TEST(ParseConfig, DuplicateNamesGetSuffixes) {
   EXPECT_EQ(instance_names(c),
             (std::vector<std::string>{"iii-worker-manager", "iii-worker-manager#1",
                                       "iii-worker-manager#2", "iii-engine-functions",
-                                      "iii-observability"}));
+                                      "iii-observability", "iii-telemetry"}));
   EXPECT_EQ(c.workers[1].name, "iii-worker-manager");
   EXPECT_EQ(c.workers[1].config["port"].as<int>(), 49135);
 }
@@ -189,21 +189,99 @@ TEST(ParseConfig, MandatoryAppendedOnlyWhenAbsent) {
       "c.yaml");
   EXPECT_EQ(instance_names(c),
             (std::vector<std::string>{"iii-observability", "iii-http", "iii-worker-manager",
-                                      "iii-engine-functions"}));
+                                      "iii-engine-functions", "iii-telemetry"}));
   EXPECT_EQ(c.workers[0].config["level"].as<std::string>(), "debug");
 }
 
-TEST(ParseConfig, TelemetryAcceptedButNotImplicit) {
-  const EngineConfig c = parse_config("workers:\n  - name: iii-telemetry\n", "c.yaml");
+TEST(ParseConfig, TelemetryIsMandatoryAndAppendedOnce) {
+  const EngineConfig c =
+      parse_config("workers:\n  - name: iii-telemetry\n    config: {enabled: false}\n", "c.yaml");
   EXPECT_EQ(c.workers.size(), 4u);
-  EXPECT_FALSE(is_mandatory_worker("iii-telemetry"));
+  EXPECT_EQ(c.workers[0].name, "iii-telemetry");
+  EXPECT_TRUE(is_mandatory_worker("iii-telemetry"));
   EXPECT_TRUE(is_mandatory_worker("iii-engine-functions"));
-  for (const auto& w : parse_config("", "c.yaml").workers) EXPECT_NE(w.name, "iii-telemetry");
+}
+
+TEST(ParseConfig, LegacyModuleClassesMapToTodaysNames) {
+  const std::string yaml =
+      "modules:\n"
+      "  - class: modules::stream::StreamModule\n"
+      "    config:\n"
+      "      port: 3112\n"
+      "      adapter:\n"
+      "        class: modules::stream::adapters::RedisAdapter\n"
+      "        config:\n"
+      "          redis_url: redis://localhost:6379\n"
+      "  - class: modules::state::StateModule\n"
+      "    config:\n"
+      "      adapter:\n"
+      "        class: modules::state::adapters::KvStore\n"
+      "  - class: modules::queue::QueueModule\n"
+      "    config: {adapter: {class: modules::queue::BuiltinQueueAdapter}}\n"
+      "  - class: modules::cron::CronModule\n"
+      "    config: {adapter: {class: modules::cron::KvCronAdapter}}\n"
+      "  - class: modules::api::RestApiModule\n"
+      "  - class: modules::shell::ExecModule\n"
+      "  - class: modules::worker::WorkerModule\n"
+      "  - class: modules::observability::OtelModule\n";
+  const EngineConfig c = parse_config(yaml, "c.yaml");
+  std::vector<std::string> names;
+  for (const auto& w : c.workers) names.push_back(w.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"iii-stream", "iii-state", "iii-queue", "iii-cron",
+                                             "iii-http", "iii-exec", "iii-worker-manager",
+                                             "iii-observability", "iii-engine-functions",
+                                             "iii-telemetry"}));
+  EXPECT_EQ(c.workers[0].line, 2);
+  EXPECT_EQ(c.workers[0].config["port"].as<int>(), 3112);
+  EXPECT_EQ(c.workers[0].config["adapter"]["name"].as<std::string>(), "redis");
+  EXPECT_EQ(c.workers[0].config["adapter"]["config"]["redis_url"].as<std::string>(),
+            "redis://localhost:6379");
+  EXPECT_FALSE(c.workers[0].config["adapter"]["class"]);
+  EXPECT_EQ(c.workers[1].config["adapter"]["name"].as<std::string>(), "kv");
+  EXPECT_FALSE(c.workers[1].config["adapter"]["config"]);
+  EXPECT_EQ(c.workers[2].config["adapter"]["name"].as<std::string>(), "builtin");
+  EXPECT_EQ(c.workers[3].config["adapter"]["name"].as<std::string>(), "kv");
+
+  const std::string msg =
+      error_of([] { parse_config("modules:\n  - class: modules::nope::NopeModule\n", "c.yaml"); });
+  EXPECT_NE(msg.find("c.yaml:2: unknown module class 'modules::nope::NopeModule'"),
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("modules::stream::StreamModule"), std::string::npos) << msg;
+  const std::string msg2 = error_of([] {
+    parse_config(
+        "modules:\n  - class: modules::state::StateModule\n    config:\n      adapter:\n"
+        "        class: modules::state::adapters::Weird\n",
+        "c.yaml");
+  });
+  EXPECT_NE(msg2.find("c.yaml:5: unknown adapter class 'modules::state::adapters::Weird'"),
+            std::string::npos)
+      << msg2;
+}
+
+TEST(ParseConfig, NewerShortNamesAndInstanceSuffixes) {
+  const EngineConfig c = parse_config(
+      "workers:\n  - name: http\n  - name: state\n  - name: worker-manager\n"
+      "  - name: iii-worker-manager#1\n    config: {port: 49135}\n  - name: http-functions\n",
+      "c.yaml");
+  EXPECT_EQ(instance_names(c), (std::vector<std::string>{
+                                   "iii-http", "iii-state", "iii-worker-manager",
+                                   "iii-worker-manager#1", "iii-http-functions",
+                                   "iii-engine-functions", "iii-observability", "iii-telemetry"}));
+  EXPECT_EQ(c.workers[3].name, "iii-worker-manager");
+  EXPECT_NE(error_of([] {
+              parse_config("workers:\n  - name: iii-http#x\n", "c.yaml");
+            }).find("unknown worker 'iii-http#x'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              parse_config("workers:\n  - name: nope\n", "c.yaml");
+            }).find("unknown worker 'nope'"),
+            std::string::npos);
 }
 
 TEST(ParseConfig, EntryErrors) {
   EXPECT_NE(error_of([] {
-              parse_config("workers:\n  - class: modules::X\n", "c.yaml");
+              parse_config("workers:\n  - config: {}\n", "c.yaml");
             }).find("c.yaml:2: worker entry is missing required key 'name'"),
             std::string::npos);
   EXPECT_NE(error_of([] {
@@ -225,8 +303,8 @@ TEST(DefaultConfig, HasMandatoryAndDefaultWorkers) {
   EXPECT_EQ(c.source, "<default config>");
   EXPECT_EQ(instance_names(c),
             (std::vector<std::string>{"iii-worker-manager", "iii-engine-functions",
-                                      "iii-observability", "iii-http", "iii-state", "iii-stream",
-                                      "iii-queue", "iii-pubsub", "iii-cron"}));
+                                      "iii-observability", "iii-telemetry", "iii-http", "iii-state",
+                                      "iii-stream", "iii-queue", "iii-pubsub", "iii-cron"}));
   for (const auto& w : c.workers) {
     EXPECT_EQ(w.source, "<default config>");
     EXPECT_TRUE(w.config.IsMap());

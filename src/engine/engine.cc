@@ -97,7 +97,8 @@ uint64_t Engine::connect(std::shared_ptr<Connection> conn, ConnectionInfo info) 
 
 void Engine::announce(Worker& w) {
   w.ready = true;
-  w.conn->send(make_frame(protocol::encode_worker_registered(w.id)));
+  w.reattach_token = protocol::Uuid::random_v4().str();
+  w.conn->send(make_frame(protocol::encode_worker_registered(w.id, w.reattach_token)));
   spdlog::debug("worker {} connected from {} on {}", w.id, w.info.ip_address, w.info.listener);
   notify_worker_event("worker_connected", w.id);
 }
@@ -177,7 +178,8 @@ void Engine::process_frame(Worker& worker, std::string_view frame) {
                              std::is_same_v<T, protocol::InvocationResult> ||
                              std::is_same_v<T, protocol::RegisterService> ||
                              std::is_same_v<T, protocol::UnregisterTriggerType> ||
-                             std::is_same_v<T, protocol::UnregisterTrigger>) {
+                             std::is_same_v<T, protocol::UnregisterTrigger> ||
+                             std::is_same_v<T, protocol::Reattach>) {
           handle(*w, std::move(m));
         } else if constexpr (std::is_same_v<T, protocol::TriggerRegistrationResult>) {
           if (m.error)
@@ -289,13 +291,73 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
   }
   if (m.data.is_object()) m.data.get_object()["_caller_worker_id"] = w.id;
 
-  CallContext ctx{w.handle, w.id, std::move(m.traceparent), std::move(m.baggage)};
+  CallContext ctx{w.handle, w.id, std::move(m.traceparent), std::move(m.baggage),
+                  std::move(m.metadata)};
   if (wants_reply) {
     const std::string& inv = *m.invocation_id;
     route(m.function_id, std::move(m.data), std::move(ctx), inv, w.handle, inv, {});
   } else {
     route(m.function_id, std::move(m.data), std::move(ctx), std::nullopt, 0, {}, {});
   }
+}
+
+// A newer SDK reconnected and says which connection it was. With that connection's token, the
+// new connection takes its place: functions, triggers, trigger types and services move over in
+// place (no unregister/failover churn, no trigger replay), invocations it was executing are
+// answered when their results arrive on the new connection, results it was waiting for are
+// delivered there, and the old connection (half-open, or about to close) is closed. Without a
+// matching live connection nothing happens: the SDK registers everything again anyway.
+void Engine::handle(Worker& w, protocol::Reattach&& m) {
+  Worker* old = find_worker_by_id(m.previous_worker_id);
+  if (!old || old == &w) {
+    spdlog::debug("worker {}: reattach to {}: no such live connection; starting fresh", w.id,
+                  m.previous_worker_id);
+    return;
+  }
+  if (!m.reattach_token || !protocol::secrets_equal(*m.reattach_token, old->reattach_token)) {
+    spdlog::warn("worker {}: reattach to {} refused: wrong or missing reattach_token", w.id,
+                 m.previous_worker_id);
+    return;
+  }
+  const uint64_t from = old->handle, to = w.handle;
+  for (const auto& id : old->functions) {
+    if (!functions_.reassign(id, from, to)) continue;
+    if (std::find(w.functions.begin(), w.functions.end(), id) == w.functions.end())
+      w.functions.push_back(id);
+  }
+  old->functions.clear();
+  for (const auto& key : old->executing) {
+    auto p = pending_.find(key);
+    if (p != pending_.end() && p->second.executor == from) p->second.executor = to;
+    w.executing.insert(key);
+  }
+  old->executing.clear();
+  for (const auto& key : old->waiting) {
+    auto p = pending_.find(key);
+    if (p != pending_.end() && p->second.caller == from) p->second.caller = to;
+    w.waiting.insert(key);
+  }
+  old->waiting.clear();
+  for (auto& [id, t] : triggers_)
+    if (t.owner == from) t.owner = to;
+  for (auto& [id, type] : trigger_types_) {
+    if (type.builtin) continue;
+    for (auto& r : type.registrants)
+      if (r == from) r = to;
+    if (type.owner == from) type.owner = to;
+  }
+  for (auto& [id, s] : services_)
+    if (s.owner == from) s.owner = to;
+  if (!w.name) w.name = old->name;
+  if (!w.runtime) w.runtime = old->runtime;
+  if (!w.version) w.version = old->version;
+  if (!w.os) w.os = old->os;
+  if (!w.pid) w.pid = old->pid;
+  spdlog::info("worker {} reattached as {} (the old connection is retired)", old->id, w.id);
+  // The old connection has nothing left, so its cleanup (now, or when its close completes)
+  // changes nothing else.
+  old->conn->close(1000, "reattached on a new connection");
+  disconnect(from);
 }
 
 void Engine::set_action_handler(protocol::ActionType type, ActionHandler h) {
@@ -382,8 +444,8 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
       prefix && local_id.size() > prefix->size() + 2 &&
       local_id.substr(0, prefix->size()) == *prefix && local_id.substr(prefix->size(), 2) == "::")
     local_id.remove_prefix(prefix->size() + 2);
-  executor->conn->send(
-      make_frame(protocol::encode_invoke(wire_id, local_id, data, ctx.traceparent, ctx.baggage)));
+  executor->conn->send(make_frame(protocol::encode_invoke(
+      wire_id, local_id, data, ctx.traceparent, ctx.baggage, ctx.metadata)));
 }
 
 void Engine::handle(Worker& w, protocol::InvocationResult&& m) {

@@ -64,6 +64,8 @@ struct CallContext {
   std::string caller_worker_id;  // its UUID; empty for internal calls
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
+  // Caller metadata (newer SDKs' `metadata` on invokefunction), passed on to a worker executor.
+  std::optional<boost::json::value> metadata;
 };
 
 using BuiltinHandler =
@@ -154,6 +156,9 @@ struct Worker {
   uint32_t registrations = 0;  // admitted registrations (ListenerLimits::registrations)
   double invoke_tokens = 0;    // token bucket for ListenerLimits::invocations_per_second
   std::chrono::steady_clock::time_point invoke_refill{};
+  // Handed out in `workerregistered`; a newer SDK that reconnects presents it in `reattach`
+  // to take this connection's place.
+  std::string reattach_token;
 };
 
 // An in-process worker instance, listed by engine::workers::list.
@@ -335,6 +340,7 @@ class Engine {
   void handle(Worker& w, protocol::UnregisterTriggerType&& m);
   void handle(Worker& w, protocol::RegisterTrigger&& m);
   void handle(Worker& w, protocol::UnregisterTrigger&& m);
+  void handle(Worker& w, protocol::Reattach&& m);
   void refuse_trigger_change(Worker& w, const protocol::RegisterTrigger& m,
                              const Trigger& existing);
   void bind_trigger(Trigger& t);

@@ -74,6 +74,41 @@ class EngineTest : public ::testing::Test {
   Engine engine;
 };
 
+TEST_F(EngineTest, ReattachTakesOverRegistrationsAndInvocationsOfTheOldConnection) {
+  Peer caller = connect();
+  Peer old;
+  old.handle = engine.connect(old.conn, ConnectionInfo{"127.0.0.1", "iii-worker-manager"});
+  const json::object hello = old.conn->take("workerregistered");
+  old.id = std::string(hello.at("worker_id").as_string());
+  const std::string token(hello.at("reattach_token").as_string());
+  register_fn(old, "svc::f");
+  call(caller, "svc::f", "{}");
+  const json::object inv = old.conn->take("invokefunction");
+
+  // A wrong token changes nothing.
+  Peer fresh = connect();
+  send(fresh, R"({"type":"reattach","previous_worker_id":")" + old.id +
+                  R"(","reattach_token":"00000000-0000-4000-8000-000000000000"})");
+  EXPECT_EQ(old.conn->closed_with, 0);
+  ASSERT_NE(engine.find_worker(old.handle), nullptr);
+
+  send(fresh, R"({"type":"reattach","previous_worker_id":")" + old.id + R"(","reattach_token":")" +
+                  token + "\"}");
+  EXPECT_EQ(old.conn->closed_with, 1000);
+  EXPECT_EQ(engine.find_worker(old.handle), nullptr);
+  EXPECT_EQ(engine.functions().serving("svc::f")->worker, fresh.handle);
+  // The call the old connection was executing is answered from the new one.
+  answer(fresh, inv, R"("result":42)");
+  EXPECT_EQ(caller.conn->take("invocationresult").at("result").as_int64(), 42);
+  // And new calls go there.
+  call(caller, "svc::f", "{}", "11111111-2222-4333-8444-666666666666");
+  EXPECT_EQ(fresh.conn->count("invokefunction"), 1u);
+  // Caller metadata is passed on to the executor.
+  send(caller, R"({"type":"invokefunction","function_id":"svc::f","data":{},"metadata":{"m":1}})");
+  fresh.conn->take("invokefunction");
+  EXPECT_EQ(json::serialize(fresh.conn->take("invokefunction").at("metadata")), R"({"m":1})");
+}
+
 TEST_F(EngineTest, RoutesSyncCallAndInjectsCallerId) {
   Peer worker = connect(), caller = connect();
   register_fn(worker, "math::add");

@@ -48,6 +48,22 @@ bool FunctionRegistry::remove(const std::string& id, uint64_t worker) {
 
 bool FunctionRegistry::remove_builtin(const std::string& id) { return remove(id, 0); }
 
+bool FunctionRegistry::reassign(const std::string& id, uint64_t from, uint64_t to) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || from == 0 || to == 0) return false;
+  auto& regs = it->second;
+  auto pos =
+      std::find_if(regs.begin(), regs.end(), [&](const Registrant& x) { return x.worker == from; });
+  if (pos == regs.end()) return false;
+  const bool to_has_one =
+      std::any_of(regs.begin(), regs.end(), [&](const Registrant& x) { return x.worker == to; });
+  if (to_has_one)
+    regs.erase(pos);
+  else
+    pos->worker = to;
+  return true;
+}
+
 const Registrant* FunctionRegistry::serving(const std::string& id) const {
   auto it = by_id_.find(id);
   if (it == by_id_.end() || it->second.empty()) return nullptr;

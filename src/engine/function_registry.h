@@ -47,6 +47,10 @@ class FunctionRegistry {
   bool remove(const std::string& id, uint64_t worker);
   // Removes a built-in registration.
   bool remove_builtin(const std::string& id);
+  // `from`'s registration of `id` becomes `to`'s, in place (a reattached connection takes over
+  // its predecessor's functions). When `to` has its own registration already, `from`'s is just
+  // dropped. Returns false when `from` had none.
+  bool reassign(const std::string& id, uint64_t from, uint64_t to);
 
   const Registrant* serving(const std::string& id) const;
   bool contains(const std::string& id) const { return by_id_.count(id) != 0; }

@@ -142,6 +142,7 @@ DecodeResult decode_invoke(Reader& r, json::object& obj) {
   m.traceparent = r.optional_string("traceparent");
   m.baggage = r.optional_string("baggage");
   m.action = read_action(r, obj);
+  m.metadata = r.optional_value("metadata");
   if (!r.ok()) return DecodeError{r.error(), "invokefunction", m.invocation_id, function_id};
   return Message(std::move(m));
 }
@@ -492,6 +493,13 @@ DecodeResult decode(json::object&& obj) {
   if (type == "workerregistered") {
     WorkerRegistered m;
     m.worker_id = r.optional_string("worker_id").value_or("");
+    m.reattach_token = r.optional_string("reattach_token");
+    return finish(r, type, std::move(m));
+  }
+  if (type == "reattach") {
+    Reattach m;
+    m.previous_worker_id = r.required_string("previous_worker_id");
+    m.reattach_token = r.optional_string("reattach_token");
     return finish(r, type, std::move(m));
   }
   return DecodeError{"unknown message type '" + type + "'", type, std::nullopt, std::nullopt};
@@ -579,11 +587,23 @@ std::string encode_worker_registered(std::string_view worker_id) {
   return out;
 }
 
+std::string encode_worker_registered(std::string_view worker_id, std::string_view reattach_token) {
+  std::string out;
+  out.reserve(72 + worker_id.size() + reattach_token.size());
+  ObjectWriter(out)
+      .str("type", "workerregistered")
+      .str("worker_id", worker_id)
+      .str("reattach_token", reattach_token)
+      .close();
+  return out;
+}
+
 std::string encode_pong() { return R"({"type":"pong"})"; }
 
 std::string encode_invoke(std::string_view invocation_id, std::string_view function_id,
                           const json::value& data, const std::optional<std::string>& traceparent,
-                          const std::optional<std::string>& baggage) {
+                          const std::optional<std::string>& baggage,
+                          const std::optional<json::value>& metadata) {
   // The (possibly MiB-sized) data is written once, straight into the frame; reserving up
   // front spares a regrow-and-copy of the whole frame when the closing fields are appended.
   std::string out;
@@ -596,6 +616,7 @@ std::string encode_invoke(std::string_view invocation_id, std::string_view funct
       .val("data", data)
       .opt("traceparent", traceparent)
       .opt("baggage", baggage)
+      .opt("metadata", metadata)
       .close();
   return out;
 }
@@ -706,7 +727,8 @@ struct Encoder {
         .str("function_id", m.function_id)
         .val("data", m.data)
         .opt("traceparent", m.traceparent)
-        .opt("baggage", m.baggage);
+        .opt("baggage", m.baggage)
+        .opt("metadata", m.metadata);
     if (m.action.type == ActionType::kVoid) w.nested("action").str("type", "void").close();
     if (m.action.type == ActionType::kEnqueue)
       w.nested("action").str("type", "enqueue").str("queue", m.action.queue).close();
@@ -764,7 +786,17 @@ struct Encoder {
   }
   void operator()(const Ping&) { out = R"({"type":"ping"})"; }
   void operator()(const Pong&) { out = encode_pong(); }
-  void operator()(const WorkerRegistered& m) { out = encode_worker_registered(m.worker_id); }
+  void operator()(const WorkerRegistered& m) {
+    out = m.reattach_token ? encode_worker_registered(m.worker_id, *m.reattach_token)
+                           : encode_worker_registered(m.worker_id);
+  }
+  void operator()(const Reattach& m) {
+    ObjectWriter(out)
+        .str("type", "reattach")
+        .str("previous_worker_id", m.previous_worker_id)
+        .opt("reattach_token", m.reattach_token)
+        .close();
+  }
 };
 
 }  // namespace

@@ -28,11 +28,14 @@ bool is_uuid(std::string_view s);
 
 // Encoders for engine -> worker frames. All return one compact JSON text.
 std::string encode_worker_registered(std::string_view worker_id);
+// With the token a newer SDK sends back in `reattach` after a reconnect.
+std::string encode_worker_registered(std::string_view worker_id, std::string_view reattach_token);
 std::string encode_pong();
 std::string encode_invoke(std::string_view invocation_id, std::string_view function_id,
                           const boost::json::value& data,
                           const std::optional<std::string>& traceparent,
-                          const std::optional<std::string>& baggage);
+                          const std::optional<std::string>& baggage,
+                          const std::optional<boost::json::value>& metadata = std::nullopt);
 std::string encode_result(std::string_view invocation_id, std::string_view function_id,
                           const std::optional<boost::json::value>& result,
                           const std::optional<ErrorBody>& error,

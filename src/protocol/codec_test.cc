@@ -373,5 +373,26 @@ TEST(Codec, TooDeepGarbageIsAPlainError) {
   EXPECT_NE(f.reason.find("deeper"), std::string::npos);
 }
 
+TEST(Codec, ReattachAndInvokeMetadataOfNewerSdks) {
+  auto r = decode(R"({"type":"reattach","previous_worker_id":"w1","reattach_token":"t"})");
+  ASSERT_TRUE(std::holds_alternative<Message>(r));
+  const auto& m = std::get<Reattach>(std::get<Message>(r));
+  EXPECT_EQ(m.previous_worker_id, "w1");
+  EXPECT_EQ(m.reattach_token, "t");
+  auto no_token = decode(R"({"type":"reattach","previous_worker_id":"w1"})");
+  EXPECT_FALSE(std::get<Reattach>(std::get<Message>(no_token)).reattach_token.has_value());
+  EXPECT_TRUE(std::holds_alternative<DecodeError>(decode(R"({"type":"reattach"})")));
+  auto inv = decode(R"({"type":"invokefunction","function_id":"f","data":1,"metadata":{"a":[1]}})");
+  const auto& i = std::get<InvokeFunction>(std::get<Message>(inv));
+  ASSERT_TRUE(i.metadata.has_value());
+  EXPECT_EQ(boost::json::serialize(*i.metadata), R"({"a":[1]})");
+  EXPECT_EQ(encode_worker_registered("w", "t"),
+            R"({"type":"workerregistered","worker_id":"w","reattach_token":"t"})");
+  EXPECT_EQ(
+      encode_invoke("i", "f", boost::json::value(1), std::nullopt, std::nullopt,
+                    boost::json::value(boost::json::object{{"k", 2}})),
+      R"({"type":"invokefunction","invocation_id":"i","function_id":"f","data":1,"metadata":{"k":2}})");
+}
+
 }  // namespace
 }  // namespace iii::protocol

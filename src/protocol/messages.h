@@ -41,6 +41,8 @@ struct InvokeFunction {
   std::optional<std::string> traceparent;
   std::optional<std::string> baggage;
   Action action;
+  // Newer SDKs (0.12+) send caller metadata; forwarded to the executor as sent.
+  std::optional<boost::json::value> metadata;
 };
 
 struct InvocationResult {
@@ -94,12 +96,21 @@ struct Ping {};
 struct Pong {};
 struct WorkerRegistered {
   std::string worker_id;
+  std::optional<std::string> reattach_token;
 };
 
-using Message =
-    std::variant<RegisterFunction, UnregisterFunction, InvokeFunction, InvocationResult,
-                 RegisterTriggerType, UnregisterTriggerType, RegisterTrigger, UnregisterTrigger,
-                 TriggerRegistrationResult, RegisterService, Ping, Pong, WorkerRegistered>;
+// Newer SDKs (0.12+), first frame after a reconnect: "I was `previous_worker_id`". With the
+// token the engine handed that connection in `workerregistered`, the new connection takes over
+// the old one's registrations and invocations and the old connection is retired.
+struct Reattach {
+  std::string previous_worker_id;
+  std::optional<std::string> reattach_token;
+};
+
+using Message = std::variant<RegisterFunction, UnregisterFunction, InvokeFunction, InvocationResult,
+                             RegisterTriggerType, UnregisterTriggerType, RegisterTrigger,
+                             UnregisterTrigger, TriggerRegistrationResult, RegisterService, Ping,
+                             Pong, WorkerRegistered, Reattach>;
 
 // A frame that could not be decoded. `invocation_id`/`function_id` are filled in when the
 // frame was an invokefunction whose id could still be read, so the caller can get an error.

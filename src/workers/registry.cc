@@ -10,6 +10,7 @@
 #include "workers/bridge/bridge_worker.h"
 #include "workers/cron/cron_worker.h"
 #include "workers/engine_functions/engine_functions.h"
+#include "workers/exec/exec_worker.h"
 #include "workers/http/http_worker.h"
 #include "workers/http_functions/http_functions_worker.h"
 #include "workers/observability/observability.h"
@@ -17,6 +18,7 @@
 #include "workers/queue/queue_worker.h"
 #include "workers/state/state_worker.h"
 #include "workers/stream/stream_worker.h"
+#include "workers/telemetry/telemetry.h"
 #include "workers/worker_manager/worker_manager.h"
 
 namespace iii::engine {
@@ -34,7 +36,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-worker-manager", kMandatory, workers::make_worker_manager, {}},
       {"iii-engine-functions", kMandatory, workers::make_engine_functions, {}},
       {"iii-observability", kMandatory, workers::make_observability, {"log"}},
-      {"iii-telemetry", kMandatory, nullptr, {}},
+      {"iii-telemetry", kMandatory, workers::make_telemetry, {}},
       {"iii-http", kDefault, workers::make_http_worker, {"http"}},
       {"iii-state", kDefault, workers::make_state_worker, {"state"}},
       {"iii-stream",
@@ -45,7 +47,7 @@ const std::vector<WorkerType>& worker_types() {
       {"iii-pubsub", kDefault, workers::make_pubsub_worker, {"subscribe"}},
       {"iii-cron", kDefault, workers::make_cron_worker, {"cron"}},
       {"iii-http-functions", kOptional, workers::make_http_functions_worker, {}},
-      {"iii-exec", kOptional, nullptr, {}},
+      {"iii-exec", kOptional, workers::make_exec_worker, {}},
       {"iii-bridge", kOptional, workers::make_bridge_worker, {}},
   };
   return kTypes;

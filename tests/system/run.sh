@@ -17,7 +17,7 @@ SUITES="${SYSTEM_TESTS:-node python}"
 # Dependencies (pinned): npm ci from the lockfile, pip from requirements.txt.
 if [[ " $SUITES " == *" node "* || " $SUITES " == *" python "* ]]; then
   # the Python suite spawns Node workers too
-  if [ ! -f "$HERE/node/node_modules/iii-sdk/package.json" ]; then
+  if [ ! -f "$HERE/node/node_modules/iii-sdk/package.json" ] || [ ! -f "$HERE/node/node_modules/iii-sdk-next/package.json" ]; then
     (cd "$HERE/node" && npm ci --no-audit --no-fund --loglevel=error) || { echo "run.sh: npm ci failed" >&2; exit 2; }
   fi
 fi

@@ -32,8 +32,10 @@ def raw(url: str, path: str = "/", expect_registered: bool = True, **kw):
     assert isinstance(first, str), f"engine->worker frames must be text, got {type(first)}"
     msg = json.loads(first)
     assert msg.get("type") == "workerregistered", f"first frame must be workerregistered, got {msg}"
-    assert set(msg) == {"type", "worker_id"}, msg
+    # reattach_token: for newer SDKs' `reattach` after a reconnect (older SDKs ignore it).
+    assert set(msg) == {"type", "worker_id", "reattach_token"}, msg
     assert UUID_RE.match(msg["worker_id"]), msg
+    assert UUID_RE.match(msg["reattach_token"]) and msg["reattach_token"] != msg["worker_id"], msg
     return ws, msg["worker_id"]
 
 
