@@ -202,6 +202,10 @@ redisTest('state: written on engine A, read, updated, listed and deleted on engi
     // A value written by another program in the original's layout is read as JSON.
     redis.cli('HSET', 'state:shared', 'k', '{"from": "original"}');
     assert.deepEqual(await call(a, 'state::get', { scope: 'shared', key: 'k' }), { from: 'original' });
+    // One that is not JSON is an error for that key, not a crash; the list skips it.
+    redis.cli('HSET', 'state:shared', 'bad', 'not json');
+    await assert.rejects(call(a, 'state::get', { scope: 'shared', key: 'bad' }), /GET_ERROR.*not valid JSON/);
+    assert.deepEqual(await call(a, 'state::list', { scope: 'shared' }), [{ from: 'original' }]);
   } finally {
     await cleanup();
   }
@@ -247,6 +251,11 @@ redisTest('stream: a client on engine B receives the writes and events made on e
     assert.equal(redis.cli('HGET', 'stream:chat:room', 'm0'), '{"text":"before"}');
     assert.deepEqual(await call(b, 'stream::list_groups', { stream_name: 'chat' }), ['room']);
     assert.deepEqual(await call(b, 'stream::list_all', {}), { stream: [{ id: 'chat', groups: ['room'] }], count: 1 });
+    // Garbage on the events channel (another program) is ignored; delivery goes on.
+    redis.cli('PUBLISH', 'stream::events', 'garbage');
+    redis.cli('PUBLISH', 'stream::events', '{"streamName":1}');
+    await call(a, 'stream::send', { stream_name: 'chat', group_id: 'room', type: 'after-garbage', data: null });
+    assert.equal((await onB.next('event after garbage')).event.event.type, 'after-garbage');
     await sleep(200);
     assert.deepEqual(onB.inbox, [], 'each event is delivered once per subscription');
     assert.deepEqual(onA.inbox, []);
@@ -287,6 +296,11 @@ redisTest('pubsub: a publish on engine A reaches the subscribers on engines B an
     assert.deepEqual(extra, [message]);
     await sleep(200);
     assert.ok(got.every((g) => g.length === 1), 'delivered once per subscription');
+    // The original's wire format: PUBLISH <topic> <JSON of data>; text that is not JSON arrives as a string.
+    assert.equal(redis.cli('PUBLISH', 'orders', '{"from":"cli"}'), '3');
+    redis.cli('PUBLISH', 'orders', 'plain text');
+    await waitFor(() => got.every((g) => g.length === 3), { what: 'messages published by redis-cli' });
+    for (const g of got) assert.deepEqual(g.slice(1), [{ from: 'cli' }, 'plain text']);
   } finally {
     await cleanup();
   }
