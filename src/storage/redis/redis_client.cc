@@ -228,9 +228,11 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
 
   void post_error(ReplyCallback cb, std::string message) {
     if (!cb) return;
-    asio::post(io, [cb = std::move(cb), m = std::move(message)]() mutable {
-      cb(Reply::error(std::move(m)));
-    });
+    // Dropped if the client is stopped before it runs (its owner may be gone by then).
+    asio::post(io,
+               [self = shared_from_this(), cb = std::move(cb), m = std::move(message)]() mutable {
+                 if (self->state != State::kStopped) cb(Reply::error(std::move(m)));
+               });
   }
 
   // ---- connecting ----

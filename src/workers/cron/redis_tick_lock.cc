@@ -29,9 +29,13 @@ void RedisTickLock::acquire(const std::string& job, int64_t tick_ms,
   client_.command({"SET", key, owner_, "NX", "PX", std::to_string(ttl_ms_)},
                   [this, key](storage::redis::Reply r) {
                     bool won = false;
-                    if (r.is_error())
-                      spdlog::warn("cron: lock {} failed: {}; tick skipped", key, r.str);
-                    else
+                    if (r.is_error()) {
+                      if (auto suppressed = failures_.admit())
+                        spdlog::warn("cron: lock {} failed: {}; tick skipped{}", key, r.str,
+                                     *suppressed ? " (" + std::to_string(*suppressed) +
+                                                       " similar failures not logged)"
+                                                 : std::string());
+                    } else
                       won = r.type == storage::redis::Reply::Type::kStatus && r.str == "OK";
                     auto c = claims_.find(key);
                     if (c == claims_.end()) return;

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/logging.h"
 #include "storage/redis/redis_client.h"
 
 namespace iii::workers::cron {
@@ -43,6 +44,8 @@ class RedisTickLock {
   };
   std::unordered_map<std::string, Claim> claims_;
   std::deque<std::pair<int64_t, std::string>> expiry_;  // (forget_at_ms, key), oldest first
+  // During an outage every tick of every job fails: a few warnings, then one every 10 s.
+  logging::WarningLimiter failures_{5, std::chrono::seconds(10)};
 };
 
 }  // namespace iii::workers::cron

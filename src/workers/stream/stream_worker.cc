@@ -7,6 +7,7 @@
 #include <boost/json/parse.hpp>
 #include <map>
 
+#include "common/logging.h"
 #include "config/config.h"
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
@@ -276,9 +277,13 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
       std::string text;
       protocol::append_json(text, w);
       bus_pub_->command({"PUBLISH", kEventsChannel, std::move(text)},
-                        [sent = std::move(sent)](storage::redis::Reply r) {
+                        [this, sent = std::move(sent)](storage::redis::Reply r) {
                           if (r.is_error() && !sent)
-                            spdlog::warn("iii-stream: event not published: {}", r.str);
+                            if (auto suppressed = publish_failures_.admit())
+                              spdlog::warn("iii-stream: event not published: {}{}", r.str,
+                                           *suppressed ? " (" + std::to_string(*suppressed) +
+                                                             " similar failures not logged)"
+                                                       : std::string());
                           if (sent)
                             sent(r.is_error() ? std::optional<std::string>(r.str) : std::nullopt);
                         });
@@ -569,6 +574,7 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   std::unique_ptr<stream::StreamServer> server_;
   std::unique_ptr<storage::redis::RedisClient> bus_pub_;  // redis adapter: PUBLISH
   std::unique_ptr<storage::redis::RedisClient> bus_sub_;  // redis adapter: SUBSCRIBE
+  logging::WarningLimiter publish_failures_{5, std::chrono::seconds(10)};
   BoundSet stream_triggers_{true};
   BoundSet join_triggers_{false};
   BoundSet leave_triggers_{false};
