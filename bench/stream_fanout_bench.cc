@@ -244,7 +244,18 @@ int main(int argc, char** argv) {
        "--stream-name", "--drain-timeout-s"},
       kUsage);
   const std::string url = flags.str("--url", "ws://127.0.0.1:49700");
-  const Endpoint stream_ep = parse_ws_url(flags.str("--stream-url", "ws://127.0.0.1:49701/"));
+  // Several comma-separated URLs (engines sharing one Redis): subscriber i joins on URL i % n.
+  std::vector<Endpoint> stream_eps;
+  {
+    const std::string urls = flags.str("--stream-url", "ws://127.0.0.1:49701/");
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = urls.find(',', start);
+      stream_eps.push_back(parse_ws_url(urls.substr(start, comma - start)));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
   const auto subscriber_counts = flags.list("--subscribers", {1, 100, 1000});
   const auto events_rates = flags.list("--events-rate", {});
   const bool per_event_rate = !events_rates.empty();
@@ -310,7 +321,8 @@ int main(int argc, char** argv) {
       const auto connect_start = Clock::now();
       try {
         tcp::resolver resolver(*ios[0]);
-        const auto endpoints = resolver.resolve(stream_ep.host, stream_ep.port);
+        std::vector<tcp::resolver::results_type> resolved;
+        for (const auto& ep : stream_eps) resolved.push_back(resolver.resolve(ep.host, ep.port));
         const std::string join_prefix =
             "{\"type\":\"join\",\"data\":{\"streamName\":\"bench\",\"groupId\":\"" + run->group +
             "\",\"subscriptionId\":\"s";
@@ -318,7 +330,8 @@ int main(int argc, char** argv) {
           const int t = static_cast<int>(i % io_threads);
           auto s = std::make_unique<Subscriber>(*ios[t], stats[t].get());
           s->run = run.get();
-          asio::connect(s->ws.next_layer(), endpoints);
+          const Endpoint& stream_ep = stream_eps[i % stream_eps.size()];
+          asio::connect(s->ws.next_layer(), resolved[i % stream_eps.size()]);
           s->ws.next_layer().set_option(tcp::no_delay(true));
           s->ws.read_message_max(64 << 20);
           s->ws.handshake(stream_ep.host + ":" + stream_ep.port, stream_ep.path);

@@ -15,7 +15,8 @@ DEB_PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libhiredis-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  redis-server
+  redis-server              # Redis tests (unit and system) start their own; brings redis-cli and redis-benchmark
+  openssl                   # the Redis TLS unit test makes a self-signed certificate
   librabbitmq-dev rabbitmq-server  # iii-queue's rabbitmq adapter and its tests
   chromium                  # tests/system/node/rbac_browser.test.mjs: a real browser (headless)
 )

@@ -527,4 +527,32 @@ YAML::Node read_adapter_block(WorkerConfigReader& r, const YAML::Node& adapter,
   return cfg;
 }
 
+AdapterChoice read_adapter_choice(WorkerConfigReader& r, const YAML::Node& adapter,
+                                  const std::vector<std::string>& available,
+                                  const std::vector<std::string>& later) {
+  AdapterChoice out{available.at(0), YAML::Node()};
+  if (!adapter || adapter.IsNull()) return out;
+  if (!adapter.IsMap()) r.fail_at(adapter, "key 'adapter' must be a mapping {name, config}");
+  for (const auto& kv : adapter) {
+    const auto key = kv.first.as<std::string>("");
+    if (key != "name" && key != "config")
+      r.fail_at(kv.first, "adapter: unknown key '" + key + "' (known keys: config, name)");
+  }
+  const YAML::Node name = adapter["name"];
+  if (!name || !name.IsScalar()) r.fail_at(adapter, "adapter: missing string key 'name'");
+  out.name = name.Scalar();
+  std::string names;
+  for (const auto& a : available) names += (names.empty() ? "" : ", ") + a;
+  if (std::find(later.begin(), later.end(), out.name) != later.end())
+    r.fail_at(name, "adapter '" + out.name +
+                        "' is not available in this build yet (available: " + names + ")");
+  if (std::find(available.begin(), available.end(), out.name) == available.end())
+    r.fail_at(name, "Adapter factory '" + out.name + "' not found. Available: [" + names + "]");
+  const YAML::Node cfg = adapter["config"];
+  if (!cfg || cfg.IsNull()) return out;
+  if (!cfg.IsMap()) r.fail_at(cfg, "adapter.config must be a mapping");
+  out.config = cfg;
+  return out;
+}
+
 }  // namespace iii::config

@@ -109,4 +109,15 @@ YAML::Node read_adapter_block(WorkerConfigReader& r, const YAML::Node& adapter,
                               const std::string& available,
                               const std::vector<std::string>& later = {});
 
+// The same for a worker with several adapters: `available` lists this build's adapter names
+// (the first is the default, used when the block is absent). Returns the chosen name and its
+// `config` node (null when absent, otherwise a mapping).
+struct AdapterChoice {
+  std::string name;
+  YAML::Node config;
+};
+AdapterChoice read_adapter_choice(WorkerConfigReader& r, const YAML::Node& adapter,
+                                  const std::vector<std::string>& available,
+                                  const std::vector<std::string>& later = {});
+
 }  // namespace iii::config

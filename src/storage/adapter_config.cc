@@ -5,11 +5,34 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include "storage/redis/redis_client.h"
+#include "storage/redis/redis_store.h"
+
 namespace iii::storage {
 
 StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
   StoreOptions opts;
-  const YAML::Node cfg = config::read_adapter_block(r, r.get_node("adapter"), "kv");
+  const config::AdapterChoice choice =
+      config::read_adapter_choice(r, r.get_node("adapter"), {"kv", "redis"}, {"bridge"});
+  const YAML::Node& cfg = choice.config;
+  if (choice.name == "redis") {
+    opts.method = StoreOptions::Method::kRedis;
+    if (cfg.IsNull()) return opts;
+    for (const auto& kv : cfg) {
+      const auto key = kv.first.as<std::string>();
+      if (key == "redis_url") {
+        opts.redis_url = kv.second.as<std::string>("");
+        try {
+          redis::RedisUrl::parse(opts.redis_url);
+        } catch (const std::invalid_argument& e) {
+          r.fail_at(kv.second, std::string("adapter.config.redis_url: ") + e.what());
+        }
+      } else {
+        r.fail_at(kv.first, "adapter.config: unknown key '" + key + "' (known keys: redis_url)");
+      }
+    }
+    return opts;
+  }
   if (cfg.IsNull()) return opts;
   for (const auto& kv : cfg) {
     const auto key = kv.first.as<std::string>();
@@ -53,6 +76,8 @@ StoreOptions read_adapter_config(config::WorkerConfigReader& r) {
 
 std::unique_ptr<KvStore> open_store_for(const config::WorkerEntry& entry, const StoreOptions& opts,
                                         boost::asio::io_context& io) {
+  if (opts.method == StoreOptions::Method::kRedis)
+    return redis::make_redis_store(io, opts.redis_url, entry.instance_name);
   try {
     return make_store(opts,
                       [&io](std::function<void()> fn) { boost::asio::post(io, std::move(fn)); });

@@ -71,11 +71,12 @@ class KvStore {
 };
 
 struct StoreOptions {
-  enum class Method { kInMemory, kFileBased };
+  enum class Method { kInMemory, kFileBased, kRedis };
   Method method = Method::kInMemory;
   std::string file_path;  // a directory, or a file ending in .db / .sqlite / .sqlite3
   bool fsync = true;      // file_based: fsync each group commit (else survive process crashes only)
   int64_t cache_mb = 16;  // file_based: SQLite page cache
+  std::string redis_url = "redis://localhost:6379";  // the `redis` adapter
 };
 
 // Compact JSON array of `values`: what list_raw produces for that list.

@@ -207,7 +207,7 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
   struct Waiting {
     std::vector<std::string> args;
     ReplyCallback cb;
-    const Script* script = nullptr;
+    std::optional<Script> script;  // a copy: the caller's may be gone by then
     std::vector<std::string> keys;
   };
   std::deque<Waiting> waiting;  // issued before the first connection was ready
@@ -228,9 +228,11 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
 
   void post_error(ReplyCallback cb, std::string message) {
     if (!cb) return;
-    asio::post(io, [cb = std::move(cb), m = std::move(message)]() mutable {
-      cb(Reply::error(std::move(m)));
-    });
+    // Dropped if the client is stopped before it runs (its owner may be gone by then).
+    asio::post(io,
+               [self = shared_from_this(), cb = std::move(cb), m = std::move(message)]() mutable {
+                 if (self->state != State::kStopped) cb(Reply::error(std::move(m)));
+               });
   }
 
   // ---- connecting ----
@@ -536,7 +538,7 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
     }
     if (state == State::kStopped) return post_error(std::move(cb), "Redis client stopped");
     if (must_wait()) {
-      waiting.push_back({std::move(args), std::move(cb), nullptr, {}});
+      waiting.push_back({std::move(args), std::move(cb), std::nullopt, {}});
       return;
     }
     post_error(std::move(cb), unavailable());
@@ -546,7 +548,7 @@ struct RedisClient::Impl : std::enable_shared_from_this<RedisClient::Impl> {
             ReplyCallback cb) {
     if (state != State::kReady) {
       if (state != State::kStopped && must_wait()) {
-        waiting.push_back({std::move(args), std::move(cb), &script, std::move(keys)});
+        waiting.push_back({std::move(args), std::move(cb), script, std::move(keys)});
         return;
       }
       return post_error(std::move(cb), state == State::kStopped

@@ -232,6 +232,38 @@ TEST(RedisClientTest, UnansweredCommandsTimeOut) {
   run_until(io, [&] { return c.ready(); });  // and it reconnects
 }
 
+TEST(RedisClientTest, TlsWithRediss) {
+  testing::RedisServer server({"--requirepass", "pw"}, true);
+  boost::asio::io_context io;
+  const std::string hostport = "localhost:" + std::to_string(server.port());
+  {
+    // Self-signed: the certificate check refuses it...
+    RedisClient c(io, opts("rediss://:pw@" + hostport));
+    c.start();
+    Reply r = call(io, c, {"PING"});
+    ASSERT_TRUE(r.is_error());
+    EXPECT_NE(r.str.find("TLS handshake failed"), std::string::npos) << r.str;
+  }
+  {
+    // ... unless told to skip it.
+    RedisClient c(io, opts("rediss://:pw@" + hostport + "/2#insecure"));
+    c.start();
+    EXPECT_EQ(call(io, c, {"SET", "k", "v"}).str, "OK");
+    EXPECT_EQ(call(io, c, {"GET", "k"}).str, "v");
+    std::string big(300000, 'x');  // several TLS records each way
+    EXPECT_EQ(call(io, c, {"SET", "big", big}).str, "OK");
+    EXPECT_EQ(call(io, c, {"GET", "big"}).str, big);
+  }
+  {
+    // Trusting the server's certificate (SSL_CERT_FILE is read by the default verify paths).
+    ::setenv("SSL_CERT_FILE", server.cert_file().c_str(), 1);
+    RedisClient c(io, opts("rediss://:pw@" + hostport));
+    c.start();
+    EXPECT_EQ(call(io, c, {"PING"}).str, "PONG");
+    ::unsetenv("SSL_CERT_FILE");
+  }
+}
+
 TEST(RedisClientTest, NoServerFailsFastAfterTheFirstAttempt) {
   boost::asio::io_context io;
   RedisClient c(io, opts("redis://127.0.0.1:" + std::to_string(testing::free_port())));

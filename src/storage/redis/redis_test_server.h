@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -32,13 +33,29 @@ inline uint16_t free_port() {
 
 class RedisServer {
  public:
-  explicit RedisServer(std::vector<std::string> extra = {}) : extra_(std::move(extra)) {
+  // `tls`: the port speaks TLS only, with a self-signed certificate for CN=localhost made here.
+  explicit RedisServer(std::vector<std::string> extra = {}, bool tls = false)
+      : extra_(std::move(extra)) {
     port_ = free_port();
     dir_ = std::filesystem::temp_directory_path() /
            ("iii-redis-test-" + std::to_string(::getpid()) + "-" + std::to_string(port_));
     std::filesystem::create_directories(dir_);
+    if (tls) {
+      const std::string d = dir_.string();
+      const std::string cmd =
+          "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 "
+          "-nodes -days 1 -subj /CN=localhost -keyout " +
+          d + "/key.pem -out " + d + "/cert.pem >/dev/null 2>&1";
+      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("openssl req failed");
+      extra_.insert(extra_.end(),
+                    {"--tls-port", std::to_string(port_), "--tls-cert-file", d + "/cert.pem",
+                     "--tls-key-file", d + "/key.pem", "--tls-ca-cert-file", d + "/cert.pem",
+                     "--tls-auth-clients", "no"});
+      tls_ = true;
+    }
     start();
   }
+  std::string cert_file() const { return (dir_ / "cert.pem").string(); }
   ~RedisServer() {
     kill(SIGKILL);
     std::error_code ec;
@@ -49,9 +66,19 @@ class RedisServer {
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
 
   void start() {
-    std::vector<std::string> args{
-        "redis-server", "--port",      std::to_string(port_), "--bind", "127.0.0.1",  "--save", "",
-        "--dir",        dir_.string(), "--daemonize",         "no",     "--loglevel", "warning"};
+    std::vector<std::string> args{"redis-server",
+                                  "--port",
+                                  tls_ ? "0" : std::to_string(port_),
+                                  "--bind",
+                                  "127.0.0.1",
+                                  "--save",
+                                  "",
+                                  "--dir",
+                                  dir_.string(),
+                                  "--daemonize",
+                                  "no",
+                                  "--loglevel",
+                                  "warning"};
     args.insert(args.end(), extra_.begin(), extra_.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -90,6 +117,7 @@ class RedisServer {
  private:
   std::vector<std::string> extra_;
   uint16_t port_ = 0;
+  bool tls_ = false;
   std::filesystem::path dir_;
   pid_t pid_ = -1;
 };

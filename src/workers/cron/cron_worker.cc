@@ -14,7 +14,9 @@
 #include "protocol/uuid.h"
 #include "storage/adapter_config.h"
 #include "storage/kv_store.h"
+#include "storage/redis/redis_client.h"
 #include "workers/cron/cron_expression.h"
+#include "workers/cron/redis_tick_lock.h"
 #include "workers/cron/tick_lock.h"
 
 namespace iii::workers {
@@ -36,6 +38,7 @@ struct CronConfig {
   storage::StoreOptions store;
   int64_t lock_ttl_ms = 30000;
   std::string lock_index = "cron_locks";
+  std::optional<std::string> redis_url;  // the redis adapter
 };
 
 // `adapter: {name: kv, config: {lock_ttl_ms, lock_index, store_method, file_path, ...}}`.
@@ -44,7 +47,24 @@ CronConfig read_cron_config(const config::WorkerEntry& entry) {
   config::WorkerConfigReader r(entry);
   YAML::Node adapter = r.get_node("adapter");
   r.finish();
-  const YAML::Node cfg = config::read_adapter_block(r, adapter, "kv", {"redis"});
+  const config::AdapterChoice choice = config::read_adapter_choice(r, adapter, {"kv", "redis"});
+  const YAML::Node& cfg = choice.config;
+  if (choice.name == "redis") {
+    out.redis_url = "redis://localhost:6379";
+    if (cfg.IsNull()) return out;
+    config::WorkerEntry redis_entry = entry;
+    redis_entry.config = cfg;
+    config::WorkerConfigReader rr(redis_entry);
+    out.redis_url = rr.get_string("redis_url", *out.redis_url);
+    out.lock_ttl_ms = rr.get_int("lock_ttl_ms", 30000, 1, 24LL * 3600 * 1000);
+    rr.finish();
+    try {
+      storage::redis::RedisUrl::parse(*out.redis_url);
+    } catch (const std::invalid_argument& e) {
+      rr.fail("redis_url", std::string("adapter.config.redis_url: ") + e.what());
+    }
+    return out;
+  }
   if (cfg.IsNull()) return out;
 
   // The lock keys are read here; the store keys go on to the shared adapter reader, which
@@ -79,7 +99,14 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     const CronConfig cfg = read_cron_config(entry);
     // An in_memory store is seen by this engine only, so every tick is ours: no lock (and no
     // store) is needed. A file_based store may be shared by several engines.
-    if (cfg.store.method == storage::StoreOptions::Method::kFileBased) {
+    if (cfg.redis_url) {
+      storage::redis::ClientOptions o;
+      o.url = *cfg.redis_url;
+      o.name = entry.instance_name;
+      redis_ = std::make_unique<storage::redis::RedisClient>(rt_.io, o);
+      redis_lock_ = std::make_unique<cron::RedisTickLock>(*redis_, cfg.lock_ttl_ms,
+                                                          protocol::Uuid::random_v4().str());
+    } else if (cfg.store.method == storage::StoreOptions::Method::kFileBased) {
       store_ = storage::open_store_for(entry, cfg.store, rt_.io);
       lock_ = std::make_unique<cron::TickLock>(*store_, cfg.lock_index, cfg.lock_ttl_ms,
                                                protocol::Uuid::random_v4().str());
@@ -95,6 +122,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
 
   void start() override {
     if (lock_) lock_->sweep(to_ms(system_clock::now()));
+    if (redis_) redis_->start();
     engine::TriggerType tt;
     tt.id = "cron";
     tt.description =
@@ -195,6 +223,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     if (stopping_) return;
     const auto now = system_clock::now();
     if (lock_) lock_->expire(to_ms(now));
+    if (redis_lock_) redis_lock_->expire(to_ms(now));
     in_timer_ = true;  // runs that finish at once reschedule; arm once after the loop
     engine::Engine::Cork cork(rt_.engine);  // the calls of one tick leave in one write per worker
     while (!queue_.empty() && queue_.begin()->first <= now) {
@@ -212,12 +241,14 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void run(const std::string& id, Job& j, CronExpression::Seconds tick) {
     j.running = true;
     const uint64_t gen = j.generation;
-    if (!lock_) return dispatch(id, gen, tick);
-    lock_->acquire(j.lock_key, to_ms(tick), [this, id, gen, tick](bool owned) {
+    auto claimed = [this, id, gen, tick](bool owned) {
       if (stopping_ || !find(id, gen)) return;
       if (!owned) return finish(id, gen, tick);
       dispatch(id, gen, tick);
-    });
+    };
+    if (redis_lock_) return redis_lock_->acquire(j.lock_key, to_ms(tick), std::move(claimed));
+    if (!lock_) return dispatch(id, gen, tick);
+    lock_->acquire(j.lock_key, to_ms(tick), std::move(claimed));
   }
 
   // Builds the payload and fires the trigger (its condition first, if any).
@@ -254,6 +285,8 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   std::optional<CronExpression::Seconds> armed_;
   std::unique_ptr<storage::KvStore> store_;
   std::unique_ptr<cron::TickLock> lock_;
+  std::unique_ptr<storage::redis::RedisClient> redis_;  // the redis adapter's connection
+  std::unique_ptr<cron::RedisTickLock> redis_lock_;
   std::unordered_map<std::string, Job> jobs_;
   std::set<std::pair<CronExpression::Seconds, std::string>>
       queue_;  // (tick, job id), earliest first

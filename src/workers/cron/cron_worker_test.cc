@@ -47,11 +47,18 @@ TEST(CronConfig, AdapterChecks) {
       "");
   EXPECT_EQ(config_error(
                 "workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: redis\n"),
-            "cron.yaml:5: worker 'iii-cron': adapter 'redis' is not available in this build yet "
-            "(available: kv)");
-  EXPECT_EQ(config_error(
-                "workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: nats\n"),
-            "cron.yaml:5: worker 'iii-cron': Adapter factory 'nats' not found. Available: [kv]");
+            "");
+  EXPECT_EQ(config_error("workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: "
+                         "redis\n        config: { redis_url: 'redis://h:1', lock_ttl_ms: 500 }\n"),
+            "");
+  EXPECT_EQ(config_error("workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: "
+                         "redis\n        config: { redis_url: 'redis://h:1', lock_index: x }\n"),
+            "cron.yaml:6: worker 'iii-cron': unknown key 'lock_index' (known keys: lock_ttl_ms, "
+            "redis_url)");
+  EXPECT_EQ(
+      config_error(
+          "workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: nats\n"),
+      "cron.yaml:5: worker 'iii-cron': Adapter factory 'nats' not found. Available: [kv, redis]");
   EXPECT_NE(
       config_error("workers:\n  - name: iii-cron\n    config:\n      adapter:\n        name: kv\n"
                    "        config:\n          lock_ttl: 5\n")

@@ -56,12 +56,26 @@ TEST(PubSubConfig, Adapters) {
       "");
   EXPECT_EQ(
       config_error("workers:\n  - name: iii-pubsub\n    config:\n      adapter: { name: redis }\n"),
-      "pubsub.yaml:4: worker 'iii-pubsub': adapter 'redis' is not available in this build "
-      "yet (available: local)");
+      "");
+  EXPECT_EQ(
+      config_error("workers:\n  - name: iii-pubsub\n    config:\n      adapter: { name: redis, "
+                   "config: { redis_url: 'redis://:pw@h:1/2' } }\n"),
+      "");
+  EXPECT_EQ(
+      config_error("workers:\n  - name: iii-pubsub\n    config:\n      adapter: { name: redis, "
+                   "config: { redis_url: 'http://h' } }\n"),
+      "pubsub.yaml:4: worker 'iii-pubsub': adapter.config.redis_url: invalid redis_url "
+      "'http://h': the scheme must be redis:// or rediss://");
+  EXPECT_EQ(
+      config_error("workers:\n  - name: iii-pubsub\n    config:\n      adapter: { name: redis, "
+                   "config: { url: x } }\n"),
+      "pubsub.yaml:4: worker 'iii-pubsub': adapter.config: unknown key 'url' (known keys: "
+      "redis_url)");
   EXPECT_EQ(
       config_error(
           "workers:\n  - name: iii-pubsub\n    config:\n      adapter:\n        name: kafka\n"),
-      "pubsub.yaml:5: worker 'iii-pubsub': Adapter factory 'kafka' not found. Available: [local]");
+      "pubsub.yaml:5: worker 'iii-pubsub': Adapter factory 'kafka' not found. Available: [local, "
+      "redis]");
   EXPECT_NE(config_error("workers:\n  - name: iii-pubsub\n    config:\n      topics: 1\n")
                 .find("unknown key 'topics'"),
             std::string::npos);

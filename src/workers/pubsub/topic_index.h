@@ -41,6 +41,13 @@ class TopicIndex {
     return out;
   }
 
+  // The topic `trigger_id` is subscribed to, or null.
+  const std::string* topic_of(const std::string& trigger_id) const {
+    auto it = topic_of_.find(trigger_id);
+    return it == topic_of_.end() ? nullptr : &it->second;
+  }
+  bool has_topic(const std::string& topic) const { return by_topic_.count(topic) > 0; }
+
   size_t topic_count() const { return by_topic_.size(); }
   size_t subscription_count() const { return topic_of_.size(); }
 

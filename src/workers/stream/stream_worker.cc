@@ -4,8 +4,10 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/json/parse.hpp>
 #include <map>
 
+#include "common/logging.h"
 #include "config/config.h"
 #include "engine/builtin_input.h"
 #include "engine/engine.h"
@@ -15,6 +17,7 @@
 #include "storage/kv_store.h"
 #include "workers/bridge/bridge_adapter.h"
 #include "workers/bridge/remote_engine.h"
+#include "storage/redis/redis_client.h"
 #include "workers/stream/stream_server.h"
 
 namespace iii::workers {
@@ -48,6 +51,10 @@ engine::SharedFrame frame_of(const json::object& o) {
   protocol::append_json(out, o);
   return engine::make_frame(std::move(out));
 }
+
+// The Redis Pub/Sub channel every engine on one Redis publishes its stream events to and
+// delivers to its own clients from (the original's name: an original engine can share it).
+constexpr const char* kEventsChannel = "stream::events";
 
 // Validates the config of the stream trigger types; the engine keeps the bound ids.
 class BoundSet : public engine::TriggerTypeHandler {
@@ -86,6 +93,14 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     r.finish();
     if (!bridge_url_)
       store_ = storage::open_store_for(entry, store_opts_, rt_.io);  // before any port is bound
+    if (!bridge_url_ && store_opts_.method == storage::StoreOptions::Method::kRedis) {
+      storage::redis::ClientOptions o;
+      o.url = store_opts_.redis_url;
+      o.name = entry.instance_name + " (events)";
+      bus_pub_ = std::make_unique<storage::redis::RedisClient>(rt_.io, o);
+      o.mode = storage::redis::ClientOptions::Mode::kSubscriber;
+      bus_sub_ = std::make_unique<storage::redis::RedisClient>(rt_.io, o);
+    }
     eng_.add_builtin_worker({entry.instance_name, entry.name, false, {}});
   }
 
@@ -124,9 +139,17 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     }
     register_functions();
     server_ = stream::start_stream_server(io, server_opts_, *this);
+    if (bus_sub_) {
+      bus_sub_->subscribe(kEventsChannel, [this](std::string_view, std::string_view payload) {
+        deliver_from_redis(payload);
+      });
+      bus_sub_->start();
+      bus_pub_->start();
+    }
   }
 
   void stop() override {
+    if (bus_sub_) bus_sub_->stop();
     if (server_) server_->stop();
     if (store_) store_->close();  // flushes accepted writes; their acknowledgements are posted
     if (remote_) remote_->shutdown();
@@ -245,10 +268,34 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
     eng_.register_builtin_trigger_type(std::move(tt), h);
   }
 
+  // A wrapper published on Redis by any engine (this one included): pushed to this engine's
+  // subscribers as the very text received.
+  void deliver_from_redis(std::string_view payload) {
+    if (!server_) return;
+    boost::system::error_code ec;
+    json::value v = json::parse(payload, ec);
+    const json::object* w = ec ? nullptr : v.if_object();
+    const json::value* stream = w ? w->if_contains("streamName") : nullptr;
+    const json::value* group = w ? w->if_contains("groupId") : nullptr;
+    const json::value* id = w ? w->if_contains("id") : nullptr;
+    if (!stream || !stream->is_string() || !group || !group->is_string() ||
+        (id && !id->is_null() && !id->is_string())) {
+      spdlog::warn("iii-stream: ignored a malformed event on Redis channel {}", kEventsChannel);
+      return;
+    }
+    std::optional<std::string> item;
+    if (id && id->is_string()) item = std::string(id->get_string());
+    server_->publish(std::string(stream->get_string()), std::string(group->get_string()), item,
+                     engine::make_frame(std::string(payload)));
+  }
+
   // An item changed (or a custom event was sent): fire matching `stream` triggers, then push to
-  // subscribers. The event is serialised once and the buffer shared by every subscriber.
+  // subscribers. The event is serialised once and the buffer shared by every subscriber. With
+  // the redis adapter it goes to every engine's subscribers through Redis Pub/Sub; `sent` (if
+  // any) learns whether it was published.
   void emit(const std::string& stream, const std::string& group,
-            const std::optional<std::string>& id, json::object event) {
+            const std::optional<std::string>& id, json::object event,
+            std::function<void(std::optional<std::string>)> sent = nullptr) {
     json::object w = wrapper(stream, group, id, std::move(event));
     if (!eng_.bound_triggers("stream").empty())
       eng_.fire_type("stream", w, [&](const engine::Trigger& t) {
@@ -262,10 +309,29 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           return false;
         return true;
       });
-    if (remote_)
+    if (remote_) {
       remote_->call_void("publish", json::object{{"topic", "stream.events"}, {"data", w}});
-    else if (server_)
-      server_->publish(stream, group, id, frame_of(w));
+      if (sent) sent(std::nullopt);
+      return;
+    }
+    if (bus_pub_) {
+      std::string text;
+      protocol::append_json(text, w);
+      bus_pub_->command({"PUBLISH", kEventsChannel, std::move(text)},
+                        [this, sent = std::move(sent)](storage::redis::Reply r) {
+                          if (r.is_error() && !sent)
+                            if (auto suppressed = publish_failures_.admit())
+                              spdlog::warn("iii-stream: event not published: {}{}", r.str,
+                                           *suppressed ? " (" + std::to_string(*suppressed) +
+                                                             " similar failures not logged)"
+                                                       : std::string());
+                          if (sent)
+                            sent(r.is_error() ? std::optional<std::string>(r.str) : std::nullopt);
+                        });
+      return;
+    }
+    if (server_) server_->publish(stream, group, id, frame_of(w));
+    if (sent) sent(std::nullopt);
   }
 
   void emit_change(const std::string& stream, const std::string& group, const std::string& item,
@@ -535,8 +601,16 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
           if (!in.ok()) return done(in.failure());
           json::object event{{"type", "event"},
                              {"event", json::object{{"type", type}, {"data", *data}}}};
-          done(Outcome::empty());
-          emit(stream, group, id, std::move(event));
+          if (!bus_pub_) {
+            done(Outcome::empty());
+            return emit(stream, group, id, std::move(event));
+          }
+          // Through Redis the call fails when the event could not be published.
+          emit(stream, group, id, std::move(event), [done](std::optional<std::string> error) {
+            if (error)
+              return done(Outcome::fail("STREAM_SEND_ERROR", "Failed to send event: " + *error));
+            done(Outcome::empty());
+          });
         });
   }
 
@@ -550,6 +624,9 @@ class StreamWorker : public engine::BuiltinWorker, public stream::StreamServerDe
   std::optional<std::string> bridge_url_;
   std::shared_ptr<bridge::RemoteEngine> remote_;
   std::unique_ptr<stream::StreamServer> server_;
+  std::unique_ptr<storage::redis::RedisClient> bus_pub_;  // redis adapter: PUBLISH
+  std::unique_ptr<storage::redis::RedisClient> bus_sub_;  // redis adapter: SUBSCRIBE
+  logging::WarningLimiter publish_failures_{5, std::chrono::seconds(10)};
   BoundSet stream_triggers_{true};
   BoundSet join_triggers_{false};
   BoundSet leave_triggers_{false};

@@ -877,7 +877,9 @@ test('iii-state config: bad adapter settings are refused at startup with file:li
   const workers = [];
   try {
     const refused = [
-      ['{ adapter: { name: redis } }', "Adapter factory 'redis' not found"],
+      ['{ adapter: { name: nosuch } }', "Adapter factory 'nosuch' not found. Available: [kv, redis]"],
+      ["{ adapter: { name: redis, config: { redis_url: 'http://h' } } }", "invalid redis_url 'http://h'"],
+      ['{ adapter: { name: redis, config: { url: x } } }', "unknown key 'url'"],
       ['{ adapter: { name: kv, config: { store_method: disk } } }', 'store_method'],
       ['{ adapter: { name: kv, config: { bogus: 1 } } }', "unknown key 'bogus'"],
       ['{ nope: 1 }', "unknown key 'nope'"],

@@ -167,12 +167,12 @@ def test_publish_errors_and_refused_subscriptions(engine, make_client):
 @pytest.mark.parametrize(
     "entry, message",
     [
-        ("  - name: iii-pubsub\n    config:\n      adapter: { name: redis }",
-         "config.yaml:8: worker 'iii-pubsub': adapter 'redis' is not available in this build yet"),
+        ("  - name: iii-pubsub\n    config:\n      adapter: { name: redis, config: { redis_url: 'http://h' } }",
+         "config.yaml:8: worker 'iii-pubsub': adapter.config.redis_url: invalid redis_url 'http://h'"),
         ("  - name: iii-pubsub\n    config:\n      adapter:\n        name: kafka",
-         "config.yaml:9: worker 'iii-pubsub': Adapter factory 'kafka' not found. Available: [local]"),
-        ("  - name: iii-cron\n    config:\n      adapter:\n        name: redis",
-         "config.yaml:9: worker 'iii-cron': adapter 'redis' is not available in this build yet"),
+         "config.yaml:9: worker 'iii-pubsub': Adapter factory 'kafka' not found. Available: [local, redis]"),
+        ("  - name: iii-cron\n    config:\n      adapter:\n        name: redis\n        config: { redis_url: 'redis://h:0' }",
+         "config.yaml:10: worker 'iii-cron': adapter.config.redis_url: invalid redis_url 'redis://h:0'"),
         ("  - name: iii-cron\n    config:\n      adapter:\n        name: kv\n        config: { lock_ttl: 5 }",
          "config.yaml:10: worker 'iii-cron': unknown key 'lock_ttl'"),
     ],
