@@ -170,13 +170,18 @@ json::object list_traces(const Telemetry& t, const json::object& in) {
     }
     return true;
   };
+  const std::vector<StoredSpan> engine = t.engine_spans();
+  std::vector<const StoredSpan*> all;
+  all.reserve(t.spans().size() + engine.size());
+  for (const auto& e : t.spans().entries()) all.push_back(&e.rec);
+  for (const auto& s : engine) all.push_back(&s);
   std::unordered_set<std::string> matching_traces;
   if (search_all)
-    for (const auto& e : t.spans().entries())
-      if (matches(e.rec)) matching_traces.insert(e.rec.trace_id);
+    for (const StoredSpan* s : all)
+      if (matches(*s)) matching_traces.insert(s->trace_id);
   std::vector<const StoredSpan*> rows;
-  for (const auto& e : t.spans().entries()) {
-    const StoredSpan& s = e.rec;
+  for (const StoredSpan* sp : all) {
+    const StoredSpan& s = *sp;
     if (!s.is_root()) continue;
     if (!include_internal && is_internal(s)) continue;
     if (search_all ? !matching_traces.count(s.trace_id) : !matches(s)) continue;
@@ -206,11 +211,14 @@ json::object trace_tree(const Telemetry& t, const json::object& in) {
   const std::string id = lower(*trace_id);
   std::vector<const StoredSpan*> spans;
   std::unordered_map<std::string, size_t> by_id;
-  for (const auto& e : t.spans().entries())
-    if (e.rec.trace_id == id) {
-      by_id.emplace(e.rec.span_id, spans.size());
-      spans.push_back(&e.rec);
-    }
+  const std::vector<StoredSpan> engine = t.engine_spans();
+  auto take = [&](const StoredSpan& s) {
+    if (s.trace_id != id) return;
+    by_id.emplace(s.span_id, spans.size());
+    spans.push_back(&s);
+  };
+  for (const auto& e : t.spans().entries()) take(e.rec);
+  for (const auto& s : engine) take(s);
   std::vector<std::vector<size_t>> children(spans.size());
   std::vector<size_t> roots;
   for (size_t i = 0; i < spans.size(); ++i) {
