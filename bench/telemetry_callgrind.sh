@@ -36,8 +36,8 @@ YAML
   ann=$(callgrind_annotate --inclusive=yes "$DIR/cg.out" 2>/dev/null)
   frames=$(grep -oE "=> .*Engine::on_frame\(unsigned long, std::basic_string_view<char, std::char_traits<char> >\) \(([0-9,]+)x\)" <<<"$ann" |
     head -1 | grep -oE "\(([0-9,]+)x\)" | tr -d '(),x')
-  on_read=$(grep "WsSession::on_read" <<<"$ann" | head -1 | awk '{print $1}' | tr -d ,)
-  flush=$(grep -E "flush_engine_spans" <<<"$ann" | head -1 | awk '{print $1}' | tr -d , || true)
+  on_read=$(grep -E "^ *[0-9,]+ \(.*WsSession::on_read\(" <<<"$ann" | head -1 | awk '{print $1}' | tr -d ,)
+  flush=$(grep -E "^ *[0-9,]+ \(.*flush_engine_spans\(" <<<"$ann" | head -1 | awk '{print $1}' | tr -d , || true)
   calls=$((frames / 2))
   echo "{\"bench\":\"telemetry_callgrind\",\"enabled\":$mode,\"calls\":$calls,\"on_read_ir_per_call\":$((on_read / calls)),\"flush_ir_per_call\":$(( ${flush:-0} / calls ))}"
 done
