@@ -170,7 +170,10 @@ json::object list_traces(const Telemetry& t, const json::object& in) {
     }
     return true;
   };
-  const std::vector<StoredSpan> engine = t.engine_spans();
+  // Without search_all_spans only roots can be listed: the others are not even built.
+  const std::vector<StoredSpan> engine =
+      t.engine_spans(search_all ? std::function<bool(const EngineSpanRec&)>{}
+                                : [](const EngineSpanRec& r) { return r.parent_span_id == 0; });
   std::vector<const StoredSpan*> all;
   all.reserve(t.spans().size() + engine.size());
   for (const auto& e : t.spans().entries()) all.push_back(&e.rec);
@@ -211,7 +214,15 @@ json::object trace_tree(const Telemetry& t, const json::object& in) {
   const std::string id = lower(*trace_id);
   std::vector<const StoredSpan*> spans;
   std::unordered_map<std::string, size_t> by_id;
-  const std::vector<StoredSpan> engine = t.engine_spans();
+  uint64_t hi = 0, lo = 0;
+  const bool hex_ok =
+      id.size() == 32 && id.find_first_not_of("0123456789abcdef") == std::string::npos;
+  if (hex_ok) {
+    hi = std::stoull(id.substr(0, 16), nullptr, 16);
+    lo = std::stoull(id.substr(16), nullptr, 16);
+  }
+  const std::vector<StoredSpan> engine = t.engine_spans(
+      [&](const EngineSpanRec& r) { return hex_ok && r.trace_hi == hi && r.trace_lo == lo; });
   auto take = [&](const StoredSpan& s) {
     if (s.trace_id != id) return;
     by_id.emplace(s.span_id, spans.size());

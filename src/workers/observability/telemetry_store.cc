@@ -119,10 +119,11 @@ StoredSpan Telemetry::materialize(const EngineSpanRec& r) const {
   return s;
 }
 
-std::vector<StoredSpan> Telemetry::engine_spans() const {
+std::vector<StoredSpan> Telemetry::engine_spans(
+    const std::function<bool(const EngineSpanRec&)>& keep) const {
   std::vector<StoredSpan> out;
-  out.reserve(ring_.size());
-  for (const auto& r : ring_) out.push_back(materialize(r));
+  for (const auto& r : ring_)
+    if (!keep || keep(r)) out.push_back(materialize(r));
   return out;
 }
 

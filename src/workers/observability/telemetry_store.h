@@ -107,8 +107,10 @@ class Telemetry {
   // caller sends materialize(rec) through add_spans.
   bool add_engine_span(EngineSpanRec&& rec, const std::string& function_id);
   StoredSpan materialize(const EngineSpanRec& rec) const;
-  // The compact engine spans, as StoredSpans (oldest first).
-  std::vector<StoredSpan> engine_spans() const;
+  // The compact engine spans that `keep` accepts (all without it), as StoredSpans, oldest
+  // first. Filter first: the ring may hold millions.
+  std::vector<StoredSpan> engine_spans(
+      const std::function<bool(const EngineSpanRec&)>& keep = {}) const;
   void set_engine_service(std::string name) { engine_service_ = std::move(name); }
 
   // ---- hooks (docs/observability-seam.md) ----
