@@ -389,7 +389,7 @@ int64_t query_int(const std::string& db_path, const char* sql) {
   return v;
 }
 
-// New stores: a rowid table whose rowid is the item's seq, one (idx, key) index, 1 KiB pages
+// New stores: a rowid table whose rowid is the item's seq, one (idx, key) index, 512-byte pages
 // (docs/performance.md, "Write amplification of the file_based store").
 TEST(SqliteStore, NewStoresKeepItemsInSeqOrderWithOneKeyIndex) {
   const fs::path dir = fs::temp_directory_path() / ("iii-kv-layout-" + std::to_string(::getpid()));
@@ -415,7 +415,7 @@ TEST(SqliteStore, NewStoresKeepItemsInSeqOrderWithOneKeyIndex) {
                       "SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
                       "tbl_name='items'"),
             1);
-  EXPECT_EQ(query_int(path.c_str(), "PRAGMA page_size"), 1024);
+  EXPECT_EQ(query_int(path.c_str(), "PRAGMA page_size"), 512);
   fs::remove_all(dir);
 }
 

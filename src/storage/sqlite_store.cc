@@ -41,7 +41,7 @@ constexpr size_t kMaxBatch = 4096;
 constexpr int kReaders = 2;
 // Page size of new stores, and the WAL size that triggers a checkpoint: see open_wal in
 // sqlite_db.cc and docs/performance.md, "Write amplification of the file_based store".
-constexpr int kPageSize = 1024;
+constexpr int kPageSize = 512;
 constexpr int64_t kCheckpointKib = 16384;
 
 using sqlite::Db;
