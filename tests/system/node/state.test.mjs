@@ -865,7 +865,7 @@ test('file_based: SIGKILL in the middle of a 100,000-item fill loses no acknowle
         const i = next;
         next += 1;
         try {
-          await a.worker.trigger({ function_id: 'state::set', payload: { scope: `fill${i % SCOPES}`, key: `k${i}`, value: { i, pad } }, timeoutMs: 5000 });
+          await a.worker.trigger({ function_id: 'state::set', payload: { scope: `fill${i % SCOPES}`, key: `k${i}`, value: { i, pad } }, timeoutMs: 2000 });
           if (!killed) acked.add(i); // acknowledged before the kill was sent
           if (acked.size >= KILL_AT && !killed) {
             killed = true;
