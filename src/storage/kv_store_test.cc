@@ -377,7 +377,21 @@ std::string table_sql(const std::string& db_path, const char* table) {
   return sql;
 }
 
-TEST(SqliteStore, NewStoresKeepRowsInARowidTable) {
+int64_t query_int(const std::string& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, sql, -1, &st, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  int64_t v = -1;
+  if (sqlite3_step(st) == SQLITE_ROW) v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+// New stores: a rowid table whose rowid is the item's seq, one (idx, key) index, 512-byte pages
+// (docs/performance.md, "Write amplification of the file_based store").
+TEST(SqliteStore, NewStoresKeepItemsInSeqOrderWithOneKeyIndex) {
   const fs::path dir = fs::temp_directory_path() / ("iii-kv-layout-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   StoreOptions o;
@@ -386,16 +400,29 @@ TEST(SqliteStore, NewStoresKeepRowsInARowidTable) {
   {
     TestLoop loop;
     auto store = make_store(o, loop.poster());
-    Sync{*store, loop}.set("state:s", "a", J("1"));
+    Sync sync{*store, loop};
+    sync.set("state:s", "b", J("1"));
+    sync.set("state:s", "a", J("2"));
+    sync.set("state:s", "b", J("3"));  // an update keeps its position
+    EXPECT_EQ(sync.list("state:s"), "[3,2]");
+    EXPECT_EQ(sync.list_raw("state:s"), "[3,2]");
   }
-  const std::string sql = table_sql((dir / "iii_kv.sqlite3").string(), "kv");
-  EXPECT_NE(sql.find("PRIMARY KEY (idx, key)"), std::string::npos) << sql;
-  EXPECT_EQ(sql.find("WITHOUT ROWID"), std::string::npos) << sql;
+  const std::string path = (dir / "iii_kv.sqlite3").string();
+  const std::string sql = table_sql(path, "items");
+  EXPECT_NE(sql.find("seq INTEGER PRIMARY KEY"), std::string::npos) << sql;
+  EXPECT_EQ(table_sql(path, "kv"), "");
+  EXPECT_EQ(query_int(path.c_str(),
+                      "SELECT COUNT(*) FROM sqlite_master WHERE type='index' AND "
+                      "tbl_name='items'"),
+            1);
+  EXPECT_EQ(query_int(path.c_str(), "PRAGMA page_size"), 512);
   fs::remove_all(dir);
 }
 
-// Stores written by earlier builds have a WITHOUT ROWID `kv` table; they open and work as is.
-TEST(SqliteStore, OpensStoresWithTheEarlierTableLayout) {
+// Stores written by earlier builds have a `kv` table (WITHOUT ROWID in the first builds, then a
+// rowid table) and a (idx, seq) index; they are moved to the current layout on open, with
+// their items, order and counts.
+void opens_earlier_layout(const char* kv_table) {
   const fs::path dir = fs::temp_directory_path() / ("iii-kv-old-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -403,30 +430,46 @@ TEST(SqliteStore, OpensStoresWithTheEarlierTableLayout) {
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    const char* setup =
-        "CREATE TABLE kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, value "
-        "TEXT NOT NULL, PRIMARY KEY (idx, key)) WITHOUT ROWID;"
+    const std::string setup =
+        std::string(kv_table) +
         "CREATE INDEX kv_order ON kv (idx, seq);"
         "CREATE TABLE kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) WITHOUT ROWID;"
-        "INSERT INTO kv VALUES ('state:s', 'a', 1, '{\"x\":1}');"
-        "INSERT INTO kv_indexes VALUES ('state:s', 1);";
-    ASSERT_EQ(sqlite3_exec(db, setup, nullptr, nullptr, nullptr), SQLITE_OK);
+        "INSERT INTO kv VALUES ('state:s', 'z', 1, '{\"x\":1}');"
+        "INSERT INTO kv VALUES ('state:s', 'a', 5, '\"five\"');"
+        "INSERT INTO kv VALUES ('state:t', 'a', 3, 'true');"
+        "INSERT INTO kv_indexes VALUES ('state:s', 2);"
+        "INSERT INTO kv_indexes VALUES ('state:t', 1);";
+    ASSERT_EQ(sqlite3_exec(db, setup.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
   }
   StoreOptions o;
   o.method = StoreOptions::Method::kFileBased;
   o.file_path = path;
-  {
+  for (int round = 0; round < 2; ++round) {  // the second open finds the current layout
     TestLoop loop;
     auto store = make_store(o, loop.poster());
     Sync sync{*store, loop};
-    EXPECT_EQ(json::serialize(*sync.get("state:s", "a")), R"({"x":1})");
-    sync.set("state:s", "b", J("2"));
-    EXPECT_EQ(sync.list("state:s"), R"([{"x":1},2])");
-    EXPECT_EQ(sync.list_raw("state:s"), R"([{"x":1},2])");
+    EXPECT_EQ(json::serialize(*sync.get("state:s", "z")), R"({"x":1})");
+    if (round == 0) sync.set("state:s", "b", J("2"));
+    EXPECT_EQ(sync.list("state:s"), R"([{"x":1},"five",2])");
+    EXPECT_EQ(sync.list_raw("state:t"), R"([true])");
+    EXPECT_EQ(sync.indexes("state:"), (std::vector<std::string>{"state:s", "state:t"}));
   }
-  EXPECT_NE(table_sql(path, "kv").find("WITHOUT ROWID"), std::string::npos);
+  EXPECT_EQ(table_sql(path, "kv"), "");
+  EXPECT_NE(table_sql(path, "items").find("seq INTEGER PRIMARY KEY"), std::string::npos);
   fs::remove_all(dir);
+}
+
+TEST(SqliteStore, MovesStoresWithTheWithoutRowidLayoutToTheCurrentOne) {
+  opens_earlier_layout(
+      "CREATE TABLE kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, value TEXT "
+      "NOT NULL, PRIMARY KEY (idx, key)) WITHOUT ROWID;");
+}
+
+TEST(SqliteStore, MovesStoresWithTheRowidKvLayoutToTheCurrentOne) {
+  opens_earlier_layout(
+      "CREATE TABLE kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, value TEXT "
+      "NOT NULL, PRIMARY KEY (idx, key));");
 }
 
 // A damaged row (text that is not one JSON value) reads as null from get, list and list_raw,
@@ -450,9 +493,9 @@ TEST(SqliteStore, DamagedRowsReadAsNull) {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open((dir / "iii_kv.sqlite3").string().c_str(), &db), SQLITE_OK);
     const char* damage =
-        "UPDATE kv SET value='{\"x\":' WHERE key='a';"
-        "UPDATE kv SET value='2 3' WHERE key='b';"
-        "UPDATE kv SET value='' WHERE key='c';";
+        "UPDATE items SET value='{\"x\":' WHERE key='a';"
+        "UPDATE items SET value='2 3' WHERE key='b';"
+        "UPDATE items SET value='' WHERE key='c';";
     ASSERT_EQ(sqlite3_exec(db, damage, nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
   }

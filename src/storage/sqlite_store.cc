@@ -22,7 +22,6 @@
 #include <boost/json/serialize.hpp>
 #include <condition_variable>
 #include <deque>
-#include <filesystem>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -31,78 +30,23 @@
 
 #include "protocol/codec.h"
 #include "storage/kv_store.h"
+#include "storage/sqlite_db.h"
 
 namespace iii::storage {
 
 namespace json = boost::json;
 namespace {
 
-namespace fs = std::filesystem;
-
 constexpr size_t kMaxBatch = 4096;
 constexpr int kReaders = 2;
+// Page size of new stores, and the WAL size that triggers a checkpoint (32 MiB: 3.7 KiB written
+// per 1 KiB item at 300k items against 3.9 KiB with 16 MiB): see open_wal in sqlite_db.cc and
+// docs/performance.md, "Write amplification of the file_based store".
+constexpr int kPageSize = 512;
+constexpr int64_t kCheckpointKib = 32768;
 
-std::string resolve_db_path(const std::string& configured) {
-  fs::path p = configured.empty() ? fs::path("kv_store_data.db") : fs::path(configured);
-  const auto ext = p.extension().string();
-  const bool looks_like_file = ext == ".db" || ext == ".sqlite" || ext == ".sqlite3";
-  if (fs::is_directory(p) || (!looks_like_file && !fs::exists(p))) {
-    fs::create_directories(p);
-    return (p / "iii_kv.sqlite3").string();
-  }
-  if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  return p.string();
-}
-
-class Db {
- public:
-  explicit Db(const std::string& path, int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) {
-    if (sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-      std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-      sqlite3_close(db_);
-      throw std::runtime_error("cannot open database '" + path + "': " + msg);
-    }
-    sqlite3_busy_timeout(db_, 10000);
-  }
-  ~Db() {
-    for (auto* s : stmts_) sqlite3_finalize(s);
-    sqlite3_close(db_);
-  }
-  void exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      throw std::runtime_error(msg + " (in: " + sql + ")");
-    }
-  }
-  sqlite3_stmt* prepare(const char* sql) {
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
-      throw std::runtime_error(std::string("prepare failed: ") + sqlite3_errmsg(db_));
-    stmts_.push_back(s);
-    return s;
-  }
-  std::string error() const { return sqlite3_errmsg(db_); }
-  sqlite3* get() { return db_; }
-
- private:
-  sqlite3* db_ = nullptr;
-  std::vector<sqlite3_stmt*> stmts_;
-};
-
-// Resets a statement when a scope ends, whatever path it takes.
-struct Use {
-  explicit Use(sqlite3_stmt* s) : s(s) {}
-  ~Use() {
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-  }
-  void text(int i, const std::string& v) {
-    sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_STATIC);
-  }
-  sqlite3_stmt* s;
-};
+using sqlite::Db;
+using sqlite::Stmt;
 
 std::string_view column_text(sqlite3_stmt* s, int col) {
   const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, col));
@@ -189,8 +133,11 @@ class ReaderConn {
  public:
   ReaderConn(const std::string& path, int64_t cache_kib) : db_(path, SQLITE_OPEN_READONLY) {
     db_.exec("PRAGMA cache_size=-" + std::to_string(std::max<int64_t>(cache_kib, 64)));
-    get_ = db_.prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
-    list_ = db_.prepare("SELECT value FROM kv WHERE idx=?1 ORDER BY seq");
+    get_ = db_.prepare("SELECT value FROM items WHERE idx=?1 AND key=?2");
+    // The seqs of the group (from the covering (idx, key) index) are sorted in an ephemeral
+    // list, and the rows fetched by rowid in that order: no sort of the values themselves.
+    list_ = db_.prepare(
+        "SELECT value FROM items WHERE seq IN (SELECT seq FROM items WHERE idx=?1) ORDER BY seq");
     indexes_ = db_.prepare(
         "SELECT idx FROM kv_indexes WHERE idx >= ?1 AND substr(idx, 1, length(?1)) = ?1 "
         "ORDER BY idx");
@@ -202,10 +149,9 @@ class ReaderConn {
     switch (op.kind) {
       case ReadOp::kGet: {
         Stored<std::optional<json::value>> r;
-        Use u(get_);
-        u.text(1, op.index);
-        u.text(2, op.key);
-        const int rc = sqlite3_step(get_);
+        Stmt u(get_);
+        u.text(1, op.index).text(2, op.key);
+        const int rc = u.step();
         if (rc == SQLITE_ROW)
           r.value = column_json(get_, 0);
         else if (rc != SQLITE_DONE)
@@ -218,7 +164,7 @@ class ReaderConn {
         // object of a large group (freeing memory allocated on another thread is slow).
         Stored<std::vector<json::value>> r;
         auto arena = json::make_shared_resource<json::monotonic_resource>();
-        Use u(list_);
+        Stmt u(list_);
         u.text(1, op.index);
         int rc;
         while ((rc = sqlite3_step(list_)) == SQLITE_ROW)
@@ -234,7 +180,7 @@ class ReaderConn {
         std::string out;
         out.reserve(raw_reserve_);  // the last list's size: no regrowth copies for a re-list
         out += '[';
-        Use u(list_);
+        Stmt u(list_);
         u.text(1, op.index);
         int rc;
         bool first = true;
@@ -258,7 +204,7 @@ class ReaderConn {
       }
       case ReadOp::kIndexes: {
         Stored<std::vector<std::string>> r;
-        Use u(indexes_);
+        Stmt u(indexes_);
         u.text(1, op.key);
         int rc;
         while ((rc = sqlite3_step(indexes_)) == SQLITE_ROW)
@@ -369,43 +315,59 @@ class SqliteStore : public KvStore {
  public:
   SqliteStore(const StoreOptions& opts, Poster post)
       : post_(std::move(post)), reads_(std::make_shared<ReadState>()) {
-    path_ = resolve_db_path(opts.file_path);
+    path_ = sqlite::resolve_db_path(opts.file_path, "iii_kv.sqlite3");
     writer_db_ = std::make_unique<Db>(path_);
-    writer_db_->exec("PRAGMA journal_mode=WAL");
-    writer_db_->exec(std::string("PRAGMA synchronous=") + (opts.fsync ? "FULL" : "NORMAL"));
-    writer_db_->exec("PRAGMA cache_size=-" + std::to_string(opts.cache_mb * 1024 / 2));
-    // A rowid table: its rows (typically values of a few hundred bytes to a few KiB) sit whole
-    // in the table's leaf pages, and (idx, key) is a small separate index. WITHOUT ROWID (the
-    // layout of stores made by earlier builds, which keep working as they are) spilled every
-    // row over ~1 KiB into overflow pages: 4.5 KiB on disk and 35 KiB written per 1 KiB item,
-    // against 1.4 KiB and 16 KiB now.
+    sqlite::WalOptions wal;
+    wal.fsync = opts.fsync;
+    wal.cache_kib = opts.cache_mb * 1024 / 2;
+    wal.page_size = kPageSize;
+    wal.checkpoint_kib = kCheckpointKib;
+    sqlite::open_wal(*writer_db_, wal);
+    // Items are rows of a rowid table whose rowid is the item's seq (its position in its
+    // index's list; an update keeps it), so new items are appended to the table's last page,
+    // and (idx, key) -> seq is the one other B-tree. A set changes the table's last pages and
+    // one leaf of that index; lists read the seqs of an index from it (covering) and fetch the
+    // rows in seq order. Stores made by earlier builds (a `kv` table, rowid or WITHOUT ROWID,
+    // with a second (idx, seq) index) are moved to this layout once, on open.
     writer_db_->exec(
-        "CREATE TABLE IF NOT EXISTS kv (idx TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT "
-        "NULL, value TEXT NOT NULL, PRIMARY KEY (idx, key))");
-    writer_db_->exec("CREATE INDEX IF NOT EXISTS kv_order ON kv (idx, seq)");
+        "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY, idx TEXT NOT NULL, key TEXT "
+        "NOT NULL, value TEXT NOT NULL)");
+    writer_db_->exec("CREATE UNIQUE INDEX IF NOT EXISTS items_key ON items (idx, key)");
     writer_db_->exec(
         "CREATE TABLE IF NOT EXISTS kv_indexes (idx TEXT PRIMARY KEY, items INTEGER NOT NULL) "
         "WITHOUT ROWID");
-    w_get_ = writer_db_->prepare("SELECT value FROM kv WHERE idx=?1 AND key=?2");
+    if (writer_db_->query_int(
+            "SELECT COUNT(*) FROM sqlite_schema WHERE type='table' AND name='kv'") > 0) {
+      spdlog::info("file_based store {}: moving the items to the current table layout", path_);
+      writer_db_->exec("BEGIN IMMEDIATE");
+      try {
+        writer_db_->exec(
+            "INSERT INTO items (seq, idx, key, value) SELECT seq, idx, key, value FROM kv ORDER "
+            "BY seq");
+        writer_db_->exec("DROP TABLE kv");
+        writer_db_->exec("COMMIT");
+      } catch (...) {
+        writer_db_->exec("ROLLBACK");
+        throw;
+      }
+    }
+    w_get_ = writer_db_->prepare("SELECT value FROM items WHERE idx=?1 AND key=?2");
     w_insert_ =
-        writer_db_->prepare("INSERT INTO kv (idx, key, seq, value) VALUES (?1, ?2, ?3, ?4)");
-    w_replace_ = writer_db_->prepare("UPDATE kv SET value=?3 WHERE idx=?1 AND key=?2");
-    w_delete_ = writer_db_->prepare("DELETE FROM kv WHERE idx=?1 AND key=?2");
+        writer_db_->prepare("INSERT INTO items (seq, idx, key, value) VALUES (?3, ?1, ?2, ?4)");
+    w_replace_ = writer_db_->prepare("UPDATE items SET value=?3 WHERE idx=?1 AND key=?2");
+    w_delete_ = writer_db_->prepare("DELETE FROM items WHERE idx=?1 AND key=?2");
     w_count_ = writer_db_->prepare(
         "INSERT INTO kv_indexes (idx, items) VALUES (?1, ?2) ON CONFLICT(idx) DO UPDATE SET "
         "items = items + ?2");
     w_drop_empty_ = writer_db_->prepare("DELETE FROM kv_indexes WHERE idx=?1 AND items <= 0");
-    {
-      sqlite3_stmt* s = writer_db_->prepare("SELECT COALESCE(MAX(seq), 0) FROM kv");
-      Use u(s);
-      if (sqlite3_step(s) == SQLITE_ROW) seq_ = sqlite3_column_int64(s, 0);
-    }
+    seq_ = writer_db_->query_int("SELECT COALESCE(MAX(seq), 0) FROM items");
     // The readers share the other half of the page cache budget.
     std::vector<std::unique_ptr<ReaderConn>> conns;
     for (int i = 0; i < kReaders; ++i)
       conns.push_back(std::make_unique<ReaderConn>(path_, opts.cache_mb * 1024 / 2 / kReaders));
-    spdlog::info("file_based store at {} (SQLite WAL, synchronous={}, {} readers)", path_,
-                 opts.fsync ? "FULL" : "NORMAL", kReaders);
+    spdlog::info("file_based store at {} (SQLite WAL, synchronous={}, page size {}, {} readers)",
+                 path_, opts.fsync ? "FULL" : "NORMAL", writer_db_->query_int("PRAGMA page_size"),
+                 kReaders);
     writer_ = std::thread([this] { run_writer(); });
     for (auto& c : conns)
       readers_.emplace_back(
@@ -610,7 +572,7 @@ class SqliteStore : public KvStore {
   }
 
   std::optional<json::value> read_current(const WriteOp& op) {
-    Use u(w_get_);
+    Stmt u(w_get_);
     u.text(1, op.index);
     u.text(2, op.key);
     const int rc = sqlite3_step(w_get_);
@@ -622,7 +584,7 @@ class SqliteStore : public KvStore {
   void write_value(const WriteOp& op, bool exists, const json::value& v) {
     const std::string text = json::serialize(v);
     if (exists) {
-      Use u(w_replace_);
+      Stmt u(w_replace_);
       u.text(1, op.index);
       u.text(2, op.key);
       u.text(3, text);
@@ -630,7 +592,7 @@ class SqliteStore : public KvStore {
       return;
     }
     {
-      Use u(w_insert_);
+      Stmt u(w_insert_);
       u.text(1, op.index);
       u.text(2, op.key);
       sqlite3_bind_int64(w_insert_, 3, ++seq_);
@@ -642,13 +604,13 @@ class SqliteStore : public KvStore {
 
   void adjust_count(const std::string& index, int delta) {
     {
-      Use u(w_count_);
+      Stmt u(w_count_);
       u.text(1, index);
       sqlite3_bind_int(w_count_, 2, delta);
       step_done(w_count_);
     }
     if (delta < 0) {
-      Use u(w_drop_empty_);
+      Stmt u(w_drop_empty_);
       u.text(1, index);
       step_done(w_drop_empty_);
     }
@@ -662,7 +624,7 @@ class SqliteStore : public KvStore {
         break;
       case WriteOp::kDelete:
         if (op.old_value) {
-          Use u(w_delete_);
+          Stmt u(w_delete_);
           u.text(1, op.index);
           u.text(2, op.key);
           step_done(w_delete_);

@@ -6,15 +6,14 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <filesystem>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
 
+#include "storage/sqlite_db.h"
+
 namespace iii::workers::queue {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr size_t kMaxBatch = 4096;
 // How long a lazy operation (an acknowledgement's delete) may wait for an eager one to share
@@ -190,55 +189,8 @@ class MemoryBackend : public QueueBackend {
 
 // ---------------------------------------------------------------- SQLite
 
-std::string resolve_db_path(const std::string& configured) {
-  fs::path p = configured.empty() ? fs::path("kv_store_data.db") : fs::path(configured);
-  const auto ext = p.extension().string();
-  const bool looks_like_file = ext == ".db" || ext == ".sqlite" || ext == ".sqlite3";
-  if (fs::is_directory(p) || (!looks_like_file && !fs::exists(p))) {
-    fs::create_directories(p);
-    return (p / "iii_queue.sqlite3").string();
-  }
-  if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  return p.string();
-}
-
-struct Stmt {
-  sqlite3_stmt* s = nullptr;
-  explicit Stmt(sqlite3_stmt* st) : s(st) {}
-  ~Stmt() {
-    sqlite3_reset(s);
-    sqlite3_clear_bindings(s);
-  }
-  Stmt& text(int i, const std::string& v) {
-    sqlite3_bind_text(s, i, v.data(), int(v.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& opt(int i, const std::optional<std::string>& v) {
-    if (v) return text(i, *v);
-    sqlite3_bind_null(s, i);
-    return *this;
-  }
-  Stmt& i64(int i, int64_t v) {
-    sqlite3_bind_int64(s, i, v);
-    return *this;
-  }
-  bool row() {
-    const int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) return true;
-    if (rc != SQLITE_DONE) throw std::runtime_error(sqlite3_errmsg(sqlite3_db_handle(s)));
-    return false;
-  }
-  void run() { row(); }
-  std::string str(int c) const {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, c));
-    return std::string(p ? p : "", size_t(sqlite3_column_bytes(s, c)));
-  }
-  std::optional<std::string> ostr(int c) const {
-    if (sqlite3_column_type(s, c) == SQLITE_NULL) return std::nullopt;
-    return str(c);
-  }
-  int64_t num(int c) const { return sqlite3_column_int64(s, c); }
-};
+using storage::sqlite::Db;
+using storage::sqlite::Stmt;
 
 constexpr const char* kColumns =
     "seq, id, queue, function_id, message_id, grp, attempts, available_at, created_at, "
@@ -266,18 +218,11 @@ constexpr const char* kSel = "(queue = ?1 OR (?2 IS NOT NULL AND queue >= ?2 AND
 
 class SqliteBackend : public QueueBackend {
  public:
-  explicit SqliteBackend(const std::string& path, bool fsync) {
-    if (sqlite3_open_v2(path.c_str(), &db_,
-                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        nullptr) != SQLITE_OK) {
-      std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
-      sqlite3_close(db_);
-      throw std::runtime_error("cannot open database '" + path + "': " + msg);
-    }
-    sqlite3_busy_timeout(db_, 10000);
-    exec("PRAGMA journal_mode=WAL");
-    exec(std::string("PRAGMA synchronous=") + (fsync ? "FULL" : "NORMAL"));
-    exec("PRAGMA cache_size=-8192");
+  SqliteBackend(const std::string& path, bool fsync) : db_(path) {
+    storage::sqlite::WalOptions wal;
+    wal.fsync = fsync;
+    wal.cache_kib = 8192;
+    storage::sqlite::open_wal(db_, wal);
     // seq is the rowid: a message is one row in the table's leaf pages plus one entry in the
     // (queue, state, seq) index that the consumers page through.
     exec(
@@ -337,19 +282,7 @@ class SqliteBackend : public QueueBackend {
     discard_ = prepare("DELETE FROM messages WHERE seq = ?1");
     max_seq_ = prepare("SELECT COALESCE(MAX(seq), 0) FROM messages");
   }
-  ~SqliteBackend() override {
-    for (auto* s : stmts_) sqlite3_finalize(s);
-    sqlite3_close(db_);
-  }
-
-  void exec(const std::string& sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "unknown error";
-      sqlite3_free(err);
-      throw std::runtime_error(msg);
-    }
-  }
+  void exec(const std::string& sql) { db_.exec(sql); }
 
   void insert(const QueueMessage& m) override {
     Stmt st(insert_);
@@ -450,13 +383,7 @@ class SqliteBackend : public QueueBackend {
   }
 
  private:
-  sqlite3_stmt* prepare(const char* sql) {
-    sqlite3_stmt* s = nullptr;
-    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
-      throw std::runtime_error(std::string("prepare failed: ") + sqlite3_errmsg(db_));
-    stmts_.push_back(s);
-    return s;
-  }
+  sqlite3_stmt* prepare(const std::string& sql) { return db_.prepare(sql); }
   void bind_sel(Stmt& st, const QueueSelector& sel) {
     st.text(1, sel.exact);
     if (sel.prefix) {
@@ -464,13 +391,11 @@ class SqliteBackend : public QueueBackend {
       prefix_end_.back() = char(prefix_end_.back() + 1);  // "t::" -> "t:;"
       st.text(2, *sel.prefix).text(3, prefix_end_);
     } else {
-      sqlite3_bind_null(st.s, 2);
-      sqlite3_bind_null(st.s, 3);
+      st.null(2).null(3);
     }
   }
 
-  sqlite3* db_ = nullptr;
-  std::vector<sqlite3_stmt*> stmts_;
+  Db db_;
   sqlite3_stmt *insert_, *remove_, *retry_, *dead_, *load_, *group_, *due_, *next_due_, *counts_,
       *dead_counts_, *dead_list_, *dead_ids_, *redrive_, *discard_, *max_seq_;
   std::string prefix_end_;
@@ -594,7 +519,7 @@ QueueStore::QueueStore(const QueueStoreOptions& opts, Poster post)
     memory_ = std::make_unique<MemoryBackend>();
     return;
   }
-  path_ = resolve_db_path(opts.file_path);
+  path_ = storage::sqlite::resolve_db_path(opts.file_path, "iii_queue.sqlite3");
   auto db = std::make_unique<SqliteBackend>(path_, opts.fsync);
   seq_->store(db->max_seq());
   spdlog::info("iii-queue: file_based message store at {} (SQLite WAL, synchronous={})", path_,
