@@ -92,7 +92,7 @@ void Engine::notify_worker_event(std::string_view event, const std::string& work
 
 void Engine::on_telemetry(std::string_view frame) {
   ++stats_.telemetry_frames;
-  spdlog::trace("telemetry frame {} ({} bytes)", frame.substr(0, 4), frame.size());
+  if (telemetry_sink_) telemetry_sink_(frame);
 }
 
 void Engine::on_frame(uint64_t worker_handle, std::string_view frame) {
@@ -230,6 +230,7 @@ void Engine::handle(Worker& w, protocol::InvokeFunction&& m) {
         reply_to_worker(caller, inv, fn, o);
       };
     CallContext ctx{w.handle, w.id, m.traceparent, m.baggage};
+    if (observer_) observer_->deferred(m.function_id);
     handler->second(ctx, std::move(m), std::move(done));
     return;
   }
@@ -259,7 +260,10 @@ void Engine::invoke(const std::string& function_id, json::value data, CallContex
 void Engine::route(const std::string& function_id, json::value data, CallContext ctx,
                    std::optional<std::string> preferred_id, uint64_t caller,
                    std::string caller_inv_id, Completion done) {
+  InvocationSpan span;
+  if (observer_) observer_->begin(function_id, ctx, span);
   auto finish = [&](Outcome o) {
+    if (observer_) observer_->end(function_id, span, o, 0);
     if (caller)
       reply_to_worker(caller, caller_inv_id, function_id, o);
     else if (done)
@@ -280,7 +284,8 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
     // Built-ins may complete synchronously or later; the caller may be gone by then.
     auto builtin = target->builtin;
     builtin->handler(ctx, std::move(data),
-                     [this, caller, caller_inv_id, function_id, done](Outcome o) {
+                     [this, caller, caller_inv_id, function_id, done, span](Outcome o) {
+                       if (observer_) observer_->end(function_id, span, o, 0);
                        if (caller) {
                          reply_to_worker(caller, caller_inv_id, function_id, o);
                        } else if (done) {
@@ -314,6 +319,7 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
   p.caller = caller;
   p.caller_invocation_id = std::move(caller_inv_id);
   p.done = std::move(done);
+  p.span = span;
   executor->executing.insert(key);
   if (caller)
     if (Worker* c = find_worker(caller)) c->waiting.insert(key);
@@ -349,6 +355,7 @@ void Engine::complete(const protocol::Uuid& key, Outcome outcome) {
   pending_.erase(it);
   if (p.deadline) deadlines_.erase(*p.deadline);
   if (Worker* ex = find_worker(p.executor)) ex->executing.erase(key);
+  if (observer_) observer_->end(p.function_id, p.span, outcome, p.executor);
   if (p.caller) {
     if (Worker* c = find_worker(p.caller)) {
       c->waiting.erase(key);
@@ -522,7 +529,7 @@ json::object Engine::list_workers(const std::optional<std::string>& worker_id) c
     for (const auto& f : w.functions) fns.push_back(json::value(f));
     o["functions"] = std::move(fns);
     o["active_invocations"] = w.executing.size() + w.waiting.size();
-    o["latest_metrics"] = nullptr;
+    o["latest_metrics"] = w.latest_metrics;
     if (w.pid) o["pid"] = *w.pid;
     if (w.isolation) o["isolation"] = *w.isolation;
     rows.push_back({w.name.value_or(w.id), w.id, std::move(o)});

@@ -57,6 +57,17 @@ struct Outcome {
 // Called exactly once with the outcome; an empty Completion discards it.
 using Completion = std::function<void(Outcome)>;
 
+// The engine's own span of one routed invocation (ids as integers so the hot path formats no
+// strings unless an observer wants them). Filled by an InvocationObserver.
+struct InvocationSpan {
+  uint64_t trace_hi = 0, trace_lo = 0;  // both 0: not traced
+  uint64_t span_id = 0;
+  uint64_t parent_span_id = 0;  // 0: a root span
+  uint8_t flags = 1;
+  int64_t start_unix_nano = 0;
+  bool traced() const { return trace_hi || trace_lo; }
+};
+
 struct CallContext {
   uint64_t caller = 0;           // worker handle of the caller; 0 for internal calls
   std::string caller_worker_id;  // its UUID; empty for internal calls
@@ -66,6 +77,20 @@ struct CallContext {
 
 using BuiltinHandler =
     std::function<void(const CallContext&, boost::json::value input, Completion done)>;
+
+// Sees every invocation the engine routes (iii-observability: the engine's spans and metrics).
+// begin() runs before the invocation is sent and may replace ctx.traceparent (the executor then
+// gets the engine's span as its parent); end() runs once with the outcome, whatever it is
+// (result, error, timeout, executor gone, function not found).
+class InvocationObserver {
+ public:
+  virtual ~InvocationObserver() = default;
+  virtual void begin(const std::string& function_id, CallContext& ctx, InvocationSpan& span) = 0;
+  virtual void end(const std::string& function_id, const InvocationSpan& span, const Outcome& o,
+                   uint64_t executor) = 0;
+  // An invocation handed to an action handler (enqueue): it runs later, as its own invocation.
+  virtual void deferred(const std::string& function_id) = 0;
+};
 
 struct BuiltinFunction {
   BuiltinHandler handler;
@@ -134,6 +159,7 @@ struct Worker {
   std::optional<std::string> name, runtime, version, os, isolation;
   std::optional<int64_t> pid;
   boost::json::value telemetry;
+  boost::json::value latest_metrics;   // from its SDK's MTRC frames (iii-observability); null
   std::vector<std::string> functions;  // ids this connection registered (insertion order)
   std::unordered_set<protocol::Uuid, protocol::UuidHash> executing;  // invocations it must answer
   std::unordered_set<protocol::Uuid, protocol::UuidHash> waiting;    // invocations it initiated
@@ -170,8 +196,13 @@ class Engine {
   uint64_t connect(std::shared_ptr<Connection> conn, ConnectionInfo info);
   // One protocol frame (text, or binary that is not telemetry).
   void on_frame(uint64_t worker, std::string_view frame);
-  // A telemetry frame (OTLP/MTRC/LOGS prefix) from `/` or `/otel`.
+  // A telemetry frame (OTLP/MTRC/LOGS prefix) from `/` or `/otel`: counted, then handed to the
+  // sink (iii-observability) if one is set.
   void on_telemetry(std::string_view frame);
+  using TelemetrySink = std::function<void(std::string_view frame)>;
+  void set_telemetry_sink(TelemetrySink s) { telemetry_sink_ = std::move(s); }
+  // Not owned; null to stop observing.
+  void set_invocation_observer(InvocationObserver* o) { observer_ = o; }
   // The connection is gone: run the full cleanup (engine-core.md §1.6).
   void disconnect(uint64_t worker);
 
@@ -308,6 +339,7 @@ class Engine {
     uint64_t caller = 0;  // waiting worker; 0 if none (internal or void)
     std::string caller_invocation_id;
     Completion done;  // internal callers
+    InvocationSpan span;
   };
 
   void handle(Worker& w, protocol::RegisterFunction&& m);
@@ -366,6 +398,8 @@ class Engine {
   bool shutting_down_ = false;
   bool refusing_ = false;
   EngineStats stats_;
+  TelemetrySink telemetry_sink_;
+  InvocationObserver* observer_ = nullptr;
 };
 
 }  // namespace iii::engine

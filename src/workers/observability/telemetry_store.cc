@@ -1,0 +1,107 @@
+#include "workers/observability/telemetry_store.h"
+
+#include <chrono>
+
+namespace iii::observability {
+
+namespace {
+int64_t wall_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// Removes the records `keep` refuses, in place; returns how many.
+template <typename T, typename Keep>
+size_t filter(std::vector<T>& v, const Keep& keep) {
+  size_t out = 0;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (!keep(v[i])) continue;
+    if (out != i) v[out] = std::move(v[i]);
+    ++out;
+  }
+  const size_t removed = v.size() - out;
+  v.resize(out);
+  return removed;
+}
+}  // namespace
+
+Telemetry::Telemetry() : Telemetry(Options{}) {}
+
+Telemetry::Telemetry(Options o) : now_ms(wall_ms), opts_(o), rng_(std::random_device{}()) {
+  logs_.set_limits(opts_.logs);
+  spans_.set_limits(opts_.spans);
+  metrics_.set_limits(opts_.metrics);
+}
+
+void Telemetry::set_max_bytes(Kind k, size_t n) {
+  switch (k) {
+    case Kind::kLogs:
+      opts_.logs.max_bytes = n;
+      logs_.set_limits(opts_.logs);
+      break;
+    case Kind::kSpans:
+      opts_.spans.max_bytes = n;
+      spans_.set_limits(opts_.spans);
+      break;
+    case Kind::kMetrics:
+      opts_.metrics.max_bytes = n;
+      metrics_.set_limits(opts_.metrics);
+      break;
+  }
+  sweep(now_ms());
+}
+
+size_t Telemetry::count(Kind k) const {
+  return k == Kind::kLogs ? logs_.size() : k == Kind::kSpans ? spans_.size() : metrics_.size();
+}
+size_t Telemetry::bytes(Kind k) const {
+  return k == Kind::kLogs ? logs_.bytes() : k == Kind::kSpans ? spans_.bytes() : metrics_.bytes();
+}
+uint64_t Telemetry::evicted(Kind k) const {
+  return k == Kind::kLogs    ? logs_.evicted()
+         : k == Kind::kSpans ? spans_.evicted()
+                             : metrics_.evicted();
+}
+
+void Telemetry::sweep(int64_t now) {
+  logs_.evict(now);
+  spans_.evict(now);
+  metrics_.evict(now);
+}
+
+void Telemetry::add_logs(std::vector<StoredLog>&& logs) {
+  received_[0] += logs.size();
+  if (log_filter_) {
+    filtered_[0] += filter(logs, log_filter_);
+  } else if (opts_.logs_sampling_ratio < 1.0) {
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    const double r = opts_.logs_sampling_ratio;
+    filtered_[0] += filter(logs, [&](const StoredLog&) { return u(rng_) < r; });
+  }
+  if (logs.empty()) return;
+  for (auto& fn : log_observers_) fn(logs);
+  if (!opts_.store_logs) return;
+  const int64_t now = now_ms();
+  for (auto& l : logs) logs_.add(std::move(l), now);
+}
+
+void Telemetry::add_spans(std::vector<StoredSpan>&& spans) {
+  received_[1] += spans.size();
+  if (span_filter_) filtered_[1] += filter(spans, span_filter_);
+  if (spans.empty()) return;
+  for (auto& fn : span_observers_) fn(spans);
+  if (!opts_.store_spans) return;
+  const int64_t now = now_ms();
+  for (auto& s : spans) spans_.add(std::move(s), now);
+}
+
+void Telemetry::add_metrics(std::vector<StoredMetric>&& metrics) {
+  received_[2] += metrics.size();
+  if (metrics.empty()) return;
+  for (auto& fn : metric_observers_) fn(metrics);
+  if (!opts_.store_metrics) return;
+  const int64_t now = now_ms();
+  for (auto& m : metrics) metrics_.add(std::move(m), now);
+}
+
+}  // namespace iii::observability
