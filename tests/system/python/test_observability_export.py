@@ -420,3 +420,20 @@ def test_alerts_fire_their_actions(receiver, engine, make_client):
     assert listed["to-webhook"]["state"]["firing"] is True
     assert listed["no-cooldown"]["state"]["trigger_count"] >= 2
     assert len(sink_got) == 1 and len(receiver.hooks) == 1
+
+
+@obs("exporter: memory, logs_console_output: false, logs_max_count: 1000, logs_max_bytes: 20000")
+def test_stores_are_bounded_by_bytes(engine, make_client):
+    py = make_client("bytes-caller")
+    for i in range(100):
+        assert call(py, "engine::log::info", {"message": f"{i:04d} " + "x" * 1000}) is None
+    health = call(py, "engine::health::check")
+    mem = health["components"]["otel"]["details"]["memory"]["logs"]
+    logs = health["components"]["logs"]["details"]
+    assert mem["max_bytes"] == 20000
+    assert 0 < logs["bytes"] <= 20000 and mem["bytes"] == logs["bytes"]
+    assert logs["count"] < 100 and logs["evicted"] == 100 - logs["count"]
+    # The newest records are the ones kept.
+    listed = call(py, "engine::logs::list", {"limit": 1000})["logs"]
+    assert len(listed) == logs["count"]
+    assert {entry["body"][:4] for entry in listed} == {f"{i:04d}" for i in range(100 - logs["count"], 100)}
