@@ -8,6 +8,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/serialize.hpp>
 #include <random>
 #include <stdexcept>
@@ -37,6 +38,7 @@ constexpr size_t kMaxFrameBytes = 16 * 1024 * 1024;
 constexpr size_t kMaxQueuedBytes = 64 * 1024 * 1024;
 // Engine spans are handed to the store in batches of at most this many.
 constexpr size_t kSpanBatch = 256;
+constexpr std::chrono::milliseconds kFlushInterval{100};
 
 struct LogLevelFn {
   const char* id;
@@ -57,22 +59,53 @@ spdlog::level::level_enum spd_level(int severity_number) {
   return spdlog::level::err;
 }
 
-void put_hex(std::string& out, uint64_t v) {
+// Writes 16 lowercase hex digits.
+void write_hex(char* out, uint64_t v) {
   static constexpr char kHex[] = "0123456789abcdef";
-  char buf[16];
-  for (int i = 15; i >= 0; --i, v >>= 4) buf[i] = kHex[v & 0xf];
-  out.append(buf, 16);
+  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kHex[v & 0xf];
 }
 
-uint64_t parse_hex64(std::string_view s) {
-  uint64_t v = 0;
-  for (char c : s) v = (v << 4) | static_cast<uint64_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-  return v;
+// 16 hex digits (either case) → value; false if any is not a hex digit.
+bool read_hex(std::string_view s, uint64_t& v) {
+  v = 0;
+  for (char c : s) {
+    uint64_t d;
+    if (c >= '0' && c <= '9')
+      d = static_cast<uint64_t>(c - '0');
+    else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+      d = static_cast<uint64_t>((c | 0x20) - 'a' + 10);
+    else
+      return false;
+    v = (v << 4) | d;
+  }
+  return true;
 }
 
-std::string hex64(uint64_t v) {
-  std::string s;
-  put_hex(s, v);
+// The caller's W3C traceparent into the span's parent ids, without allocating; false when
+// absent or malformed (all-zero ids, version ff).
+bool read_traceparent(std::string_view tp, engine::InvocationSpan& span) {
+  if (tp.size() < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
+      (tp.size() > 55 && tp[55] != '-') || tp.substr(0, 2) == "ff")
+    return false;
+  uint64_t hi, lo, parent, flags;
+  if (!read_hex(tp.substr(3, 16), hi) || !read_hex(tp.substr(19, 16), lo) ||
+      !read_hex(tp.substr(36, 16), parent) || !read_hex(tp.substr(53, 2), flags) || (!hi && !lo) ||
+      !parent)
+    return false;
+  span.trace_hi = hi;
+  span.trace_lo = lo;
+  span.parent_span_id = parent;
+  span.flags = static_cast<uint8_t>(flags);
+  return true;
+}
+
+std::string hex_id(std::initializer_list<uint64_t> parts) {
+  std::string s(parts.size() * 16, '0');
+  size_t at = 0;
+  for (uint64_t p : parts) {
+    write_hex(&s[at], p);
+    at += 16;
+  }
   return s;
 }
 
@@ -187,16 +220,10 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
   void begin(const std::string& function_id, CallContext& ctx,
              engine::InvocationSpan& span) override {
     span.start_unix_nano = obs::now_unix_nano();
-    std::optional<obs::TraceParent> parent;
-    if (ctx.traceparent) parent = obs::parse_traceparent(*ctx.traceparent);
+    const bool parent = ctx.traceparent && read_traceparent(*ctx.traceparent, span);
     // Top-level calls of engine::* functions (tools querying the engine) are not traced.
-    if (!parent && function_id.rfind("engine::", 0) == 0) return;
-    if (parent) {
-      span.trace_hi = parse_hex64(std::string_view(parent->trace_id).substr(0, 16));
-      span.trace_lo = parse_hex64(std::string_view(parent->trace_id).substr(16));
-      span.parent_span_id = parse_hex64(parent->span_id);
-      span.flags = parent->flags;
-    } else {
+    if (!parent && function_id.compare(0, 8, "engine::") == 0) return;
+    if (!parent) {
       do {
         span.trace_hi = rng_();
         span.trace_lo = rng_();
@@ -205,34 +232,30 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     }
     do span.span_id = rng_();
     while (!span.span_id);
-    std::string tp;
-    tp.reserve(55);
-    tp.append("00-");
-    put_hex(tp, span.trace_hi);
-    put_hex(tp, span.trace_lo);
-    tp.push_back('-');
-    put_hex(tp, span.span_id);
     static constexpr char kHex[] = "0123456789abcdef";
-    tp.push_back('-');
-    tp.push_back(kHex[span.flags >> 4]);
-    tp.push_back(kHex[span.flags & 0xf]);
+    std::string tp(55, '-');
+    tp[0] = tp[1] = '0';
+    write_hex(&tp[3], span.trace_hi);
+    write_hex(&tp[19], span.trace_lo);
+    write_hex(&tp[36], span.span_id);
+    tp[53] = kHex[span.flags >> 4];
+    tp[54] = kHex[span.flags & 0xf];
     ctx.traceparent = std::move(tp);
   }
 
   void end(const std::string& function_id, const engine::InvocationSpan& span, const Outcome& o,
-           uint64_t executor) override {
+           uint64_t) override {
     if (!span.start_unix_nano) return;  // routed before the observer was attached
     const int64_t now = obs::now_unix_nano();
     metrics_.invocation(function_id, !o.error, now - span.start_unix_nano);
     if (!span.traced()) return;
-    const bool internal = function_id.rfind("engine::", 0) == 0;
+    // Kept small (each string here is an allocation on the routing path): ids, name, status.
     obs::StoredSpan s;
-    s.trace_id.reserve(32);
-    put_hex(s.trace_id, span.trace_hi);
-    put_hex(s.trace_id, span.trace_lo);
-    s.span_id = hex64(span.span_id);
-    if (span.parent_span_id) s.parent_span_id = hex64(span.parent_span_id);
-    s.name = "invoke " + function_id;
+    s.trace_id = hex_id({span.trace_hi, span.trace_lo});
+    s.span_id = hex_id({span.span_id});
+    if (span.parent_span_id) s.parent_span_id = hex_id({span.parent_span_id});
+    s.name.reserve(7 + function_id.size());
+    s.name.append("invoke ").append(function_id);
     s.kind = 1;  // INTERNAL: between the caller's span and the executor's
     s.start_time_unix_nano = span.start_unix_nano;
     s.end_time_unix_nano = now;
@@ -242,25 +265,14 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     } else {
       s.status = obs::SpanStatus::kOk;
     }
-    s.attributes.emplace_back("iii.function_id", function_id);
-    if (executor)
-      if (const engine::Worker* w = rt_.engine.find_worker(executor))
-        s.attributes.emplace_back("iii.worker_id", w->id);
-    if (internal) s.attributes.emplace_back("iii.internal", "true");
+    if (function_id.compare(0, 8, "engine::") == 0)
+      s.attributes.emplace_back("iii.internal", "true");
     s.service_name = cfg_.service_name;
     s.scope_name = "iii";
     s.flags = span.flags;
+    if (engine_spans_.empty()) arm_flush();
     engine_spans_.push_back(std::move(s));
-    if (engine_spans_.size() >= kSpanBatch) {
-      flush_engine_spans();
-    } else if (!flush_posted_) {
-      flush_posted_ = true;
-      boost::asio::post(rt_.io, [this, alive = std::weak_ptr<char>(alive_)] {
-        if (!alive.lock()) return;
-        flush_posted_ = false;
-        flush_engine_spans();
-      });
-    }
+    if (engine_spans_.size() >= kSpanBatch) flush_engine_spans();
   }
 
   void deferred(const std::string& function_id) override { metrics_.deferred(function_id); }
@@ -275,11 +287,29 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     }
   }
 
+  // Engine spans reach the store (and observers) at most kFlushInterval after they end, or
+  // in batches of kSpanBatch, or before any query: one timer per interval, not a post per call.
+  void arm_flush() {
+    if (flush_armed_) return;
+    flush_armed_ = true;
+    flush_timer_.expires_after(kFlushInterval);
+    flush_timer_.async_wait([this, alive = std::weak_ptr<char>(alive_)](boost::system::error_code) {
+      if (!alive.lock()) return;
+      flush_armed_ = false;
+      flush_engine_spans();
+    });
+  }
+
   void flush_engine_spans() {
     if (engine_spans_.empty()) return;
+    // Two vectors take turns so their capacity is kept; swapping first means an end() called
+    // from inside add_spans (an observer invoking a function) appends to the other one.
     std::vector<obs::StoredSpan> batch;
     batch.swap(engine_spans_);
+    engine_spans_.swap(spare_spans_);
     telemetry_.add_spans(std::move(batch));
+    batch.clear();
+    if (spare_spans_.capacity() < batch.capacity()) spare_spans_.swap(batch);
   }
 
   // ---- intake ----
@@ -579,8 +609,9 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
   obs::EngineMetrics metrics_;
   LogTriggerType log_triggers_;
   std::unique_ptr<obs::IngestThread> ingest_;
-  std::vector<obs::StoredSpan> engine_spans_;
-  bool flush_posted_ = false;
+  std::vector<obs::StoredSpan> engine_spans_, spare_spans_;
+  boost::asio::steady_timer flush_timer_{rt_.io};
+  bool flush_armed_ = false;
   bool firing_ = false;
   bool attached_ = true;
   logging::WarningLimiter bad_frames_;
