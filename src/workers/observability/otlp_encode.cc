@@ -242,27 +242,54 @@ std::shared_ptr<const OtlpOrigin> OtlpFeed::origin(
   return o;
 }
 
+namespace {
+
+json::object to_otlp(const StoredSpan& s) { return span_to_otlp(s); }
+json::object to_otlp(const StoredLog& l) { return log_to_otlp(l); }
+json::object to_otlp(const StoredMetric& m) { return metric_to_otlp(m); }
+const std::optional<std::string>& version_of(const StoredSpan& s) { return s.scope_version; }
+const std::optional<std::string>& version_of(const StoredLog& l) { return l.scope_version; }
+const std::optional<std::string>& version_of(const StoredMetric&) {
+  static const std::optional<std::string> kNone;
+  return kNone;
+}
+
+// A copy of a stored record, converted on the exporter's thread.
+template <typename Rec>
+class Deferred : public DeferredRecord {
+ public:
+  Deferred(OtlpFeed& feed, const Rec& rec) : feed_(feed), rec_(rec) {}
+  std::pair<std::shared_ptr<const OtlpOrigin>, json::object> build() override {
+    return {feed_.origin(rec_.resource, rec_.service_name, rec_.scope_name, version_of(rec_)),
+            to_otlp(rec_)};
+  }
+
+ private:
+  OtlpFeed& feed_;
+  Rec rec_;
+};
+
+}  // namespace
+
 void OtlpFeed::spans(const std::vector<StoredSpan>& spans) {
   if (!exporter_.exports(Signal::kTraces)) return;
   for (const auto& s : spans)
-    exporter_.enqueue(Signal::kTraces,
-                      origin(s.resource, s.service_name, s.scope_name, s.scope_version),
-                      span_to_otlp(s));
+    exporter_.enqueue(Signal::kTraces, std::make_unique<Deferred<StoredSpan>>(*this, s),
+                      s.approx_bytes());
 }
 
 void OtlpFeed::logs(const std::vector<StoredLog>& logs) {
   if (!exporter_.exports(Signal::kLogs)) return;
   for (const auto& l : logs)
-    exporter_.enqueue(Signal::kLogs,
-                      origin(l.resource, l.service_name, l.scope_name, l.scope_version),
-                      log_to_otlp(l));
+    exporter_.enqueue(Signal::kLogs, std::make_unique<Deferred<StoredLog>>(*this, l),
+                      l.approx_bytes());
 }
 
 void OtlpFeed::metrics(const std::vector<StoredMetric>& metrics) {
   if (!exporter_.exports(Signal::kMetrics)) return;
   for (const auto& m : metrics)
-    exporter_.enqueue(Signal::kMetrics, origin(m.resource, m.service_name, m.scope_name, {}),
-                      metric_to_otlp(m));
+    exporter_.enqueue(Signal::kMetrics, std::make_unique<Deferred<StoredMetric>>(*this, m),
+                      m.approx_bytes());
 }
 
 }  // namespace iii::observability

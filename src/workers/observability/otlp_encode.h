@@ -26,9 +26,10 @@ boost::json::object log_to_otlp(const StoredLog& l);
 // their count and sum in a histogram point with no buckets.
 boost::json::object metric_to_otlp(const StoredMetric& m);
 
-// Feeds an OtlpExporter from the store's observers: converts each record and finds its
-// origin (resource + scope), caching the last few origins so that records of one service
-// share one. Engine thread only.
+// Feeds an OtlpExporter from the store's observers. The engine thread only copies each record
+// into the exporter's queue (a DeferredRecord); the exporter's thread converts it to OTLP/JSON
+// and finds its origin (resource + scope) when the batch is built, caching the origins so that
+// records of one service share one.
 class OtlpFeed {
  public:
   // `service_*`: the engine's own resource, used for records without a resource.
@@ -38,11 +39,13 @@ class OtlpFeed {
   void logs(const std::vector<StoredLog>& logs);
   void metrics(const std::vector<StoredMetric>& metrics);
 
- private:
+  // The origin of a record (cached). Exporter thread only, once the exporter runs.
   std::shared_ptr<const OtlpOrigin> origin(const boost::json::object& resource,
                                            const std::string& service_name,
                                            const std::optional<std::string>& scope_name,
                                            const std::optional<std::string>& scope_version);
+
+ private:
   OtlpExporter& exporter_;
   std::string service_name_, service_version_, service_namespace_;
   std::unordered_map<std::string, std::shared_ptr<const OtlpOrigin>> origins_;

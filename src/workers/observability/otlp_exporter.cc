@@ -147,6 +147,7 @@ struct OtlpExporter::Impl {
     std::shared_ptr<const OtlpOrigin> origin;
     json::object record;
     size_t bytes = 0;
+    std::unique_ptr<DeferredRecord> deferred;  // built into origin and record when sent
   };
   struct Queue {
     std::deque<Item> items;
@@ -187,15 +188,15 @@ struct OtlpExporter::Impl {
   uint64_t warnings_suppressed = 0;
   std::mt19937 rng{std::random_device{}()};
 
-  void enqueue(Signal s, std::shared_ptr<const OtlpOrigin> origin, json::object record) {
-    const size_t bytes = approx_json_bytes(record);
+  void enqueue(Signal s, Item item) {
+    const size_t bytes = item.bytes;
     std::deque<Item> evicted;  // freed outside the lock
     {
       std::lock_guard lock(mu);
       if (stopping) return;
       Queue& q = queues[static_cast<int>(s)];
       ++q.stats.enqueued;
-      q.items.push_back(Item{std::move(origin), std::move(record), bytes});
+      q.items.push_back(std::move(item));
       q.bytes += bytes;
       while (!q.items.empty() &&
              (q.items.size() > opts.max_queue_records || q.bytes > opts.max_queue_bytes)) {
@@ -240,6 +241,13 @@ struct OtlpExporter::Impl {
     std::vector<std::string> order;
     std::map<std::string, ResourceGroup> groups;
     for (Item& it : batch) {
+      if (it.deferred) {
+        auto [origin, record] = it.deferred->build();
+        it.origin = std::move(origin);
+        it.record = std::move(record);
+        it.deferred.reset();
+        if (!it.origin) continue;
+      }
       auto [rg, fresh] = groups.try_emplace(it.origin->resource_key);
       if (fresh) {
         rg->second.origin = it.origin.get();
@@ -521,7 +529,13 @@ bool OtlpExporter::exports(Signal s) const { return impl_->opts.signals[static_c
 void OtlpExporter::enqueue(Signal s, std::shared_ptr<const OtlpOrigin> origin,
                            json::object record) {
   if (!exports(s) || !origin) return;
-  impl_->enqueue(s, std::move(origin), std::move(record));
+  const size_t bytes = approx_json_bytes(record);
+  impl_->enqueue(s, Impl::Item{std::move(origin), std::move(record), bytes, nullptr});
+}
+
+void OtlpExporter::enqueue(Signal s, std::unique_ptr<DeferredRecord> record, size_t bytes) {
+  if (!exports(s) || !record) return;
+  impl_->enqueue(s, Impl::Item{nullptr, {}, bytes, std::move(record)});
 }
 
 OtlpSignalStats OtlpExporter::stats(Signal s) const { return impl_->stats(s); }

@@ -79,6 +79,15 @@ struct OtlpSignalStats {
   uint64_t dropped() const { return dropped_queue_full + dropped_rejected + dropped_failed; }
 };
 
+// A record converted to OTLP/JSON only when its batch is built, on the exporter's thread, so
+// that the thread that queues it only pays for a copy.
+class DeferredRecord {
+ public:
+  virtual ~DeferredRecord() = default;
+  // The record's origin and its OTLP/JSON. Called once, on the exporter's thread.
+  virtual std::pair<std::shared_ptr<const OtlpOrigin>, boost::json::object> build() = 0;
+};
+
 class OtlpExporter {
  public:
   explicit OtlpExporter(OtlpExporterOptions opts);
@@ -95,6 +104,8 @@ class OtlpExporter {
   // Thread-safe and non-blocking. `record` is one OTLP/JSON Span, Metric or LogRecord; records
   // of a signal that is not exported are ignored.
   void enqueue(Signal s, std::shared_ptr<const OtlpOrigin> origin, boost::json::object record);
+  // The same for a record built on the exporter's thread; `bytes` is its estimated size.
+  void enqueue(Signal s, std::unique_ptr<DeferredRecord> record, size_t bytes);
 
   OtlpSignalStats stats(Signal s) const;
   const OtlpExporterOptions& options() const;

@@ -171,6 +171,7 @@ TEST(OtlpExporter, SendsBatchesGroupedByResourceAndScope) {
     EXPECT_EQ(r.content_type, "application/json");
     if (r.path != "/v1/traces") continue;
     ++trace_requests;
+    EXPECT_LE(count_records({r}, "/v1/traces", "resourceSpans", "scopeSpans", "spans"), 100u);
     const json::value v = json::parse(r.body);
     const auto& resources = v.at("resourceSpans").as_array();
     // One entry per resource, and svc-b's two scopes under one resource.
@@ -181,7 +182,9 @@ TEST(OtlpExporter, SendsBatchesGroupedByResourceAndScope) {
       EXPECT_EQ(rs.at("scopeSpans").as_array().size(), svc == "svc-a" ? 1u : 2u) << r.body;
     }
   }
-  EXPECT_EQ(trace_requests, 3u);  // 100 + 100 + 50
+  // At most 100 spans per request (100 + 100 + 50, or more requests when the 50 ms flush timer
+  // fires while the spans are being queued on a loaded machine).
+  EXPECT_GE(trace_requests, 3u);
   EXPECT_EQ(ex.stats(Signal::kTraces).exported, 250u);
   EXPECT_EQ(ex.stats(Signal::kLogs).exported, 1u);
   EXPECT_EQ(ex.stats(Signal::kTraces).dropped(), 0u);
