@@ -99,16 +99,6 @@ bool read_traceparent(std::string_view tp, engine::InvocationSpan& span) {
   return true;
 }
 
-std::string hex_id(std::initializer_list<uint64_t> parts) {
-  std::string s(parts.size() * 16, '0');
-  size_t at = 0;
-  for (uint64_t p : parts) {
-    write_hex(&s[at], p);
-    at += 16;
-  }
-  return s;
-}
-
 Outcome bad_input(const std::string& fn, const std::string& why) {
   return Outcome::fail("deserialization_error",
                        "Failed to deserialize input for " + fn + ": " + why);
@@ -170,6 +160,7 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     // The CLI's --log-level/--log-format have already been written into this entry.
     logging::init(cfg_.level, cfg_.format);
     bad_frames_.set_summary("iii-observability: invalid telemetry frames");
+    telemetry_.set_engine_service(cfg_.service_name);
     // h-obsx: sampling, alerts, export, metrics endpoint (validated now, started in start()).
     extras_ = std::make_unique<obs::ObsExtras>(entry, cfg_, rt_, telemetry_, metrics_);
   }
@@ -249,28 +240,23 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     const int64_t now = obs::now_unix_nano();
     metrics_.invocation(function_id, !o.error, now - span.start_unix_nano);
     if (!span.traced()) return;
-    // Kept small (each string here is an allocation on the routing path): ids, name, status.
-    obs::StoredSpan s;
-    s.trace_id = hex_id({span.trace_hi, span.trace_lo});
-    s.span_id = hex_id({span.span_id});
-    if (span.parent_span_id) s.parent_span_id = hex_id({span.parent_span_id});
-    s.name.reserve(7 + function_id.size());
-    s.name.append("invoke ").append(function_id);
-    s.kind = 1;  // INTERNAL: between the caller's span and the executor's
-    s.start_time_unix_nano = span.start_unix_nano;
-    s.end_time_unix_nano = now;
-    if (o.error) {
-      s.status = obs::SpanStatus::kError;
-      s.status_description = o.error->code + ": " + o.error->message;
-    } else {
-      s.status = obs::SpanStatus::kOk;
-    }
-    if (function_id.compare(0, 8, "engine::") == 0)
-      s.attributes.emplace_back("iii.internal", "true");
-    s.service_name = cfg_.service_name;
-    s.scope_name = "iii";
-    s.flags = span.flags;
+    obs::EngineSpanRec r;
+    r.trace_hi = span.trace_hi;
+    r.trace_lo = span.trace_lo;
+    r.span_id = span.span_id;
+    r.parent_span_id = span.parent_span_id;
+    r.start_unix_nano = span.start_unix_nano;
+    r.end_unix_nano = now;
+    r.flags = span.flags;
+    r.internal = function_id.compare(0, 8, "engine::") == 0;
+    if (o.error)
+      r.error = std::make_shared<const std::string>(o.error->code + ": " + o.error->message);
+    // Fast path: a fixed-size record in the store's ring. With a span filter or span
+    // observers (sampling, export) the span is built now and batched through add_spans.
+    if (telemetry_.add_engine_span(std::move(r), function_id)) return;
     if (engine_spans_.empty()) arm_flush();
+    obs::StoredSpan s = telemetry_.materialize(r);
+    s.name = "invoke " + function_id;
     engine_spans_.push_back(std::move(s));
     if (engine_spans_.size() >= kSpanBatch) flush_engine_spans();
   }

@@ -52,15 +52,79 @@ void Telemetry::set_max_bytes(Kind k, size_t n) {
 }
 
 size_t Telemetry::count(Kind k) const {
-  return k == Kind::kLogs ? logs_.size() : k == Kind::kSpans ? spans_.size() : metrics_.size();
+  return k == Kind::kLogs    ? logs_.size()
+         : k == Kind::kSpans ? spans_.size() + ring_.size()
+                             : metrics_.size();
 }
 size_t Telemetry::bytes(Kind k) const {
-  return k == Kind::kLogs ? logs_.bytes() : k == Kind::kSpans ? spans_.bytes() : metrics_.bytes();
+  return k == Kind::kLogs    ? logs_.bytes()
+         : k == Kind::kSpans ? spans_.bytes() + ring_.size() * sizeof(EngineSpanRec)
+                             : metrics_.bytes();
 }
 uint64_t Telemetry::evicted(Kind k) const {
   return k == Kind::kLogs    ? logs_.evicted()
-         : k == Kind::kSpans ? spans_.evicted()
+         : k == Kind::kSpans ? spans_.evicted() + ring_evicted_
                              : metrics_.evicted();
+}
+
+namespace {
+constexpr size_t kMaxFunctionNames = 100000;
+
+std::string hex(std::initializer_list<uint64_t> parts) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s(parts.size() * 16, '0');
+  size_t at = 0;
+  for (uint64_t v : parts) {
+    for (int i = 15; i >= 0; --i, v >>= 4) s[at + static_cast<size_t>(i)] = kHex[v & 0xf];
+    at += 16;
+  }
+  return s;
+}
+}  // namespace
+
+bool Telemetry::add_engine_span(EngineSpanRec&& rec, const std::string& function_id) {
+  if (!opts_.store_spans || span_filter_ || !span_observers_.empty()) return false;
+  auto it = fn_index_.find(function_id);
+  if (it == fn_index_.end()) {
+    if (fn_names_.size() >= kMaxFunctionNames) return false;
+    it = fn_index_.emplace(function_id, static_cast<uint32_t>(fn_names_.size())).first;
+    fn_names_.push_back(function_id);
+  }
+  rec.function = it->second;
+  ++received_[1];
+  if (opts_.spans.max_count == 0) return true;
+  if (ring_.size() >= opts_.spans.max_count) {
+    ring_.pop_front();
+    ++ring_evicted_;
+  }
+  ring_.push_back(std::move(rec));
+  return true;
+}
+
+StoredSpan Telemetry::materialize(const EngineSpanRec& r) const {
+  StoredSpan s;
+  s.trace_id = hex({r.trace_hi, r.trace_lo});
+  s.span_id = hex({r.span_id});
+  if (r.parent_span_id) s.parent_span_id = hex({r.parent_span_id});
+  s.name = "invoke " + (r.function < fn_names_.size() ? fn_names_[r.function] : std::string());
+  s.kind = 1;  // INTERNAL: between the caller's span and the executor's
+  s.start_time_unix_nano = r.start_unix_nano;
+  s.end_time_unix_nano = r.end_unix_nano;
+  s.status = r.error ? SpanStatus::kError : SpanStatus::kOk;
+  if (r.error) s.status_description = *r.error;
+  if (r.internal) s.attributes.emplace_back("iii.internal", "true");
+  s.service_name = engine_service_;
+  s.scope_name = "iii";
+  s.flags = r.flags;
+  return s;
+}
+
+std::vector<StoredSpan> Telemetry::engine_spans(
+    const std::function<bool(const EngineSpanRec&)>& keep) const {
+  std::vector<StoredSpan> out;
+  for (const auto& r : ring_)
+    if (!keep || keep(r)) out.push_back(materialize(r));
+  return out;
 }
 
 void Telemetry::sweep(int64_t now) {

@@ -6,7 +6,10 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <random>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "workers/observability/telemetry_types.h"
@@ -68,6 +71,17 @@ class BoundedBuffer {
   uint64_t evicted_ = 0;
 };
 
+// The engine's own span of one invocation in compact form: no heap memory unless it failed
+// (error text). Kept in a ring and turned into a StoredSpan only when read.
+struct EngineSpanRec {
+  uint64_t trace_hi = 0, trace_lo = 0, span_id = 0, parent_span_id = 0;  // parent 0: root
+  int64_t start_unix_nano = 0, end_unix_nano = 0;
+  uint32_t function = 0;  // index into the function-id table
+  uint8_t flags = 1;
+  bool internal = false;                     // an engine::* function
+  std::shared_ptr<const std::string> error;  // "code: message" when it failed
+};
+
 class Telemetry {
  public:
   struct Options {
@@ -87,6 +101,17 @@ class Telemetry {
   void add_logs(std::vector<StoredLog>&& logs);
   void add_spans(std::vector<StoredSpan>&& spans);
   void add_metrics(std::vector<StoredMetric>&& metrics);
+
+  // The engine's own spans. Stored compactly when nothing needs a StoredSpan at once (spans
+  // kept in memory, no span filter, no span observers); otherwise false is returned and the
+  // caller sends materialize(rec) through add_spans.
+  bool add_engine_span(EngineSpanRec&& rec, const std::string& function_id);
+  StoredSpan materialize(const EngineSpanRec& rec) const;
+  // The compact engine spans that `keep` accepts (all without it), as StoredSpans, oldest
+  // first. Filter first: the ring may hold millions.
+  std::vector<StoredSpan> engine_spans(
+      const std::function<bool(const EngineSpanRec&)>& keep = {}) const;
+  void set_engine_service(std::string name) { engine_service_ = std::move(name); }
 
   // ---- hooks (docs/observability-seam.md) ----
   using SpanFilter = std::function<bool(const StoredSpan&)>;
@@ -114,7 +139,10 @@ class Telemetry {
   // Age-based eviction (also done on every insert).
   void sweep(int64_t now_ms);
   void clear_logs() { logs_.clear(); }
-  void clear_spans() { spans_.clear(); }
+  void clear_spans() {
+    spans_.clear();
+    ring_.clear();
+  }
   const BoundedBuffer<StoredLog>& logs() const { return logs_; }
   const BoundedBuffer<StoredSpan>& spans() const { return spans_; }
   const BoundedBuffer<StoredMetric>& metrics() const { return metrics_; }
@@ -132,6 +160,11 @@ class Telemetry {
   std::vector<std::function<void(const std::vector<StoredLog>&)>> log_observers_;
   std::vector<std::function<void(const std::vector<StoredSpan>&)>> span_observers_;
   std::vector<std::function<void(const std::vector<StoredMetric>&)>> metric_observers_;
+  std::deque<EngineSpanRec> ring_;  // bounded by opts_.spans.max_count
+  uint64_t ring_evicted_ = 0;
+  std::vector<std::string> fn_names_;
+  std::unordered_map<std::string, uint32_t> fn_index_;
+  std::string engine_service_ = "iii";
   uint64_t received_[3] = {0, 0, 0};
   uint64_t filtered_[3] = {0, 0, 0};
   std::minstd_rand rng_;

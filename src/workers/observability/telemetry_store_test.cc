@@ -209,3 +209,53 @@ TEST(TelemetryQueries, Baggage) {
 
 }  // namespace
 }  // namespace iii::observability
+
+namespace iii::observability {
+namespace {
+
+TEST(TelemetryStore, EngineSpansRingBoundAndMaterialised) {
+  Telemetry::Options o;
+  o.spans = {3, 0, 0};
+  Telemetry t(o);
+  t.set_engine_service("eng");
+  for (uint64_t i = 1; i <= 5; ++i) {
+    EngineSpanRec r;
+    r.trace_hi = 0xabc;
+    r.trace_lo = i;
+    r.span_id = i;
+    r.parent_span_id = i == 5 ? 4 : 0;
+    r.start_unix_nano = static_cast<int64_t>(i) * 10;
+    r.end_unix_nano = static_cast<int64_t>(i) * 10 + 5;
+    if (i == 4) r.error = std::make_shared<const std::string>("timeout: too slow");
+    EXPECT_TRUE(t.add_engine_span(std::move(r), i % 2 ? "odd" : "even"));
+  }
+  EXPECT_EQ(t.count(Kind::kSpans), 3u);
+  EXPECT_EQ(t.evicted(Kind::kSpans), 2u);
+  std::vector<StoredSpan> v = t.engine_spans();
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[0].trace_id, "0000000000000abc0000000000000003");
+  EXPECT_EQ(v[0].span_id, "0000000000000003");
+  EXPECT_EQ(v[0].name, "invoke odd");
+  EXPECT_TRUE(v[0].is_root());
+  EXPECT_EQ(v[1].name, "invoke even");
+  EXPECT_EQ(v[1].status, SpanStatus::kError);
+  EXPECT_EQ(v[1].status_description, "timeout: too slow");
+  EXPECT_EQ(v[2].parent_span_id, "0000000000000004");
+  EXPECT_EQ(v[2].service_name, "eng");
+  json::object r = list_traces(t, json::object{{"sort_order", "asc"}});
+  EXPECT_EQ(r.at("total"), 2);  // 3 and 4 are roots, 5 is a child
+  json::object tree = trace_tree(t, json::object{{"trace_id", "0000000000000abc0000000000000005"}});
+  EXPECT_EQ(tree.at("roots").as_array().size(), 1u);
+  t.clear_spans();
+  EXPECT_EQ(t.count(Kind::kSpans), 0u);
+
+  // With a span observer (an exporter) the fast path is refused: spans go through add_spans.
+  t.on_spans([](const std::vector<StoredSpan>&) {});
+  EngineSpanRec rec;
+  rec.trace_lo = 1;
+  rec.span_id = 1;
+  EXPECT_FALSE(t.add_engine_span(std::move(rec), "f"));
+}
+
+}  // namespace
+}  // namespace iii::observability
