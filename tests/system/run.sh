@@ -22,7 +22,7 @@ if [[ " $SUITES " == *" node "* || " $SUITES " == *" python "* ]]; then
   fi
 fi
 if [[ " $SUITES " == *" python "* ]]; then
-  if ! python3 -c 'import iii, pytest, pytest_timeout, websockets' 2>/dev/null; then
+  if ! python3 -c 'import iii, pytest, pytest_timeout, websockets, opentelemetry.proto' 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check -r "$HERE/python/requirements.txt" \
       || { echo "run.sh: pip install failed" >&2; exit 2; }
   fi

@@ -131,6 +131,16 @@ ObsConfig read_obs_config(const config::WorkerEntry& entry) {
     if (!a.IsSequence()) r.fail("alerts", "key 'alerts': expected a list");
     c.alerts = to_json(a);
   }
+  // h-obsx: export-side keys beyond the original (the Prometheus endpoint, byte bounds).
+  if (YAML::Node p = r.get_node("metrics_port"); p && !p.IsNull())
+    c.metrics_port = r.get_int("metrics_port", 0, 0, 65535);
+  c.metrics_host = r.get_string("metrics_host", c.metrics_host);
+  c.logs_max_bytes = static_cast<size_t>(
+      r.get_int("logs_max_bytes", static_cast<int64_t>(c.logs_max_bytes), 0, INT64_MAX));
+  c.spans_max_bytes = static_cast<size_t>(
+      r.get_int("spans_max_bytes", static_cast<int64_t>(c.spans_max_bytes), 0, INT64_MAX));
+  c.metrics_max_bytes = static_cast<size_t>(
+      r.get_int("metrics_max_bytes", static_cast<int64_t>(c.metrics_max_bytes), 0, INT64_MAX));
   // `level` wins over the original's older spelling `log_level`.
   const std::string level = r.get_string("level", "");
   const std::string log_level = r.get_string("log_level", "");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <boost/json/value.hpp>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,6 +39,13 @@ struct ObsConfig {
   std::string level = "info";
   std::string format = "text";
   boost::json::value alerts;  // raw list; null if absent
+  // h-obsx (beyond the original): the Prometheus endpoint (absent = off; 0 picks a port) and
+  // the byte bounds of the stores (0 = none).
+  std::optional<int64_t> metrics_port;
+  std::string metrics_host = "0.0.0.0";
+  size_t logs_max_bytes = 32u << 20;
+  size_t spans_max_bytes = 64u << 20;
+  size_t metrics_max_bytes = 32u << 20;
 
   bool spans_in_memory() const { return exporter == "memory" || exporter == "both"; }
   bool spans_exported() const { return exporter == "otlp" || exporter == "both"; }

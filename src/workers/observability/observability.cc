@@ -19,6 +19,7 @@
 #include "workers/observability/engine_metrics.h"
 #include "workers/observability/ingest_thread.h"
 #include "workers/observability/obs_config.h"
+#include "workers/observability/obs_extras.h"
 #include "workers/observability/telemetry_queries.h"
 #include "workers/observability/telemetry_store.h"
 
@@ -160,6 +161,8 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     logging::init(cfg_.level, cfg_.format);
     bad_frames_.set_summary("iii-observability: invalid telemetry frames");
     telemetry_.set_engine_service(cfg_.service_name);
+    // h-obsx: sampling, alerts, export, metrics endpoint (validated now, started in start()).
+    extras_ = std::make_unique<obs::ObsExtras>(entry, cfg_, rt_, telemetry_, metrics_);
   }
 
   ~Observability() override { detach(); }
@@ -191,9 +194,18 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     register_functions();
     // h-obsx: sampling, alerts, export and the metrics endpoint hook in here
     // (docs/observability-seam.md).
+    extras_->start();
   }
 
-  void stop() override { detach(); }
+  void drain(std::function<void()> done) override {
+    extras_->drain();  // /readyz: 503
+    done();
+  }
+
+  void stop() override {
+    extras_->stop();
+    detach();
+  }
 
   // ---- InvocationObserver ----
   void begin(const std::string& function_id, CallContext& ctx,
@@ -541,20 +553,7 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     done(Outcome::empty());  // the original's null result is absent on the wire
   }
 
-  json::object sampling_rules() const {
-    json::object traces{
-        {"default_ratio", cfg_.sampling_ratio}, {"rules", json::array{}}, {"parent_based", false}};
-    if (cfg_.sampling.is_object()) {
-      const json::object& s = cfg_.sampling.get_object();
-      if (auto* d = s.if_contains("default"); d && d->is_number()) traces["default_ratio"] = *d;
-      if (auto* r = s.if_contains("rules"); r && r->is_array()) traces["rules"] = *r;
-      if (auto* p = s.if_contains("parent_based"); p && p->is_bool()) traces["parent_based"] = *p;
-      if (auto* rl = s.if_contains("rate_limit"); rl && !rl->is_null()) traces["rate_limit"] = *rl;
-    }
-    return json::object{{"traces", std::move(traces)},
-                        {"logs", json::object{{"sampling_ratio", cfg_.logs_sampling_ratio}}},
-                        {"timestamp", engine::Engine::now_ms()}};
-  }
+  json::object sampling_rules() const { return extras_->sampling_rules(); }
 
   json::object health() const {
     auto component = [](bool on, json::object details) {
@@ -574,6 +573,7 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
                       {"telemetry_frames", rt_.engine.stats().telemetry_frames},
                       {"frames_parsed", ingest_ ? ingest_->frames_parsed() : 0}};
     if (cfg_.spans_exported()) otel["endpoint"] = cfg_.endpoint;
+    for (auto& kv : extras_->health_details()) otel[kv.key()] = kv.value();  // h-obsx
     json::object spans = store(obs::Kind::kSpans, o.spans.max_count);
     spans["storage"] = o.store_spans ? "memory" : "none";
     json::object components{{"otel", component(cfg_.enabled, std::move(otel))},
@@ -603,6 +603,7 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
   logging::WarningLimiter bad_frames_;
   std::mt19937_64 rng_;
   std::shared_ptr<char> alive_ = std::make_shared<char>(0);
+  std::unique_ptr<obs::ObsExtras> extras_;  // h-obsx
 };
 
 }  // namespace
