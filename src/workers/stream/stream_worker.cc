@@ -15,9 +15,9 @@
 #include "protocol/uuid.h"
 #include "storage/adapter_config.h"
 #include "storage/kv_store.h"
+#include "storage/redis/redis_client.h"
 #include "workers/bridge/bridge_adapter.h"
 #include "workers/bridge/remote_engine.h"
-#include "storage/redis/redis_client.h"
 #include "workers/stream/stream_server.h"
 
 namespace iii::workers {
