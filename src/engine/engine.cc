@@ -450,8 +450,8 @@ void Engine::route(const std::string& function_id, json::value data, CallContext
       prefix && local_id.size() > prefix->size() + 2 &&
       local_id.substr(0, prefix->size()) == *prefix && local_id.substr(prefix->size(), 2) == "::")
     local_id.remove_prefix(prefix->size() + 2);
-  executor->conn->send(make_frame(protocol::encode_invoke(
-      wire_id, local_id, data, ctx.traceparent, ctx.baggage, ctx.metadata)));
+  executor->conn->send(make_frame(protocol::encode_invoke(wire_id, local_id, data, ctx.traceparent,
+                                                          ctx.baggage, ctx.metadata)));
 }
 
 void Engine::handle(Worker& w, protocol::InvocationResult&& m) {
