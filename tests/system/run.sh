@@ -42,7 +42,7 @@ fi
 t1=$SECONDS
 if [[ " $SUITES " == *" python "* ]]; then
   echo "================ python system tests (pytest) ================"
-  (cd "$HERE/python" && python3 -m pytest -q)
+  (cd "$HERE/python" && python3 -m pytest -q --tb=short)
   py_rc=$?
   [ "$py_rc" = 0 ] || rc=1
 fi

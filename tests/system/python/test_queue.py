@@ -383,8 +383,11 @@ def test_malformed_queue_config_is_refused(engine, make_client):
         ("      queue_configs: { q: { type: lifo } }\n", "Queue 'q' has invalid type 'lifo'. Must be 'standard' or 'fifo'"),
         ("      queue_configs: { q: { type: fifo } }\n", "Queue 'q' is of type 'fifo' but 'message_group_field' is not set"),
         ("      queue_configs: { q: { retries: 1 } }\n", "unknown key 'retries'"),
-        ("      adapter: { name: redis }\n", "adapter 'redis' is not available"),
-        ("      adapter: { name: rabbitmq }\n", "adapter 'rabbitmq' is not available"),
+        ("      adapter: { name: kafka }\n", "Adapter factory 'kafka' not found"),
+        (
+            "      adapter: { name: redis, config: { redis_url: 'http://x' } }\n",
+            "redis_url must be a redis:// or rediss:// URL",
+        ),
         ("      adapter: { name: builtin, config: { store_method: disk } }\n", "store_method must be in_memory or file_based"),
     ],
 )
