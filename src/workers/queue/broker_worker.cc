@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "protocol/uuid.h"
 #include "workers/queue/broker.h"
+#include "workers/queue/console.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/rabbitmq_broker.h"
 #include "workers/queue/redis_broker.h"
@@ -38,11 +39,7 @@ using queue::NamedQueueConfig;
 using queue::QueueMessage;
 using queue::Settle;
 
-json::value parse_or_null(const std::string& s) {
-  boost::system::error_code ec;
-  json::value v = json::parse(s, ec);
-  return ec ? json::value(nullptr) : v;
-}
+using queue::parse_or_null;
 
 // One consumer: a named queue, or a (topic, function) with its subscriber triggers.
 struct Sub {
@@ -375,60 +372,37 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
           });
         });
 
-    auto names = [](engine::BuiltinInput& in) {
-      return std::pair{in.optional_string("queue").value_or(""),
-                       in.optional_string("message_id").value_or("")};
-    };
-
     add("iii::queue::redrive", "Move every dead letter of a queue back to it",
-        [this, names](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::redrive", input);
-          auto name = in.optional_string("queue").value_or("");
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          broker_->redrive(
-              targets(name), std::nullopt, [done, name](int64_t n, std::optional<std::string> err) {
-                if (err)
-                  return done(Outcome::fail(
-                      "redrive_failed", "Failed to redrive DLQ for queue '" + name + "': " + *err));
-                done(Outcome::ok(json::object{{"queue", name}, {"redriven", n}}));
-              });
+          auto t = queue::read_dlq_target(in, false);
+          if (t.error) return done(std::move(*t.error));
+          broker_->redrive(targets(t.queue), std::nullopt,
+                           [done, name = t.queue](int64_t n, std::optional<std::string> err) {
+                             done(queue::redrive_outcome(name, std::nullopt, n, err));
+                           });
         });
 
     add("iii::queue::redrive_message", "Move one dead letter back to its queue",
-        [this, names](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::redrive_message", input);
-          auto [name, id] = names(in);
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          if (id.empty())
-            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
-          broker_->redrive(
-              targets(name), id, [done, name, id](int64_t n, std::optional<std::string> err) {
-                if (err)
-                  return done(Outcome::fail("redrive_message_failed",
-                                            "Failed to redrive DLQ message: " + *err));
-                done(Outcome::ok(
-                    json::object{{"queue", name}, {"message_id", id}, {"redriven", n}}));
-              });
+          auto t = queue::read_dlq_target(in, true);
+          if (t.error) return done(std::move(*t.error));
+          broker_->redrive(targets(t.queue), t.message_id,
+                           [done, t](int64_t n, std::optional<std::string> err) {
+                             done(queue::redrive_outcome(t.queue, t.message_id, n, err));
+                           });
         });
 
     add("iii::queue::discard_message", "Delete one dead letter",
-        [this, names](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::discard_message", input);
-          auto [name, id] = names(in);
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          if (id.empty())
-            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
-          broker_->discard(
-              targets(name), id, [done, name, id](int64_t n, std::optional<std::string> err) {
-                if (err)
-                  return done(Outcome::fail("discard_message_failed",
-                                            "Failed to discard DLQ message: " + *err));
-                done(Outcome::ok(json::object{
-                    {"queue", name}, {"message_id", id}, {"redriven", n}, {"discarded", n}}));
-              });
+          auto t = queue::read_dlq_target(in, true);
+          if (t.error) return done(std::move(*t.error));
+          broker_->discard(targets(t.queue), t.message_id,
+                           [done, t](int64_t n, std::optional<std::string> err) {
+                             done(queue::discard_outcome(t.queue, t.message_id, n, err));
+                           });
         });
 
     add("engine::queue::list_topics", "List queues and topics",
@@ -485,43 +459,20 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
                 if (err) return done(Outcome::fail("dlq_topics_failed", *err));
                 std::map<std::pair<std::string, std::string>, int64_t> agg;
                 for (size_t i = 0; i < shown.size() && i < n.size(); ++i) agg[shown[i]] += n[i];
-                json::array out;
-                for (auto& [k, c] : agg)
-                  out.push_back(json::object{
-                      {"topic", k.first}, {"broker_type", k.second}, {"message_count", c}});
-                done(Outcome::ok(std::move(out)));
+                done(Outcome::ok(queue::dlq_topics_json(agg)));
               });
         });
 
     add("engine::queue::dlq_messages", "Dead letters of a queue or topic",
         [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("engine::queue::dlq_messages", input);
-          auto topic = in.optional_string("topic").value_or("");
-          int64_t offset = 0, limit = 50;
-          for (auto [key, out] : {std::pair{"offset", &offset}, std::pair{"limit", &limit}})
-            if (auto* v = in.optional_value(key); v && !v->is_null()) {
-              if (v->is_int64() && v->get_int64() >= 0)
-                *out = v->get_int64();
-              else if (v->is_uint64())
-                *out = int64_t(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
-              else
-                in.fail(std::string("field `") + key + "` must be a non-negative integer");
-            }
-          if (!in.ok()) return done(in.failure());
-          if (topic.empty()) return done(Outcome::fail("topic_required", "topic is required"));
+          auto page = queue::read_dlq_page(in);
+          if (page.error) return done(std::move(*page.error));
           broker_->dead_letters(
-              targets(topic), offset, std::min<int64_t>(limit, 10000),
+              targets(page.topic), page.offset, std::min<int64_t>(page.limit, 10000),
               [done](std::vector<queue::DeadLetter> list, std::optional<std::string> err) {
                 if (err) return done(Outcome::fail("dlq_messages_failed", *err));
-                json::array out;
-                for (auto& d : list)
-                  out.push_back(json::object{{"id", d.msg.id},
-                                             {"payload", parse_or_null(d.msg.data)},
-                                             {"error", d.error},
-                                             {"failed_at", d.failed_at_ms / 1000},
-                                             {"retries", d.msg.attempts},
-                                             {"size_bytes", d.msg.data.size()}});
-                done(Outcome::ok(std::move(out)));
+                done(Outcome::ok(queue::dead_letters_json(list)));
               });
         });
   }

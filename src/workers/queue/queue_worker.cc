@@ -31,6 +31,7 @@
 #include "protocol/uuid.h"
 #include "workers/bridge/bridged_queue.h"
 #include "workers/queue/broker_worker.h"
+#include "workers/queue/console.h"
 #include "workers/queue/queue_config.h"
 #include "workers/queue/queue_store.h"
 
@@ -56,11 +57,7 @@ constexpr size_t kDelayedCap = 1024;
 constexpr size_t kGroupCap = 64;
 constexpr std::string_view kNamedPrefix = "__fn_queue::";
 
-json::value parse_or_null(const std::string& s) {
-  boost::system::error_code ec;
-  json::value v = json::parse(s, ec);
-  return ec ? json::value(nullptr) : v;
-}
+using queue::parse_or_null;
 
 int64_t backoff_delay(int64_t base, int64_t attempts_made) {
   int64_t d = base;
@@ -759,61 +756,38 @@ class QueueWorker : public engine::BuiltinWorker {
           }
         });
 
-    auto queue_arg = [](engine::BuiltinInput& in) {
-      auto q = in.optional_string("queue");
-      return q.value_or("");
-    };
-
     add("iii::queue::redrive", "Move every dead letter of a queue back to it",
-        [this, queue_arg](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::redrive", input);
-          auto name = queue_arg(in);
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          redrive(name, std::nullopt, [done, name](int64_t n, std::optional<std::string> err) {
-            if (err)
-              return done(Outcome::fail("redrive_failed",
-                                        "Failed to redrive DLQ for queue '" + name + "': " + *err));
-            done(Outcome::ok(json::object{{"queue", name}, {"redriven", n}}));
-          });
+          auto t = queue::read_dlq_target(in, false);
+          if (t.error) return done(std::move(*t.error));
+          redrive(t.queue, std::nullopt,
+                  [done, name = t.queue](int64_t n, std::optional<std::string> err) {
+                    done(queue::redrive_outcome(name, std::nullopt, n, err));
+                  });
         });
 
     add("iii::queue::redrive_message", "Move one dead letter back to its queue",
-        [this, queue_arg](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::redrive_message", input);
-          auto name = queue_arg(in);
-          auto id = in.optional_string("message_id").value_or("");
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          if (id.empty())
-            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
-          redrive(name, id, [done, name, id](int64_t n, std::optional<std::string> err) {
-            if (err)
-              return done(Outcome::fail("redrive_message_failed",
-                                        "Failed to redrive DLQ message: " + *err));
-            done(Outcome::ok(json::object{{"queue", name}, {"message_id", id}, {"redriven", n}}));
+          auto t = queue::read_dlq_target(in, true);
+          if (t.error) return done(std::move(*t.error));
+          redrive(t.queue, t.message_id, [done, t](int64_t n, std::optional<std::string> err) {
+            done(queue::redrive_outcome(t.queue, t.message_id, n, err));
           });
         });
 
     add("iii::queue::discard_message", "Delete one dead letter",
-        [this, queue_arg](const CallContext&, json::value input, Completion done) {
+        [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("iii::queue::discard_message", input);
-          auto name = queue_arg(in);
-          auto id = in.optional_string("message_id").value_or("");
-          if (!in.ok()) return done(in.failure());
-          if (name.empty()) return done(Outcome::fail("queue_not_set", "Queue name is required"));
-          if (id.empty())
-            return done(Outcome::fail("message_id_not_set", "Message ID is required"));
+          auto t = queue::read_dlq_target(in, true);
+          if (t.error) return done(std::move(*t.error));
           auto n = std::make_shared<int64_t>(0);
-          store_->submit(
-              [n, sel = selector(name), id](QueueBackend& b) { *n = b.discard(sel, id); },
-              [done, n, name, id](std::optional<std::string> err) {
-                if (err)
-                  return done(Outcome::fail("discard_message_failed",
-                                            "Failed to discard DLQ message: " + *err));
-                done(Outcome::ok(json::object{
-                    {"queue", name}, {"message_id", id}, {"redriven", *n}, {"discarded", *n}}));
-              });
+          store_->submit([n, sel = selector(t.queue),
+                          id = t.message_id](QueueBackend& b) { *n = b.discard(sel, id); },
+                         [done, n, t](std::optional<std::string> err) {
+                           done(queue::discard_outcome(t.queue, t.message_id, *n, err));
+                         });
         });
 
     add("engine::queue::list_topics", "List queues and topics",
@@ -858,52 +832,29 @@ class QueueWorker : public engine::BuiltinWorker {
     add("engine::queue::dlq_topics", "Dead-letter counts per queue and topic",
         [this](const CallContext&, json::value, Completion done) {
           auto counts = std::make_shared<std::map<std::string, int64_t>>();
-          store_->submit(
-              [counts](QueueBackend& b) { *counts = b.dead_counts(); },
-              [this, done, counts](std::optional<std::string> err) {
-                if (err) return done(Outcome::fail("dlq_topics_failed", *err));
-                std::map<std::pair<std::string, std::string>, int64_t> agg;
-                for (auto& [name, c] : cfg_.queues) agg[{name, "function_queue"}] = 0;
-                for (auto& [key, n] : *counts) agg[display(key)] += n;
-                json::array out;
-                for (auto& [k, n] : agg)
-                  out.push_back(json::object{
-                      {"topic", k.first}, {"broker_type", k.second}, {"message_count", n}});
-                done(Outcome::ok(std::move(out)));
-              });
+          store_->submit([counts](QueueBackend& b) { *counts = b.dead_counts(); },
+                         [this, done, counts](std::optional<std::string> err) {
+                           if (err) return done(Outcome::fail("dlq_topics_failed", *err));
+                           std::map<std::pair<std::string, std::string>, int64_t> agg;
+                           for (auto& [name, c] : cfg_.queues) agg[{name, "function_queue"}] = 0;
+                           for (auto& [key, n] : *counts) agg[display(key)] += n;
+                           done(Outcome::ok(queue::dlq_topics_json(agg)));
+                         });
         });
 
     add("engine::queue::dlq_messages", "Dead letters of a queue or topic",
         [this](const CallContext&, json::value input, Completion done) {
           engine::BuiltinInput in("engine::queue::dlq_messages", input);
-          auto topic = in.optional_string("topic").value_or("");
-          int64_t offset = 0, limit = 50;
-          for (auto [key, out] : {std::pair{"offset", &offset}, std::pair{"limit", &limit}})
-            if (auto* v = in.optional_value(key); v && !v->is_null()) {
-              if (v->is_int64() && v->get_int64() >= 0)
-                *out = v->get_int64();
-              else if (v->is_uint64())
-                *out = int64_t(std::min<uint64_t>(v->get_uint64(), INT64_MAX));
-              else
-                in.fail(std::string("field `") + key + "` must be a non-negative integer");
-            }
-          if (!in.ok()) return done(in.failure());
-          if (topic.empty()) return done(Outcome::fail("topic_required", "topic is required"));
+          auto page = queue::read_dlq_page(in);
+          if (page.error) return done(std::move(*page.error));
           auto list = std::make_shared<std::vector<queue::DeadLetter>>();
-          store_->submit([list, sel = selector(topic), offset,
-                          limit](QueueBackend& b) { *list = b.dead_letters(sel, offset, limit); },
-                         [done, list](std::optional<std::string> err) {
-                           if (err) return done(Outcome::fail("dlq_messages_failed", *err));
-                           json::array out;
-                           for (auto& d : *list)
-                             out.push_back(json::object{{"id", d.msg.id},
-                                                        {"payload", parse_or_null(d.msg.data)},
-                                                        {"error", d.error},
-                                                        {"failed_at", d.failed_at_ms / 1000},
-                                                        {"retries", d.msg.attempts},
-                                                        {"size_bytes", d.msg.data.size()}});
-                           done(Outcome::ok(std::move(out)));
-                         });
+          store_->submit(
+              [list, sel = selector(page.topic), offset = page.offset,
+               limit = page.limit](QueueBackend& b) { *list = b.dead_letters(sel, offset, limit); },
+              [done, list](std::optional<std::string> err) {
+                if (err) return done(Outcome::fail("dlq_messages_failed", *err));
+                done(Outcome::ok(queue::dead_letters_json(*list)));
+              });
         });
   }
 
