@@ -6,6 +6,7 @@
    parsed and stored, and the engine makes its own span per invocation) and `enabled: false`
    (frames are read and dropped, no engine spans); `invoke_bench` (C++ SDK) measures the round
    trip while a shipper sends OTLP span frames on /otel at a fixed rate. Runs alternate on/off.
+   `--exporter otlp` (the spec's default) exports everything towards a collector that is down.
    Reported: p50/p99, calls/s, and CPU time per call of the engine's event-loop thread and of
    the whole engine (CPU figures depend far less on the other load of the machine).
 2. Ingestion rate: frames of 512 spans sent as fast as possible; spans/s until the engine has
@@ -59,7 +60,7 @@ def span_frame(n: int, seed: int) -> bytes:
 
 
 class Engine:
-    def __init__(self, binary: str, enabled: bool) -> None:
+    def __init__(self, binary: str, enabled: bool, exporter: str = "memory") -> None:
         self.dir = tempfile.mkdtemp(prefix="iii-telemetry-bench-")
         cfg = os.path.join(self.dir, "config.yaml")
         with open(cfg, "w") as f:
@@ -68,7 +69,8 @@ class Engine:
                 "  - name: iii-worker-manager\n"
                 "    config: { host: 127.0.0.1, port: 0 }\n"
                 "  - name: iii-observability\n"
-                f"    config: {{ enabled: {str(enabled).lower()}, exporter: memory, level: warn,"
+                f"    config: {{ enabled: {str(enabled).lower()}, exporter: {exporter}, level: warn,"
+                " endpoint: 'http://127.0.0.1:9',"
                 " logs_console_output: false, memory_max_spans: 10000 }\n"
             )
         # level warn: the "listening on" line is info, so read the port from /proc instead.
@@ -137,7 +139,7 @@ def shipper(url: str, frames_per_s: float, spans_per_frame: int, stop: threading
 
 
 def round_trip(args, enabled: bool) -> list[dict]:
-    eng = Engine(args.binary, enabled)
+    eng = Engine(args.binary, enabled, args.exporter)
     stop = threading.Event()
     sent = [0]
     t = threading.Thread(target=shipper, args=(eng.url, args.frames_per_s, args.spans_per_frame, stop, sent))
@@ -198,6 +200,9 @@ def main() -> None:
     p.add_argument("--frames-per-s", type=float, default=20)
     p.add_argument("--spans-per-frame", type=int, default=100)
     p.add_argument("--flood-frames", type=int, default=200)
+    # otlp: the spec's default; the endpoint is a port where nothing listens (a collector that
+    # is down: every record is queued for export and dropped).
+    p.add_argument("--exporter", choices=["memory", "otlp", "both"], default="memory")
     args = p.parse_args()
     args.binary = os.path.abspath(args.binary)
     args.invoke_bench = os.path.abspath(args.invoke_bench)

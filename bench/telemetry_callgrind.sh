@@ -5,20 +5,24 @@
 #
 #   bench/telemetry_callgrind.sh [build dir (build/release)] [seconds (8)]
 #
-# Prints, per mode, the engine-thread instructions per call spent under WsSession::on_read
+# Modes: off; on with `exporter: memory`; on with `exporter: both` towards an endpoint where
+# nothing listens (every engine span is queued for export; the exporter thread's work is not
+# counted). Prints, per mode, the engine-thread instructions per call spent under WsSession::on_read
 # (read → decode → route → encode → send, both frames of a call) and in the engine-span flush.
 set -euo pipefail
 BUILD=$(cd "${1:-build/release}" && pwd)
 SECS=${2:-8}
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
-for mode in true false; do
+for spec in false:memory true:memory true:both; do
+  mode=${spec%%:*}
+  exporter=${spec##*:}
   cat > "$DIR/cfg.yaml" <<YAML
 workers:
   - name: iii-worker-manager
     config: { host: 127.0.0.1, port: 0 }
   - name: iii-observability
-    config: { enabled: $mode, exporter: memory, level: info, logs_console_output: false, memory_max_spans: 10000 }
+    config: { enabled: $mode, exporter: $exporter, endpoint: 'http://127.0.0.1:9', level: info, logs_console_output: false, memory_max_spans: 10000 }
 YAML
   valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" "$BUILD/iii" --config "$DIR/cfg.yaml" \
     > "$DIR/log.txt" 2>&1 &
@@ -38,6 +42,7 @@ YAML
     head -1 | grep -oE "\(([0-9,]+)x\)" | tr -d '(),x')
   on_read=$(grep -E "^ *[0-9,]+ \(.*WsSession::on_read\(" <<<"$ann" | head -1 | awk '{print $1}' | tr -d ,)
   flush=$(grep -E "^ *[0-9,]+ \(.*flush_engine_spans\(" <<<"$ann" | head -1 | awk '{print $1}' | tr -d , || true)
+  total=$(grep -E "PROGRAM TOTALS" <<<"$ann" | head -1 | awk '{print $1}' | tr -d ,)
   calls=$((frames / 2))
-  echo "{\"bench\":\"telemetry_callgrind\",\"enabled\":$mode,\"calls\":$calls,\"on_read_ir_per_call\":$((on_read / calls)),\"flush_ir_per_call\":$(( ${flush:-0} / calls ))}"
+  echo "{\"bench\":\"telemetry_callgrind\",\"enabled\":$mode,\"exporter\":\"$exporter\",\"calls\":$calls,\"on_read_ir_per_call\":$((on_read / calls)),\"flush_ir_per_call\":$(( ${flush:-0} / calls )),\"process_ir_per_call\":$((total / calls))}"
 done

@@ -4,17 +4,35 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace iii::protocol {
 namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
+// Hex digit values, 0xff for anything else: one load per character (ids are parsed on every
+// result and decoded frame).
+constexpr std::array<uint8_t, 256> kHexValue = [] {
+  std::array<uint8_t, 256> t{};
+  for (auto& v : t) v = 0xff;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = static_cast<uint8_t>(c - '0');
+  for (int c = 'a'; c <= 'f'; ++c) t[static_cast<size_t>(c)] = static_cast<uint8_t>(c - 'a' + 10);
+  for (int c = 'A'; c <= 'F'; ++c) t[static_cast<size_t>(c)] = static_cast<uint8_t>(c - 'A' + 10);
+  return t;
+}();
+
+// Reads 16 hex digits at p (skipping the hyphens at the given offsets); false on a non-digit.
+inline bool read_half(const char* p, const uint8_t* offsets, uint64_t& out) {
+  uint64_t v = 0;
+  uint8_t bad = 0;
+  for (int i = 0; i < 16; ++i) {
+    const uint8_t d = kHexValue[static_cast<unsigned char>(p[offsets[i]])];
+    bad |= d;
+    v = (v << 4) | (d & 0xf);
+  }
+  out = v;
+  return !(bad & 0xf0);
 }
 }  // namespace
 
@@ -22,21 +40,25 @@ std::optional<Uuid> Uuid::parse(std::string_view s) {
   if (s.size() == 45 && (s.substr(0, 9) == "urn:uuid:" || s.substr(0, 9) == "URN:UUID:"))
     s.remove_prefix(9);
   if (s.size() == 38 && s.front() == '{' && s.back() == '}') s = s.substr(1, 36);
-  const bool hyphenated = s.size() == 36;
-  if (!hyphenated && s.size() != 32) return std::nullopt;
-  Uuid u;
-  int digits = 0;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (hyphenated && (i == 8 || i == 13 || i == 18 || i == 23)) {
-      if (s[i] != '-') return std::nullopt;
-      continue;
-    }
-    int v = hex_value(s[i]);
-    if (v < 0) return std::nullopt;
-    uint64_t& half = digits < 16 ? u.hi : u.lo;
-    half = (half << 4) | static_cast<uint64_t>(v);
-    ++digits;
+  // Character offsets of the 32 digits: 8-4-4-4-12 with hyphens, or plain.
+  static constexpr uint8_t kHyphenated[32] = {0,  1,  2,  3,  4,  5,  6,  7,  9,  10, 11,
+                                              12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25,
+                                              26, 27, 28, 29, 30, 31, 32, 33, 34, 35};
+  static constexpr uint8_t kPlain[32] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10,
+                                         11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21,
+                                         22, 23, 24, 25, 26, 27, 28, 29, 30, 31};
+  const uint8_t* offsets;
+  if (s.size() == 36) {
+    if (s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-') return std::nullopt;
+    offsets = kHyphenated;
+  } else if (s.size() == 32) {
+    offsets = kPlain;
+  } else {
+    return std::nullopt;
   }
+  Uuid u;
+  if (!read_half(s.data(), offsets, u.hi) || !read_half(s.data(), offsets + 16, u.lo))
+    return std::nullopt;
   return u;
 }
 

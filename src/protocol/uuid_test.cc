@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <thread>
+#include <string>
 #include <unordered_set>
 #include <vector>
 
@@ -21,6 +22,27 @@ TEST(Uuid, ParsesEveryAcceptedForm) {
   EXPECT_FALSE(Uuid::parse("6f1c2a9e-1b2c-4d3e-8f40-123456789abz"));
   EXPECT_FALSE(Uuid::parse("6f1c2a9e+1b2c-4d3e-8f40-123456789abc"));
   EXPECT_FALSE(Uuid::parse(""));
+  // Any one character that is not a hex digit (or a hyphen out of place) is refused.
+  const std::string good = "6f1c2a9e-1b2c-4d3e-8f40-123456789abc";
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (char bad : {'g', 'G', '-', ' ', '\0', static_cast<char>(0xff), static_cast<char>(0x80)}) {
+      if (bad == good[i]) continue;
+      std::string s = good;
+      s[i] = bad;
+      EXPECT_FALSE(Uuid::parse(s)) << "position " << i << " byte " << int(bad);
+      std::string plain = "6f1c2a9e1b2c4d3e8f40123456789abc";
+      if (i < plain.size()) {
+        plain[i] = bad;
+        EXPECT_FALSE(Uuid::parse(plain)) << "plain position " << i << " byte " << int(bad);
+      }
+    }
+  }
+  EXPECT_FALSE(Uuid::parse(good.substr(1)));
+  EXPECT_FALSE(Uuid::parse(good + "0"));
+  for (int i = 0; i < 100; ++i) {
+    const Uuid u = Uuid::random_v4();
+    EXPECT_EQ(Uuid::parse(u.str()), u);
+  }
 }
 
 TEST(Uuid, RandomIdsAreVersion4AndDistinct) {

@@ -235,6 +235,10 @@ void ObsExtras::start() {
   if (d.exporter) {
     OtlpFeed* feed = d.feed.get();
     d.telemetry.on_spans([feed](const std::vector<StoredSpan>& v) { feed->spans(v); });
+    d.telemetry.on_engine_spans(
+        [feed](const EngineSpanRec& r, const std::shared_ptr<const std::string>& fn) {
+          feed->engine_span(r, fn);
+        });
     d.telemetry.on_logs([feed](const std::vector<StoredLog>& v) { feed->logs(v); });
     d.telemetry.on_metrics([feed](const std::vector<StoredMetric>& v) { feed->metrics(v); });
     d.exporter->start();

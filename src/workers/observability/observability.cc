@@ -251,8 +251,8 @@ class Observability : public engine::BuiltinWorker, public engine::InvocationObs
     r.internal = function_id.compare(0, 8, "engine::") == 0;
     if (o.error)
       r.error = std::make_shared<const std::string>(o.error->code + ": " + o.error->message);
-    // Fast path: a fixed-size record in the store's ring. With a span filter or span
-    // observers (sampling, export) the span is built now and batched through add_spans.
+    // Fast path: a fixed-size record in the store's ring and the exporter's queue. With a
+    // span filter (sampling) the span is built now and batched through add_spans.
     if (telemetry_.add_engine_span(std::move(r), function_id)) return;
     if (engine_spans_.empty()) arm_flush();
     obs::StoredSpan s = telemetry_.materialize(r);

@@ -269,7 +269,37 @@ class Deferred : public DeferredRecord {
   Rec rec_;
 };
 
+// An engine span: about 80 bytes to copy on the engine thread; the StoredSpan and its JSON are
+// built when the batch is.
+class DeferredEngineSpan : public DeferredRecord {
+ public:
+  DeferredEngineSpan(OtlpFeed& feed, const EngineSpanRec& rec,
+                     std::shared_ptr<const std::string> function_id, const std::string& service)
+      : feed_(feed), rec_(rec), function_id_(std::move(function_id)), service_(service) {}
+  std::pair<std::shared_ptr<const OtlpOrigin>, json::object> build() override {
+    const StoredSpan s = Telemetry::materialize(rec_, *function_id_, service_);
+    return {feed_.origin(s.resource, s.service_name, s.scope_name, s.scope_version),
+            span_to_otlp(s)};
+  }
+
+ private:
+  OtlpFeed& feed_;
+  EngineSpanRec rec_;
+  std::shared_ptr<const std::string> function_id_;
+  const std::string& service_;  // the feed's, lives as long as it
+};
+
 }  // namespace
+
+void OtlpFeed::engine_span(const EngineSpanRec& rec,
+                           const std::shared_ptr<const std::string>& function_id) {
+  if (!exporter_.exports(Signal::kTraces)) return;
+  // The size of the span's OTLP/JSON, roughly: ids, times, name, status.
+  const size_t bytes = 300 + function_id->size() + (rec.error ? rec.error->size() : 0);
+  exporter_.enqueue(Signal::kTraces,
+                    std::make_unique<DeferredEngineSpan>(*this, rec, function_id, service_name_),
+                    bytes);
+}
 
 void OtlpFeed::spans(const std::vector<StoredSpan>& spans) {
   if (!exporter_.exports(Signal::kTraces)) return;

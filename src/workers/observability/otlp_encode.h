@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "workers/observability/otlp_exporter.h"
+#include "workers/observability/telemetry_store.h"
 #include "workers/observability/telemetry_types.h"
 
 namespace iii::observability {
@@ -38,6 +39,9 @@ class OtlpFeed {
   void spans(const std::vector<StoredSpan>& spans);
   void logs(const std::vector<StoredLog>& logs);
   void metrics(const std::vector<StoredMetric>& metrics);
+  // One of the engine's own spans: the compact record is queued as it is and becomes a span
+  // of the engine's service on the exporter's thread.
+  void engine_span(const EngineSpanRec& rec, const std::shared_ptr<const std::string>& function_id);
 
   // The origin of a record (cached). Exporter thread only, once the exporter runs.
   std::shared_ptr<const OtlpOrigin> origin(const boost::json::object& resource,

@@ -313,30 +313,40 @@ struct OtlpExporter::Impl {
     return stopping;
   }
 
+  bool connected() const { return stream && stream->socket().is_open(); }
+
+  // Opens the connection to the collector; the error text if that fails.
+  awaitable<std::optional<std::string>> connect(milliseconds timeout) {
+    beast::error_code ec;
+    stream.emplace(io);
+    asio::ip::tcp::resolver resolver(io);
+    auto results = co_await resolver.async_resolve(opts.endpoint.host, opts.endpoint.port,
+                                                   asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      stream.reset();
+      co_return "cannot resolve " + opts.endpoint.host + ": " + ec.message();
+    }
+    stream->expires_after(timeout);
+    co_await stream->async_connect(results, asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      stream.reset();
+      co_return "cannot connect: " + ec.message();
+    }
+    stream->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    co_return std::nullopt;
+  }
+
   awaitable<PostResult> post(const std::string& target, const std::string& body) {
     PostResult r;
     for (int conn_try = 0; conn_try < 2; ++conn_try) {
       beast::error_code ec;
       const milliseconds timeout = remaining_grace();
       bool fresh = false;
-      if (!stream || !stream->socket().is_open()) {
-        stream.emplace(io);
-        asio::ip::tcp::resolver resolver(io);
-        auto results = co_await resolver.async_resolve(opts.endpoint.host, opts.endpoint.port,
-                                                       asio::redirect_error(use_awaitable, ec));
-        if (ec) {
-          stream.reset();
-          r.error = "cannot resolve " + opts.endpoint.host + ": " + ec.message();
+      if (!connected()) {
+        if (auto err = co_await connect(timeout)) {
+          r.error = std::move(*err);
           co_return r;
         }
-        stream->expires_after(timeout);
-        co_await stream->async_connect(results, asio::redirect_error(use_awaitable, ec));
-        if (ec) {
-          stream.reset();
-          r.error = "cannot connect: " + ec.message();
-          co_return r;
-        }
-        stream->socket().set_option(asio::ip::tcp::no_delay(true), ec);
         fresh = true;
       }
       http::request<http::string_body> req{http::verb::post, target, 11};
@@ -393,12 +403,26 @@ struct OtlpExporter::Impl {
 
   awaitable<void> send_batch(Signal s, std::vector<Item> batch) {
     const size_t n = batch.size();
-    const std::string body = build_body(s, batch);
-    batch.clear();
+    // The body is built once a connection is open: while the collector is down, batches are
+    // retried and dropped without their records ever being converted.
+    std::string body;
+    bool built = false;
     const std::string target = opts.endpoint.target(s);
     milliseconds backoff = opts.backoff_initial;
     for (int attempt = 1;; ++attempt) {
-      PostResult r = co_await post(target, body);
+      PostResult r;
+      std::optional<std::string> conn_error;
+      if (!connected()) conn_error = co_await connect(remaining_grace());
+      if (conn_error) {
+        r.error = std::move(*conn_error);
+      } else {
+        if (!built) {
+          body = build_body(s, batch);
+          batch.clear();
+          built = true;
+        }
+        r = co_await post(target, body);
+      }
       {
         std::lock_guard lock(mu);
         OtlpSignalStats& st = queues[static_cast<int>(s)].stats;

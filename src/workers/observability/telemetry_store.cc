@@ -83,16 +83,18 @@ std::string hex(std::initializer_list<uint64_t> parts) {
 }  // namespace
 
 bool Telemetry::add_engine_span(EngineSpanRec&& rec, const std::string& function_id) {
-  if (!opts_.store_spans || span_filter_ || !span_observers_.empty()) return false;
+  if (span_filter_ || span_observers_.size() > engine_span_observers_.size()) return false;
+  if (!opts_.store_spans && engine_span_observers_.empty()) return false;
   auto it = fn_index_.find(function_id);
   if (it == fn_index_.end()) {
     if (fn_names_.size() >= kMaxFunctionNames) return false;
     it = fn_index_.emplace(function_id, static_cast<uint32_t>(fn_names_.size())).first;
-    fn_names_.push_back(function_id);
+    fn_names_.push_back(std::make_shared<const std::string>(function_id));
   }
   rec.function = it->second;
   ++received_[1];
-  if (opts_.spans.max_count == 0) return true;
+  for (auto& fn : engine_span_observers_) fn(rec, fn_names_[rec.function]);
+  if (!opts_.store_spans || opts_.spans.max_count == 0) return true;
   if (ring_.size() >= opts_.spans.max_count) {
     ring_.pop_front();
     ++ring_evicted_;
@@ -102,18 +104,25 @@ bool Telemetry::add_engine_span(EngineSpanRec&& rec, const std::string& function
 }
 
 StoredSpan Telemetry::materialize(const EngineSpanRec& r) const {
+  static const std::string kNone;
+  return materialize(r, r.function < fn_names_.size() ? *fn_names_[r.function] : kNone,
+                     engine_service_);
+}
+
+StoredSpan Telemetry::materialize(const EngineSpanRec& r, const std::string& function_id,
+                                  const std::string& service) {
   StoredSpan s;
   s.trace_id = hex({r.trace_hi, r.trace_lo});
   s.span_id = hex({r.span_id});
   if (r.parent_span_id) s.parent_span_id = hex({r.parent_span_id});
-  s.name = "invoke " + (r.function < fn_names_.size() ? fn_names_[r.function] : std::string());
+  s.name = "invoke " + function_id;
   s.kind = 1;  // INTERNAL: between the caller's span and the executor's
   s.start_time_unix_nano = r.start_unix_nano;
   s.end_time_unix_nano = r.end_unix_nano;
   s.status = r.error ? SpanStatus::kError : SpanStatus::kOk;
   if (r.error) s.status_description = *r.error;
   if (r.internal) s.attributes.emplace_back("iii.internal", "true");
-  s.service_name = engine_service_;
+  s.service_name = service;
   s.scope_name = "iii";
   s.flags = r.flags;
   return s;

@@ -102,11 +102,16 @@ class Telemetry {
   void add_spans(std::vector<StoredSpan>&& spans);
   void add_metrics(std::vector<StoredMetric>&& metrics);
 
-  // The engine's own spans. Stored compactly when nothing needs a StoredSpan at once (spans
-  // kept in memory, no span filter, no span observers); otherwise false is returned and the
-  // caller sends materialize(rec) through add_spans.
+  // The engine's own spans. Kept compact (a ring record, and engine-span observers get the
+  // record) unless something needs a StoredSpan at once (a span filter, or a span observer
+  // that has no engine-span counterpart): then false is returned and the caller sends
+  // materialize(rec) through add_spans.
   bool add_engine_span(EngineSpanRec&& rec, const std::string& function_id);
   StoredSpan materialize(const EngineSpanRec& rec) const;
+  // The same for any thread: `function_id` and `service` given.
+  static StoredSpan materialize(const EngineSpanRec& rec, const std::string& function_id,
+                                const std::string& service);
+  const std::string& engine_service() const { return engine_service_; }
   // The compact engine spans that `keep` accepts (all without it), as StoredSpans, oldest
   // first. Filter first: the ring may hold millions.
   std::vector<StoredSpan> engine_spans(
@@ -127,6 +132,12 @@ class Telemetry {
   void on_metrics(std::function<void(const std::vector<StoredMetric>&)> fn) {
     metric_observers_.push_back(std::move(fn));
   }
+  // Engine spans in compact form, as they end (the function id shared, never changed). An
+  // observer of on_spans that also wants the engine's spans registers here too, so that engine
+  // spans stay on the compact path.
+  using EngineSpanObserver =
+      std::function<void(const EngineSpanRec&, const std::shared_ptr<const std::string>&)>;
+  void on_engine_spans(EngineSpanObserver fn) { engine_span_observers_.push_back(std::move(fn)); }
 
   // ---- storage ----
   const Options& options() const { return opts_; }
@@ -160,9 +171,10 @@ class Telemetry {
   std::vector<std::function<void(const std::vector<StoredLog>&)>> log_observers_;
   std::vector<std::function<void(const std::vector<StoredSpan>&)>> span_observers_;
   std::vector<std::function<void(const std::vector<StoredMetric>&)>> metric_observers_;
+  std::vector<EngineSpanObserver> engine_span_observers_;
   std::deque<EngineSpanRec> ring_;  // bounded by opts_.spans.max_count
   uint64_t ring_evicted_ = 0;
-  std::vector<std::string> fn_names_;
+  std::vector<std::shared_ptr<const std::string>> fn_names_;
   std::unordered_map<std::string, uint32_t> fn_index_;
   std::string engine_service_ = "iii";
   uint64_t received_[3] = {0, 0, 0};

@@ -249,12 +249,46 @@ TEST(TelemetryStore, EngineSpansRingBoundAndMaterialised) {
   t.clear_spans();
   EXPECT_EQ(t.count(Kind::kSpans), 0u);
 
-  // With a span observer (an exporter) the fast path is refused: spans go through add_spans.
+  // A span observer without an engine-span counterpart needs StoredSpans: the fast path is
+  // refused and the caller goes through add_spans.
   t.on_spans([](const std::vector<StoredSpan>&) {});
   EngineSpanRec rec;
   rec.trace_lo = 1;
   rec.span_id = 1;
-  EXPECT_FALSE(t.add_engine_span(std::move(rec), "f"));
+  EXPECT_FALSE(t.add_engine_span(EngineSpanRec(rec), "f"));
+
+  // With its engine-span counterpart (the exporter) they stay compact and reach it as records.
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  t.on_engine_spans([&](const EngineSpanRec& r, const std::shared_ptr<const std::string>& fn) {
+    seen.emplace_back(r.span_id, *fn);
+  });
+  EXPECT_TRUE(t.add_engine_span(EngineSpanRec(rec), "f"));
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], std::make_pair(uint64_t{1}, std::string("f")));
+  EXPECT_EQ(t.count(Kind::kSpans), 1u);
+  EXPECT_EQ(Telemetry::materialize(rec, "f", "eng").name, "invoke f");
+
+  // A sampler (span filter) needs StoredSpans again.
+  t.set_span_filter([](const StoredSpan&) { return true; });
+  EXPECT_FALSE(t.add_engine_span(EngineSpanRec(rec), "f"));
+}
+
+TEST(TelemetryStore, EngineSpansExportedWithoutStoring) {
+  Telemetry::Options o;
+  o.store_spans = false;  // `exporter: otlp`
+  Telemetry t(o);
+  EngineSpanRec rec;
+  rec.span_id = 7;
+  EXPECT_FALSE(t.add_engine_span(EngineSpanRec(rec), "f"));  // nobody wants it compact
+  int seen = 0;
+  t.on_spans([](const std::vector<StoredSpan>&) {});
+  t.on_engine_spans([&](const EngineSpanRec&, const std::shared_ptr<const std::string>&) {
+    ++seen;
+  });
+  EXPECT_TRUE(t.add_engine_span(EngineSpanRec(rec), "f"));
+  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(t.count(Kind::kSpans), 0u);
+  EXPECT_EQ(t.received(Kind::kSpans), 1u);
 }
 
 }  // namespace

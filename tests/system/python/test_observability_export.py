@@ -237,6 +237,25 @@ def test_otlp_export_reaches_a_real_receiver(receiver, engine, session, make_cli
         assert s.start_time_unix_nano > 1_600_000_000 * 10**9
         assert s.end_time_unix_nano >= s.start_time_unix_nano
 
+    # The engine's own span of each call (compact records converted on the exporter's thread),
+    # under the engine's service, in the same traces, parent of the worker's span.
+    def engine_spans():
+        out = []
+        for msg in receiver.messages("/v1/traces"):
+            for rs in msg.resource_spans:
+                if attrs(rs.resource).get("service.name") != "iii-export-test":
+                    continue
+                for ss in rs.scope_spans:
+                    out.extend(s for s in ss.spans if s.name == "invoke otel-exp::work")
+        return out
+
+    eng = wait_for(lambda: len({s.trace_id.hex() for s in engine_spans()} & trace_ids) == 3 and engine_spans(),
+                   timeout=10, what="the engine's spans at the receiver")
+    eng = [s for s in eng if s.trace_id.hex() in trace_ids]
+    assert all(s.kind == 1 and s.status.code == 1 and len(s.span_id) == 8 for s in eng), eng
+    worker_parents = {s.parent_span_id for s in spans}
+    assert {s.span_id for s in eng} <= worker_parents
+
     def logs_of_worker():
         out = []
         for msg in receiver.messages("/v1/logs"):
