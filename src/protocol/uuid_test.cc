@@ -4,8 +4,8 @@
 #include <openssl/rand.h>
 
 #include <cstring>
-#include <thread>
 #include <string>
+#include <thread>
 #include <unordered_set>
 #include <vector>
 

@@ -282,9 +282,8 @@ TEST(TelemetryStore, EngineSpansExportedWithoutStoring) {
   EXPECT_FALSE(t.add_engine_span(EngineSpanRec(rec), "f"));  // nobody wants it compact
   int seen = 0;
   t.on_spans([](const std::vector<StoredSpan>&) {});
-  t.on_engine_spans([&](const EngineSpanRec&, const std::shared_ptr<const std::string>&) {
-    ++seen;
-  });
+  t.on_engine_spans(
+      [&](const EngineSpanRec&, const std::shared_ptr<const std::string>&) { ++seen; });
   EXPECT_TRUE(t.add_engine_span(EngineSpanRec(rec), "f"));
   EXPECT_EQ(seen, 1);
   EXPECT_EQ(t.count(Kind::kSpans), 0u);
