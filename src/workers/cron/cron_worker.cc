@@ -182,7 +182,18 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     bool running = false;
     CronExpression::Seconds next{};
     std::optional<CronExpression::Seconds> last;  // the last tick taken
+    // The payload of the `next` tick without its actual_time, built when the tick is scheduled
+    // so that the tick itself (1,000 jobs may share one) only stamps the time and sends.
+    json::object payload;
   };
+
+  static json::object tick_payload(const std::string& id, CronExpression::Seconds tick) {
+    json::object p(4);  // room for actual_time, added at the tick
+    p.emplace("trigger", "cron");
+    p.emplace("job_id", id);
+    p.emplace("scheduled_time", cron::format_rfc3339(tick));
+    return p;
+  }
 
   Job* find(const std::string& id, uint64_t generation) {
     auto it = jobs_.find(id);
@@ -201,6 +212,7 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
     }
     j.next = *next;
     j.scheduled = true;
+    j.payload = tick_payload(id, *next);
     queue_.emplace(*next, id);
     arm();
   }
@@ -241,26 +253,25 @@ class CronWorker : public engine::BuiltinWorker, public engine::TriggerTypeHandl
   void run(const std::string& id, Job& j, CronExpression::Seconds tick) {
     j.running = true;
     const uint64_t gen = j.generation;
-    auto claimed = [this, id, gen, tick](bool owned) {
+    json::object payload = std::move(j.payload);
+    if (payload.size() != 3) payload = tick_payload(id, tick);  // prepared by schedule(); defensive
+    if (!lock_ && !redis_lock_) return dispatch(id, gen, tick, std::move(payload));
+    auto claimed = [this, id, gen, tick, payload = std::move(payload)](bool owned) mutable {
       if (stopping_ || !find(id, gen)) return;
       if (!owned) return finish(id, gen, tick);
-      dispatch(id, gen, tick);
+      dispatch(id, gen, tick, std::move(payload));
     };
     if (redis_lock_) return redis_lock_->acquire(j.lock_key, to_ms(tick), std::move(claimed));
-    if (!lock_) return dispatch(id, gen, tick);
     lock_->acquire(j.lock_key, to_ms(tick), std::move(claimed));
   }
 
-  // Builds the payload and fires the trigger (its condition first, if any).
-  void dispatch(const std::string& id, uint64_t gen, CronExpression::Seconds tick) {
+  // Stamps the payload and fires the trigger (its condition first, if any).
+  void dispatch(const std::string& id, uint64_t gen, CronExpression::Seconds tick,
+                json::object payload) {
     auto t = rt_.engine.triggers().find(id);
     if (t == rt_.engine.triggers().end() || t->second.state != engine::Trigger::State::kBound)
       return finish(id, gen, tick);
-    json::object payload(4);
-    payload["trigger"] = "cron";
-    payload["job_id"] = id;
-    payload["scheduled_time"] = cron::format_rfc3339(tick);
-    payload["actual_time"] = cron::format_rfc3339(system_clock::now());
+    payload.emplace("actual_time", cron::format_rfc3339(system_clock::now()));
     rt_.engine.fire(t->second, std::move(payload),
                     [this, id, gen, tick](engine::FireStatus st, engine::Outcome o) {
                       if (st == engine::FireStatus::kInvoked && o.error)
