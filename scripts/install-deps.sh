@@ -14,6 +14,7 @@ DEB_PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libsqlite3-dev libhiredis-dev libssl-dev
+  libjemalloc-dev           # the engine binary's allocator (release builds)
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server              # Redis tests (unit and system) start their own; brings redis-cli and redis-benchmark
   openssl                   # the Redis TLS unit test makes a self-signed certificate

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 #include "protocol/json_writer.h"
 #include "protocol/uuid.h"
@@ -565,11 +566,24 @@ class ObjectWriter {
   // Keys are the protocol's own field names, plain ASCII: written without an escape scan.
   void key(std::string_view k) {
     assert(k.find_first_of("\\\"") == std::string_view::npos);
-    char head[2] = {',', '"'};
-    out_.append(first_ ? head + 1 : head, first_ ? 1 : 2);
+    // `,"key":` in one append (libstdc++'s append is an out-of-line call).
+    char buf[64];
+    if (k.size() > sizeof(buf) - 4) {  // no protocol key is this long
+      out_.append(first_ ? "\"" : ",\"");
+      out_.append(k);
+      out_.append("\":", 2);
+      first_ = false;
+      return;
+    }
+    char* d = buf;
+    if (!first_) *d++ = ',';
+    *d++ = '"';
+    std::memcpy(d, k.data(), k.size());
+    d += k.size();
+    *d++ = '"';
+    *d++ = ':';
+    out_.append(buf, static_cast<size_t>(d - buf));
     first_ = false;
-    out_.append(k);
-    out_.append("\":", 2);
   }
 
   std::string& out_;

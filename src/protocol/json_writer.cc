@@ -174,12 +174,30 @@ void Writer::string(std::string_view s, FindEscape find) {
     room(2 + 6 * kShortString);
     char* d = pos_;
     *d++ = '"';
-    for (char ch : s) {
-      const auto c = static_cast<unsigned char>(ch);
+    const char* p = s.data();
+    const char* const end = p + s.size();
+#ifdef III_JSON_SSE2
+    // Whole 16-byte blocks without escapes are copied as blocks (ids, times, names).
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i backslash = _mm_set1_epi8('\\');
+    const __m128i control = _mm_set1_epi8(0x1f);
+    while (end - p >= 16) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+      const __m128i hit =
+          _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                       _mm_cmpeq_epi8(_mm_min_epu8(v, control), v));
+      if (_mm_movemask_epi8(hit) != 0) break;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d), v);
+      d += 16;
+      p += 16;
+    }
+#endif
+    for (; p < end; ++p) {
+      const auto c = static_cast<unsigned char>(*p);
       if (kNeedsEscape[c]) [[unlikely]]
         d = write_escape(d, c);
       else
-        *d++ = ch;
+        *d++ = static_cast<char>(c);
     }
     *d++ = '"';
     pos_ = d;
