@@ -92,18 +92,29 @@ bool secrets_equal(std::string_view a, std::string_view b) {
   return a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
-// Two hex digits per byte from a table, straight into place: every invocation formats one id,
-// and the digit-by-digit loop cost ~900 instructions.
+namespace {
+// Two hex digits per byte from a table, straight into place: every invocation formats one id
+// (and, traced, a traceparent), and the digit-by-digit loop cost ~900 instructions.
+constexpr auto kHexPairs = [] {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::array<char, 512> t{};
+  for (int b = 0; b < 256; ++b) {
+    t[2 * b] = kHex[b >> 4];
+    t[2 * b + 1] = kHex[b & 0xf];
+  }
+  return t;
+}();
+}  // namespace
+
+void write_hex64(char* out, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8) {
+    const unsigned byte = static_cast<unsigned>(v & 0xff);
+    out[2 * i] = kHexPairs[2 * byte];
+    out[2 * i + 1] = kHexPairs[2 * byte + 1];
+  }
+}
+
 std::string Uuid::str() const {
-  static constexpr auto kPairs = [] {
-    constexpr char kHex[] = "0123456789abcdef";
-    std::array<char, 512> t{};
-    for (int b = 0; b < 256; ++b) {
-      t[2 * b] = kHex[b >> 4];
-      t[2 * b + 1] = kHex[b & 0xf];
-    }
-    return t;
-  }();
   std::string out(36, '-');
   char* d = out.data();
   int pos = 0;
@@ -111,8 +122,8 @@ std::string Uuid::str() const {
     if (i == 4 || i == 6 || i == 8 || i == 10) ++pos;  // the hyphens stay
     const uint64_t half = i < 8 ? hi : lo;
     const unsigned byte = static_cast<unsigned>((half >> ((7 - (i % 8)) * 8)) & 0xff);
-    d[pos] = kPairs[2 * byte];
-    d[pos + 1] = kPairs[2 * byte + 1];
+    d[pos] = kHexPairs[2 * byte];
+    d[pos + 1] = kHexPairs[2 * byte + 1];
     pos += 2;
   }
   return out;

@@ -28,6 +28,9 @@ struct UuidHash {
   size_t operator()(const Uuid& u) const noexcept { return u.hi ^ (u.lo * 0x9e3779b97f4a7c15ULL); }
 };
 
+// Writes `v` as 16 lower-case hex digits at `out` (W3C trace and span ids, UUID halves).
+void write_hex64(char* out, uint64_t v);
+
 // Compares two secrets (e.g. channel access keys) in time that depends only on their lengths.
 bool secrets_equal(std::string_view a, std::string_view b);
 

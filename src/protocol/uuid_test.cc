@@ -45,6 +45,16 @@ TEST(Uuid, ParsesEveryAcceptedForm) {
   }
 }
 
+TEST(Uuid, WriteHex64) {
+  char buf[17] = {};
+  write_hex64(buf, 0);
+  EXPECT_STREQ(buf, "0000000000000000");
+  write_hex64(buf, 0x0123456789abcdefULL);
+  EXPECT_STREQ(buf, "0123456789abcdef");
+  write_hex64(buf, ~0ULL);
+  EXPECT_STREQ(buf, "ffffffffffffffff");
+}
+
 TEST(Uuid, RandomIdsAreVersion4AndDistinct) {
   std::unordered_set<Uuid, UuidHash> seen;
   for (int i = 0; i < 100000; ++i) {

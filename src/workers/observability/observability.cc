@@ -16,6 +16,7 @@
 #include "common/logging.h"
 #include "config/config.h"
 #include "engine/engine.h"
+#include "protocol/uuid.h"
 #include "workers/observability/engine_metrics.h"
 #include "workers/observability/ingest_thread.h"
 #include "workers/observability/obs_config.h"
@@ -60,10 +61,7 @@ spdlog::level::level_enum spd_level(int severity_number) {
 }
 
 // Writes 16 lowercase hex digits.
-void write_hex(char* out, uint64_t v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 15; i >= 0; --i, v >>= 4) out[i] = kHex[v & 0xf];
-}
+void write_hex(char* out, uint64_t v) { protocol::write_hex64(out, v); }
 
 // 16 hex digits (either case) → value; false if any is not a hex digit.
 bool read_hex(std::string_view s, uint64_t& v) {

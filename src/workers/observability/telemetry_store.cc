@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "protocol/uuid.h"
+
 namespace iii::observability {
 
 namespace {
@@ -71,11 +73,10 @@ namespace {
 constexpr size_t kMaxFunctionNames = 100000;
 
 std::string hex(std::initializer_list<uint64_t> parts) {
-  static constexpr char kHex[] = "0123456789abcdef";
   std::string s(parts.size() * 16, '0');
   size_t at = 0;
   for (uint64_t v : parts) {
-    for (int i = 15; i >= 0; --i, v >>= 4) s[at + static_cast<size_t>(i)] = kHex[v & 0xf];
+    protocol::write_hex64(&s[at], v);
     at += 16;
   }
   return s;
