@@ -128,7 +128,8 @@ bool decode(std::string_view text, QueueMessage& m, std::string* error = nullptr
 }
 
 // Lua: appends message m to group g of queue k (prefix p) and makes the group ready when it was
-// empty and is neither owned nor waiting for a retry.
+// empty and is neither owned nor waiting for a retry; true then (only then is a wake-up useful:
+// otherwise the group's owner, or the retry, gets to the message in its turn).
 const char* const kFifoPush = R"(
 local function fifo_push(p, g, m)
   local n = redis.call('RPUSH', p .. 'g:' .. g, m)
@@ -136,7 +137,9 @@ local function fifo_push(p, g, m)
   if n == 1 and not redis.call('ZSCORE', p .. 'owned', g)
       and not redis.call('ZSCORE', p .. 'backoff', g) then
     redis.call('RPUSH', p .. 'ready', g)
+    return true
   end
+  return false
 end
 )";
 
@@ -159,8 +162,7 @@ return id)");
 // KEYS: the group's list. ARGV: message, K, wake channel, prefix, group.
 const rds::Script& publish_fifo_script() {
   static const rds::Script s(std::string(kFifoPush) + R"(
-fifo_push(ARGV[4], ARGV[5], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[2])
+if fifo_push(ARGV[4], ARGV[5], ARGV[1]) then redis.call('PUBLISH', ARGV[3], ARGV[2]) end
 return 1)");
   return s;
 }
@@ -173,12 +175,12 @@ local fifo = {}
 for _, fn in ipairs(redis.call('SMEMBERS', KEYS[2])) do fifo[fn] = true end
 for _, fn in ipairs(fns) do
   local k = ARGV[1] .. '::' .. fn
-  if fifo[fn] then
-    fifo_push('iii:queue:{' .. k .. '}:', '', ARGV[2])
-  else
+  if not fifo[fn] then
     redis.call('XADD', 'iii:queue:{' .. k .. '}:stream', '*', 'm', ARGV[2])
+    redis.call('PUBLISH', ARGV[3], k)
+  elseif fifo_push('iii:queue:{' .. k .. '}:', '', ARGV[2]) then
+    redis.call('PUBLISH', ARGV[3], k)
   end
-  redis.call('PUBLISH', ARGV[3], k)
 end
 return #fns)");
   return s;
@@ -211,25 +213,37 @@ return out)");
 
 // Settles the head of a claimed group. KEYS: the group's list. ARGV: prefix, group, token,
 // how (ack|retry|dead|requeue), payload (retry: the head with its new attempts; dead: the dead
-// letter), retry delay ms, K, wake channel. Returns 0 when the claim was lost (its lease expired
-// and the group went to another consumer): nothing changes then.
+// letter), retry delay ms, K, wake channel, lease ms, next token ('' = do not continue).
+// Returns {0} when the claim was lost (its lease expired and the group went to another
+// consumer): nothing changes then. Else {1}, or {1, next head, next token} when the group still
+// has messages, no other group waits in `ready` and a next token was given: the group is then
+// leased again to the same consumer (one round trip per message, no wake-up); otherwise it goes
+// to the tail of `ready` (so groups take turns, as with the builtin adapter).
 const rds::Script& fifo_settle_script() {
   static const rds::Script s(std::string(kNow) + R"(
 local p, g, how = ARGV[1], ARGV[2], ARGV[4]
-if redis.call('HGET', p .. 'owner', g) ~= ARGV[3] then return 0 end
-redis.call('HDEL', p .. 'owner', g)
-redis.call('ZREM', p .. 'owned', g)
+if redis.call('HGET', p .. 'owner', g) ~= ARGV[3] then return {0} end
 if how == 'retry' then
+  redis.call('HDEL', p .. 'owner', g)
+  redis.call('ZREM', p .. 'owned', g)
   redis.call('LSET', KEYS[1], 0, ARGV[5])
   redis.call('ZADD', p .. 'backoff', now_ms() + tonumber(ARGV[6]), g)
-  return 1
+  return {1}
 end
 if how == 'ack' or how == 'dead' then
   redis.call('LPOP', KEYS[1])
   redis.call('DECR', p .. 'size')
   if how == 'dead' then redis.call('LPUSH', p .. 'dlq', ARGV[5]) end
 end
-if redis.call('LLEN', KEYS[1]) > 0 then
+local head = redis.call('LINDEX', KEYS[1], 0)
+if head and how ~= 'requeue' and ARGV[10] ~= '' and redis.call('LLEN', p .. 'ready') == 0 then
+  redis.call('ZADD', p .. 'owned', now_ms() + tonumber(ARGV[9]), g)
+  redis.call('HSET', p .. 'owner', g, ARGV[10])
+  return {1, head, ARGV[10]}
+end
+redis.call('HDEL', p .. 'owner', g)
+redis.call('ZREM', p .. 'owned', g)
+if head then
   if how == 'requeue' then
     redis.call('LPUSH', p .. 'ready', g)
   else
@@ -237,7 +251,7 @@ if redis.call('LLEN', KEYS[1]) > 0 then
   end
   redis.call('PUBLISH', ARGV[8], ARGV[7])
 end
-return 1)");
+return {1})");
   return s;
 }
 
@@ -790,44 +804,47 @@ class RedisBroker : public Broker {
     if (free_slots <= 0) return;
     c.reading = true;
     c.woken = false;
+    c.inflight += free_slots;  // reserved until the reply says how many groups came
     auto alive = alive_;
     const uint64_t id = c.id;
     rd_->eval(fifo_claim_script(), {c.prefix + "ready"},
               {c.prefix, std::to_string(free_slots), std::to_string(opts_.visibility_timeout_ms),
                me_ + ":" + std::to_string(++claims_)},
-              [this, alive, id](Reply r) {
+              [this, alive, id, free_slots](Reply r) {
                 if (!*alive) return;
                 Consumer* c = find(id);
                 if (!c) return;
                 c->reading = false;
+                c->inflight -= free_slots - int64_t(r.is_error() ? 0 : r.elements.size() / 3);
                 if (r.is_error()) return;
-                bool got = false;
-                for (size_t i = 0; i + 2 < r.elements.size(); i += 3) {
-                  const std::string& g = r.elements[i].str;
-                  Held held{g, r.elements[i + 2].str};
-                  Delivery d;
-                  if (!decode(r.elements[i + 1].str, d.msg)) {
-                    // Not a message of ours: drop it, or the group would be stuck behind it.
-                    spdlog::error("iii-queue: dropping an undecodable message of {} (group {})",
-                                  c->key, g);
-                    cmd_->eval(fifo_settle_script(), {c->prefix + "g:" + g},
-                               {c->prefix, g, held.token, "ack", "", "0", c->key, kWake},
-                               [](Reply) {});
-                    continue;
-                  }
-                  got = true;
-                  d.msg.group = g;
-                  d.consumer = c->id;
-                  d.handle = ++c->next_handle;
-                  c->held[d.handle] = std::move(held);
-                  ++c->inflight;
-                  boost::asio::post(io_, [alive, this, id, d = std::move(d)]() mutable {
-                    if (!*alive) return;
-                    if (Consumer* c = find(id)) c->on(std::move(d));
-                  });
-                }
-                if (got || c->woken) pump(*c);
+                size_t got = 0;
+                for (size_t i = 0; i + 2 < r.elements.size(); i += 3, ++got)
+                  deliver_head(*c, r.elements[i].str, r.elements[i + 1].str, r.elements[i + 2].str);
+                // Fewer than asked: `ready` is empty now; the next wake-up or poll reads again.
+                if (int64_t(got) == free_slots || c->woken) pump(*c);
               });
+  }
+
+  // FIFO: hands out the head of a group this consumer has just leased (slot already counted).
+  void deliver_head(Consumer& c, const std::string& g, const std::string& head,
+                    const std::string& token) {
+    Delivery d;
+    if (!decode(head, d.msg)) {
+      // Not a message of ours: drop it, or the group would be stuck behind it.
+      spdlog::error("iii-queue: dropping an undecodable message of {} (group {})", c.key, g);
+      --c.inflight;
+      rd_->eval(fifo_settle_script(), {c.prefix + "g:" + g},
+                {c.prefix, g, token, "ack", "", "0", c.key, kWake, "0", ""}, [](Reply) {});
+      return;
+    }
+    d.msg.group = g;
+    d.consumer = c.id;
+    d.handle = ++c.next_handle;
+    c.held[d.handle] = Held{g, token};
+    boost::asio::post(io_, [alive = alive_, this, id = c.id, d = std::move(d)]() mutable {
+      if (!*alive) return;
+      if (Consumer* c = find(id)) c->on(std::move(d));
+    });
   }
 
   void settle_fifo(Consumer& c, const Delivery& d, const Held& held, Settle how,
@@ -854,23 +871,40 @@ class RedisBroker : public Broker {
       payload = json::serialize(o);
     }
     const std::string g = held.entry;
+    // Ack / dead letter: the group may go on with this consumer (keeping the slot meanwhile).
+    const bool go_on =
+        (how == Settle::kAck || how == Settle::kDeadLetter) && !stopped_ && !c.cancelled;
+    const std::string next = go_on ? me_ + ":" + std::to_string(++claims_) + ":n" : "";
+    if (go_on) ++c.inflight;
     auto alive = alive_;
     const uint64_t id = c.id;
-    cmd_->eval(fifo_settle_script(), {c.prefix + "g:" + g},
-               {c.prefix, g, held.token, mode, payload, delay, c.key, kWake},
-               [this, alive, id, g, finish](Reply r) {
-                 if (!*alive) return;
-                 if (r.is_error()) return finish(r.str);
-                 Consumer* c = find(id);
-                 if (r.integer == 0 && c)
-                   spdlog::warn(
-                       "iii-queue: group {} of {} was taken over by another consumer (lease "
-                       "expired) before this one settled its head",
-                       g, c->key);
-                 if (c) pump(*c);
-                 finish(std::nullopt);
-               });
-    pump(c);
+    // On the consumers' connection: the next claim (pump) follows the settle in order, so it
+    // sees the group released, and neither waits behind the producers' scripts.
+    rd_->eval(fifo_settle_script(), {c.prefix + "g:" + g},
+              {c.prefix, g, held.token, mode, payload, delay, c.key, kWake,
+               std::to_string(opts_.visibility_timeout_ms), next},
+              [this, alive, id, g, go_on, finish](Reply r) {
+                if (!*alive) return;
+                Consumer* c = find(id);
+                const bool continued = !r.is_error() && r.elements.size() == 3;
+                if (c && continued)
+                  deliver_head(*c, g, r.elements[1].str, r.elements[2].str);
+                else if (c && go_on)
+                  --c->inflight;
+                if (r.is_error()) {
+                  if (c) pump(*c);
+                  return finish(r.str);
+                }
+                if (c && !r.elements.empty() && r.elements[0].integer == 0)
+                  spdlog::warn(
+                      "iii-queue: group {} of {} was taken over by another consumer (lease "
+                      "expired) before this one settled its head",
+                      g, c->key);
+                // Continued: `ready` was empty; a group that gets ready later wakes us.
+                if (c && !continued) pump(*c);
+                finish(std::nullopt);
+              });
+    if (!go_on) pump(c);
   }
 
   // FIFO: due retries and groups whose lease expired back to `ready` (any engine does it).

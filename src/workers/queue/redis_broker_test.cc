@@ -196,6 +196,31 @@ TEST(RedisBrokerFifoTest, AFailedHeadBlocksOnlyItsGroupThenDeadLettersAndRedrive
   EXPECT_EQ(d[8], "d0/0");
 }
 
+TEST(RedisBrokerFifoTest, WithOneSlotGroupsTakeTurnsAndALoneGroupGoesOn) {
+  storage::redis::testing::RedisServer server;
+  boost::asio::io_context io;
+  auto a = broker(io, server.url());
+  const BrokerTarget q = fifo_queue("turns");
+  std::vector<QueueMessage> msgs;
+  for (int i = 0; i < 4; ++i) msgs.push_back(message("x", i));
+  for (int i = 0; i < 4; ++i) msgs.push_back(message("y", i));
+  publish_all(io, *a, q, msgs);
+  std::vector<std::string> got;
+  a->consume(q, 1, [&](Delivery d) {
+    got.push_back(d.msg.id);
+    a->settle(d, Settle::kAck, {}, nullptr);
+  });
+  run_until(io, [&] { return got.size() == 8; });
+  EXPECT_EQ(got,
+            (std::vector<std::string>{"x-0", "y-0", "x-1", "y-1", "x-2", "y-2", "x-3", "y-3"}));
+  // One group alone: the settle hands over its next head (leased again to the same consumer).
+  got.clear();
+  publish_all(io, *a, q, {message("z", 0), message("z", 1), message("z", 2)});
+  run_until(io, [&] { return got.size() == 3; });
+  EXPECT_EQ(got, (std::vector<std::string>{"z-0", "z-1", "z-2"}));
+  EXPECT_EQ(depth(io, *a, q), 0);
+}
+
 TEST(RedisBrokerFifoTest, ABrokerThatStopsMidHandlerLosesTheGroupAfterTheVisibilityTimeout) {
   storage::redis::testing::RedisServer server;
   boost::asio::io_context io;
