@@ -30,11 +30,13 @@
 // FIFO: a consumer claims up to its free slots' worth of groups from `ready` (one script: LPOP,
 // lease, hand out the head without removing it) and runs each head; settling is one script
 // that checks the claim token, then ack (LPOP the head), retry (LSET the head with the new
-// attempts, group to `backoff`) or dead letter (LPOP + LPUSH to the DLQ), and gives the group
-// back to `ready` if it still has messages. The engine renews the leases of the groups it runs;
-// every engine moves groups whose lease expired (their engine died) and due retries back to
-// `ready`. So a group runs one message at a time across all engines, in order, also across
-// retries, while different groups run in parallel.
+// attempts, group to `backoff`) or dead letter (LPOP + LPUSH to the DLQ); a group that still
+// has messages is leased again to the same consumer when no other group waits in `ready` (its
+// next head comes back in the reply), else it goes to the tail of `ready`, so groups take turns.
+// A publish wakes consumers only when it made a group ready. The engine renews the leases of the
+// groups it runs; every engine moves groups whose lease expired (their engine died) and due
+// retries back to `ready`. So a group runs one message at a time across all engines, in order,
+// also across retries, while different groups run in parallel.
 #include "workers/queue/redis_broker.h"
 
 #include <spdlog/spdlog.h>
