@@ -4,7 +4,7 @@
 // an engine killed while handling a message: another engine takes it after the visibility timeout; Redis
 // killed and restarted: every acknowledged enqueue is delivered, and calls during the outage fail at once.
 // FIFO queues: each message group in order and once across two engines, across retries and the DLQ, and
-// across an engine killed mid-handler.
+// across an engine killed mid-handler; a FIFO topic subscriber on two engines: the whole queue in order.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -231,6 +231,49 @@ describe('iii-queue redis adapter', { skip: !fs.existsSync(REDIS) && 'redis-serv
     const e = await rejectionOf(enqueue(a.w, 'fifo', 'fq::work', { i: 1 }));
     assert.equal(e.code, 'enqueue_error');
     assert.match(e.message, /FIFO queue 'fifo' requires field 'grp' in data, but it was not found$/);
+    await closeAll();
+  });
+
+  test('FIFO topic subscriber on two engines: the whole queue in order, across a retry', async () => {
+    const q = '        unused: { concurrency: 1 }\n';
+    const a = await start(q, 'fifo-topic-a');
+    const b = await start(q, 'fifo-topic-b');
+    const events = [];
+    let busy = null;
+    let overlap = null;
+    let failed = false;
+    for (const [k, x] of [['a', a], ['b', b]]) {
+      x.w.registerFunction('ft::sub', async (d) => {
+        if (busy !== null) overlap ??= `${d.n} on ${k} while ${busy} runs`;
+        busy = d.n;
+        await sleep(2);
+        busy = null;
+        if (d.n === 3 && !failed) {
+          failed = true;
+          events.push(`${d.n}!`);
+          throw new Error('first attempt fails');
+        }
+        events.push(`${d.n}`);
+        return null;
+      });
+      await waitForFunctions(x.w, ['ft::sub']);
+      x.w.registerTrigger({
+        type: 'durable:subscriber', function_id: 'ft::sub',
+        config: { topic: 'ordered', queue_config: { type: 'fifo', backoffDelayMs: 100 } },
+      });
+    }
+    await waitFor(async () => {
+      const t = await call(b.w, 'engine::queue::list_topics', {});
+      return t.some((r) => r.name === 'ordered' && r.subscriber_count === 1);
+    }, { what: 'the subscriptions' });
+    await sleep(300); // both engines' triggers bound (each registers the function as FIFO)
+    for (let n = 0; n < 15; n += 1) {
+      await call((n % 2 ? a : b).w, 'iii::durable::publish', { topic: 'ordered', data: { n } });
+    }
+    await waitFor(() => events.length >= 16, { timeoutMs: 15000, what: '15 deliveries and a retry' });
+    await sleep(200);
+    assert.equal(overlap, null, 'one message at a time across both engines');
+    assert.deepEqual(events, ['0', '1', '2', '3!', '3', ...Array.from({ length: 11 }, (_, i) => `${i + 4}`)]);
     await closeAll();
   });
 
