@@ -769,7 +769,9 @@ class RedisBroker : public Broker {
 
   void arm() {
     if (stopped_) return;
-    tick_.expires_after(std::chrono::milliseconds(std::max<int64_t>(10, opts_.poll_interval_ms)));
+    // Often enough to renew FIFO leases well within a short visibility timeout.
+    const int64_t every = std::min(opts_.poll_interval_ms, opts_.visibility_timeout_ms / 4);
+    tick_.expires_after(std::chrono::milliseconds(std::max<int64_t>(10, every)));
     tick_.async_wait([this, alive = alive_](boost::system::error_code ec) {
       if (ec || !*alive) return;
       on_tick();
@@ -782,16 +784,21 @@ class RedisBroker : public Broker {
     const int64_t now = now_ms();
     const bool claim = now - last_claim_ >= std::max<int64_t>(100, opts_.visibility_timeout_ms / 3);
     if (claim) last_claim_ = now;
+    const bool renew = now - last_renew_ >= std::max<int64_t>(10, opts_.visibility_timeout_ms / 3);
+    if (renew) last_renew_ = now;
     for (auto& [id, c] : consumers_) {
       if (!c->group_ready) {
         prepare(*c);
         continue;
       }
-      if (c->fifo)
+      if (c->fifo) {
         reap(*c);
-      else
-        cmd_->eval(move_due_script(), {c->stream, c->delayed}, {std::to_string(now), c->key, kWake},
-                   [](Reply) {});
+        if (renew) refresh(*c);
+        pump(*c);
+        continue;
+      }
+      cmd_->eval(move_due_script(), {c->stream, c->delayed}, {std::to_string(now), c->key, kWake},
+                 [](Reply) {});
       if (claim) {
         refresh(*c);
         reclaim(*c);
@@ -959,7 +966,7 @@ class RedisBroker : public Broker {
   bool started_ = false, stopped_ = false;
   uint64_t next_id_ = 0;
   uint64_t claims_ = 0;
-  int64_t last_claim_ = 0;
+  int64_t last_claim_ = 0, last_renew_ = 0;
   std::map<uint64_t, std::unique_ptr<Consumer>> consumers_;
   std::vector<std::unique_ptr<Consumer>> retired_;
 };
