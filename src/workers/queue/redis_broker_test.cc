@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "storage/redis/redis_client.h"
 #include "storage/redis/redis_test_server.h"
 
 namespace iii::workers::queue {
@@ -248,6 +249,39 @@ TEST(RedisBrokerFifoTest, ABrokerThatStopsMidHandlerLosesTheGroupAfterTheVisibil
     if (id[0] == 'g') g.push_back(id);
   EXPECT_EQ(g, (std::vector<std::string>{"g-0", "g-1"}));
   EXPECT_EQ(depth(io, *b, q), 0);
+}
+
+TEST(RedisBrokerFifoTest, ASettleAfterTheClaimWasLostChangesNothing) {
+  storage::redis::testing::RedisServer server;
+  boost::asio::io_context io;
+  auto a = broker(io, server.url());
+  const BrokerTarget q = fifo_queue("fenced");
+  std::vector<Delivery> got;
+  a->consume(q, 1, [&](Delivery d) { got.push_back(std::move(d)); });
+  publish_all(io, *a, q, {message("g", 0), message("g", 1)});
+  run_until(io, [&] { return got.size() == 1; });
+  // Another consumer took the group over (as after an expired lease): its token is the owner.
+  storage::redis::ClientOptions o;
+  o.url = server.url();
+  storage::redis::RedisClient raw(io, o);
+  raw.start();
+  std::optional<storage::redis::Reply> r;
+  raw.command({"HSET", "iii:queue:{__fn_queue::fenced}:owner", "g", "someone-else"},
+              [&](storage::redis::Reply x) { r = std::move(x); });
+  run_until(io, [&] { return r.has_value(); });
+  bool settled = false;
+  a->settle(got[0], Settle::kAck, {}, [&](std::optional<std::string> e) {
+    EXPECT_FALSE(e);
+    settled = true;
+  });
+  run_until(io, [&] { return settled; });
+  EXPECT_EQ(depth(io, *a, q), 2);  // the head was not removed
+  r.reset();
+  raw.command({"LINDEX", "iii:queue:{__fn_queue::fenced}:g:g", "0"},
+              [&](storage::redis::Reply x) { r = std::move(x); });
+  run_until(io, [&] { return r.has_value(); });
+  EXPECT_NE(r->str.find("\"g-0\""), std::string::npos) << r->str;
+  EXPECT_EQ(got.size(), 1u);
 }
 
 TEST(RedisBrokerFifoTest, ATopicFifoSubscriberIsOneGroupAndARequeueGoesBackFirst) {
