@@ -2,21 +2,28 @@
 //
 //   queue_bench --url ws://127.0.0.1:49700 --mode flow --queues c1,c64 [--value-bytes 1024]
 //               [--duration-s 5] [--warmup-s 1] [--engine-pid PID] [--broker-pid PID]
-//               [--label TEXT]
+//               [--label TEXT] [--groups N] [--also-url ws://... --also-pid PID]
+//               [--closed 1]
 //   queue_bench --url ... --mode fill --queues deep --messages 1000000 [--value-bytes 1024]
 //               [--engine-pid PID]
 //
 // flow: one SDK client registers `bench::queue_sink` (an async handler that answers at once)
 // and keeps as many enqueues in flight as the queue's `concurrency` (read from the queue name:
-// `c64` -> 64), each with its send time in the payload. Throughput = handler runs per second in
-// the window; latency = handler start - enqueue send (same clock, same process), p50/p99.
-// Bytes written per message = the engine's /proc/<pid>/io write_bytes over the window / runs.
-// CPU per message = the engine's (and, with --broker-pid, the broker's: rabbitmq-server's
-// beam.smp, redis-server) user+system CPU time over the window / runs: on a loaded machine this
-// is the figure to compare, not msgs/s.
-// fill: registers a handler that never answers (so one message is in flight and the rest stay
-// queued), enqueues --messages messages 64 at a time, then reports the engine's RSS.
-// Human line + JSON line per run.
+// `c64` or `f64` -> 64), each with its send time in the payload. --groups N adds a FIFO message
+// group `g` (g0 .. g<N-1>, round robin) to the payload, for a FIFO queue with
+// `message_group_field: g`. --also-url registers the same handler on a second engine (sharing
+// the broker), so both consume; --also-pid adds that engine's CPU to the engine figure.
+// --closed 1: each lane enqueues its next message when the handler ran (not when the enqueue is
+// acknowledged), so at most `concurrency` messages are queued and producing cannot outrun
+// consuming: the rate is the consumers', latency is not a backlog, and CPU per message covers
+// one enqueue and one handling each. Throughput
+// = handler runs per second in the window; latency = handler start - enqueue send (same clock, same
+// process), p50/p99. Bytes written per message = the engine's /proc/<pid>/io write_bytes over the
+// window / runs. CPU per message = the engine's (and, with --broker-pid, the broker's:
+// rabbitmq-server's beam.smp, redis-server) user+system CPU time over the window / runs: on a
+// loaded machine this is the figure to compare, not msgs/s. fill: registers a handler that never
+// answers (so one message is in flight and the rest stay queued), enqueues --messages messages 64
+// at a time, then reports the engine's RSS. Human line + JSON line per run.
 #include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
@@ -38,7 +45,8 @@ using Clock = std::chrono::steady_clock;
 constexpr const char* kUsage =
     "usage: queue_bench [--url ws://127.0.0.1:49700] [--mode flow|fill] [--queues q[,q...]]\n"
     "         [--value-bytes B] [--messages N] [--duration-s S] [--warmup-s S]\n"
-    "         [--engine-pid PID] [--broker-pid PID] [--label TEXT]\n";
+    "         [--engine-pid PID] [--broker-pid PID] [--label TEXT] [--groups N]\n"
+    "         [--also-url URL] [--also-pid PID]\n";
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
@@ -53,6 +61,8 @@ struct Flow {
   std::mutex mu;
   std::vector<int64_t> latencies_ns;
   std::atomic<int64_t> runs_in_window{0}, errors{0}, sent{0};
+  int64_t groups = 0;
+  bool closed = false;
   std::string first_error;
   std::atomic<int64_t> lanes{0};
   std::promise<void> done;
@@ -67,15 +77,17 @@ void enqueue(Flow* f) {
   }
   iii::TriggerRequest req;
   req.function_id = "bench::queue_sink";
-  req.payload = json::object{{"t", now_ns()}, {"v", f->value}};
+  json::object payload{{"t", now_ns()}, {"v", f->value}};
+  const int64_t n = f->sent.fetch_add(1);
+  if (f->groups > 0) payload["g"] = "g" + std::to_string(n % f->groups);
+  req.payload = std::move(payload);
   req.action = iii::TriggerAction::Enqueue(f->queue);
-  f->sent.fetch_add(1);
   f->client->trigger_async(req, [f](iii::TriggerOutcome o) {
     if (!o.ok()) {
       std::lock_guard lock(f->mu);
       if (f->errors++ == 0) f->first_error = o.error->what();
     }
-    enqueue(f);
+    if (!f->closed || !o.ok()) enqueue(f);
   });
 }
 
@@ -84,7 +96,8 @@ void enqueue(Flow* f) {
 int main(int argc, char** argv) {
   bench::Flags flags(argc, argv,
                      {"--url", "--mode", "--queues", "--value-bytes", "--messages", "--duration-s",
-                      "--warmup-s", "--engine-pid", "--broker-pid", "--label"},
+                      "--warmup-s", "--engine-pid", "--broker-pid", "--label", "--groups",
+                      "--also-url", "--also-pid", "--closed"},
                      kUsage);
   const std::string url = flags.str("--url", "ws://127.0.0.1:49700");
   const std::string mode = flags.str("--mode", "flow");
@@ -96,6 +109,10 @@ int main(int argc, char** argv) {
   const int engine_pid = static_cast<int>(flags.integer("--engine-pid", 0));
   const int broker_pid = static_cast<int>(flags.integer("--broker-pid", 0));
   const std::string label = flags.str("--label", "");
+  const int64_t groups = flags.integer("--groups", 0);
+  const std::string also_url = flags.str("--also-url", "");
+  const int also_pid = static_cast<int>(flags.integer("--also-pid", 0));
+  const bool closed = flags.integer("--closed", 0) != 0;
   if (mode != "flow" && mode != "fill") flags.fail("--mode must be flow or fill");
 
   iii::InitOptions opts;
@@ -159,30 +176,44 @@ int main(int argc, char** argv) {
     std::_Exit(errors ? 1 : 0);  // the held invocations are never answered
   }
 
-  client->register_function(
-      "bench::queue_sink", iii::AsyncHandler([](const json::value& payload, iii::Responder r) {
-        const int64_t t1 = now_ns();
-        Flow* f = g_flow;
-        if (f && payload.is_object()) {
-          const auto* t = payload.get_object().if_contains("t");
-          if (t && t->is_int64() && t1 >= f->measure_start && t1 <= f->measure_end) {
-            f->runs_in_window++;
-            if (t->get_int64() >= f->measure_start) {
-              std::lock_guard lock(f->mu);
-              f->latencies_ns.push_back(t1 - t->get_int64());
-            }
-          }
+  auto sink = iii::AsyncHandler([](const json::value& payload, iii::Responder r) {
+    const int64_t t1 = now_ns();
+    Flow* f = g_flow;
+    if (f && payload.is_object()) {
+      const auto* t = payload.get_object().if_contains("t");
+      if (t && t->is_int64() && t1 >= f->measure_start && t1 <= f->measure_end) {
+        f->runs_in_window++;
+        if (t->get_int64() >= f->measure_start) {
+          std::lock_guard lock(f->mu);
+          f->latencies_ns.push_back(t1 - t->get_int64());
         }
-        r.ok();
-      }));
+      }
+      if (f->closed) enqueue(f);  // this lane's next message
+    }
+    r.ok();
+  });
+  client->register_function("bench::queue_sink", sink);
+  std::shared_ptr<iii::III> also;
+  if (!also_url.empty()) {
+    opts.worker_name = "bench-queue-2";
+    also = iii::register_worker(also_url, opts);
+    if (!also->wait_connected(std::chrono::seconds(10))) {
+      std::fprintf(stderr, "cannot connect to %s: %s\n", also_url.c_str(),
+                   also->last_error().c_str());
+      return 1;
+    }
+    also->register_function("bench::queue_sink", sink);
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   int exit_code = 0;
   for (const auto& q : queues) {
-    const int64_t c = q.size() > 1 && q[0] == 'c' ? std::stoll(q.substr(1)) : 1;
+    const int64_t c = q.size() > 1 && (q[0] == 'c' || q[0] == 'f') ? std::stoll(q.substr(1)) : 1;
     auto f = std::make_unique<Flow>();
     f->client = client.get();
     f->queue = q;
     f->value = value;
+    f->groups = groups;
+    f->closed = closed;
     f->latencies_ns.reserve(1 << 22);
     f->measure_start = now_ns() + int64_t(warmup_s * 1e9);
     f->measure_end = f->measure_start + int64_t(duration_s * 1e9);
@@ -193,15 +224,31 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(f->measure_start)));
     const int64_t w0 = engine_pid ? bench::proc_io(engine_pid, "write_bytes") : 0;
     const double self0 = bench::self_cpu_seconds();
-    const int64_t cpu0 = engine_pid ? bench::cpu_ns(engine_pid) : 0;
+    const int64_t cpu0 =
+        (engine_pid ? bench::cpu_ns(engine_pid) : 0) + (also_pid ? bench::cpu_ns(also_pid) : 0);
     const int64_t bcpu0 = broker_pid ? bench::cpu_ns(broker_pid) : 0;
     std::this_thread::sleep_until(Clock::time_point(std::chrono::nanoseconds(f->measure_end)));
     const int64_t w1 = engine_pid ? bench::proc_io(engine_pid, "write_bytes") : 0;
     const double self1 = bench::self_cpu_seconds();
-    const int64_t cpu1 = engine_pid ? bench::cpu_ns(engine_pid) : 0;
+    const int64_t cpu1 =
+        (engine_pid ? bench::cpu_ns(engine_pid) : 0) + (also_pid ? bench::cpu_ns(also_pid) : 0);
     const int64_t bcpu1 = broker_pid ? bench::cpu_ns(broker_pid) : 0;
     finished.wait();
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the queue drain
+    // Let the queue drain (a backlog would be counted in the next run's window).
+    for (int i = 0; i < 600; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      try {
+        iii::TriggerRequest st;
+        st.function_id = "engine::queue::topic_stats";
+        st.payload = json::object{{"topic", q}};
+        auto r = client->trigger(st);
+        const auto* d = r && r->is_object() ? r->get_object().if_contains("depth") : nullptr;
+        if (d && d->is_int64() && d->get_int64() == 0) break;
+      } catch (const std::exception&) {
+        break;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     g_flow = nullptr;
     std::vector<int64_t> lat;
     {
@@ -237,6 +284,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     if (f->errors) exit_code = 1;
   }
+  if (also) also->shutdown();
   client->shutdown();
   return exit_code;
 }

@@ -4,15 +4,20 @@
 # adapter against a private rabbitmq-server and the `redis` adapter against a private
 # redis-server (append-only file, `appendfsync always`, then `everysec`), and the builtin
 # in_memory adapter in the same run as the floor (no broker). The machine is shared: compare CPU per message, and see the load line.
-#   [SKIP_RABBITMQ=1] bench/queue_broker_runs.sh [build/release] [duration-s]
+# Then FIFO through Redis (`appendfsync everysec`): the standard c64 queue, and a FIFO queue
+# (`concurrency: 8` groups per engine, 64 enqueues in flight) with 8 groups and with 1 group,
+# on one engine and on two engines sharing the Redis (both consume).
+#   [SKIP_RABBITMQ=1] [ONLY_FIFO=1] bench/queue_broker_runs.sh [build/release] [duration-s]
 set -euo pipefail
 BUILD=${1:-build/release}
 DURATION=${2:-5}
 WORK=$(mktemp -d)
 RPID=""
 PID=""
+PID2=""
 cleanup() {
   [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  [ -n "$PID2" ] && kill "$PID2" 2>/dev/null || true
   if [ -n "$RPID" ]; then
     kill -9 -- "-$RPID" 2>/dev/null || true
     wait "$RPID" 2>/dev/null || true
@@ -61,6 +66,7 @@ workers:
       queue_configs:
         c1: { concurrency: 1 }
         c64: { concurrency: 64 }
+        f64: { type: fifo, message_group_field: g, concurrency: 8 }
 YAML
   (cd "$WORK" && exec "$OLDPWD/$BUILD/iii" --config "$WORK/config.yaml" --log-level info >"$WORK/engine.log" 2>&1) &
   PID=$!
@@ -68,7 +74,24 @@ YAML
   PORT=$(grep -o "listening on 127.0.0.1:[0-9]*" "$WORK/engine.log" | head -1 | cut -d: -f2)
 }
 stop() { kill "$PID"; wait "$PID" || true; PID=""; }
+start2() {  # a second engine with the same config (same broker)
+  (cd "$WORK" && exec "$OLDPWD/$BUILD/iii" --config "$WORK/config.yaml" --log-level info >"$WORK/engine2.log" 2>&1) &
+  PID2=$!
+  for _ in $(seq 100); do grep -q "listening on" "$WORK/engine2.log" 2>/dev/null && break; sleep 0.1; done
+  PORT2=$(grep -o "listening on 127.0.0.1:[0-9]*" "$WORK/engine2.log" | head -1 | cut -d: -f2)
+}
+stop2() { kill "$PID2"; wait "$PID2" || true; PID2=""; }
+start_redis() {  # $1 = appendfsync
+  REDIS_PORT=$(free_port)
+  mkdir -p "$WORK/redis-$1"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis-$1" --appendonly yes \
+    --appendfsync "$1" --save "" >"$WORK/redis.log" 2>&1 &
+  REDIS_PID=$!
+  for _ in $(seq 100); do grep -q "Ready to accept" "$WORK/redis.log" && break; sleep 0.1; done
+}
+stop_redis() { kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""; }
 
+if [ "${ONLY_FIFO:-0}" != 1 ]; then
 start "{ name: builtin, config: { store_method: in_memory } }"
 "$BUILD/bench/queue_bench" --url "ws://127.0.0.1:$PORT" --mode flow --queues c1,c64 \
   --duration-s "$DURATION" --engine-pid "$PID" --label builtin_in_memory
@@ -84,16 +107,31 @@ if [ "${SKIP_RABBITMQ:-0}" != 1 ]; then  # its boot takes 15 to 60 s on a loaded
 fi
 
 for fsync in always everysec; do
-  REDIS_PORT=$(free_port)
-  mkdir -p "$WORK/redis-$fsync"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis-$fsync" --appendonly yes \
-    --appendfsync "$fsync" --save "" >"$WORK/redis.log" 2>&1 &
-  REDIS_PID=$!
-  for _ in $(seq 100); do grep -q "Ready to accept" "$WORK/redis.log" && break; sleep 0.1; done
+  start_redis "$fsync"
   start "{ name: redis, config: { redis_url: \"redis://127.0.0.1:$REDIS_PORT\" } }"
   "$BUILD/bench/queue_bench" --url "ws://127.0.0.1:$PORT" --mode flow --queues c1,c64 \
     --duration-s "$DURATION" --engine-pid "$PID" --broker-pid "$REDIS_PID" --label "redis_$fsync"
   stop
-  kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""
+  stop_redis
 done
+fi
+
+start_redis everysec
+REDIS_CFG="{ name: redis, config: { redis_url: \"redis://127.0.0.1:$REDIS_PORT\" } }"
+start "$REDIS_CFG"
+"$BUILD/bench/queue_bench" --url "ws://127.0.0.1:$PORT" --mode flow --queues c64 --closed 1 \
+  --duration-s "$DURATION" --engine-pid "$PID" --broker-pid "$REDIS_PID" --label "redis_std_1engine"
+for g in 8 1; do
+  "$BUILD/bench/queue_bench" --url "ws://127.0.0.1:$PORT" --mode flow --queues f64 --groups "$g" --closed 1 \
+    --duration-s "$DURATION" --engine-pid "$PID" --broker-pid "$REDIS_PID" --label "redis_fifo_${g}groups_1engine"
+done
+start2
+for g in 8 1; do
+  "$BUILD/bench/queue_bench" --url "ws://127.0.0.1:$PORT" --also-url "ws://127.0.0.1:$PORT2" --mode flow \
+    --queues f64 --groups "$g" --closed 1 --duration-s "$DURATION" --engine-pid "$PID" --also-pid "$PID2" \
+    --broker-pid "$REDIS_PID" --label "redis_fifo_${g}groups_2engines"
+done
+stop2
+stop
+stop_redis
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -23,6 +23,10 @@ struct BrokerTarget {
   std::string name;         // named queue name, or topic
   std::string function_id;  // topic subscribers
   int64_t backoff_ms = 1000;
+  // FIFO: messages carry their group (QueueMessage::group; none for a topic subscriber, which is
+  // then one group). The redis broker keeps each group in order across engines and retries
+  // and hands out one message per group at a time; the rabbitmq broker ignores it.
+  bool fifo = false;
   bool operator==(const BrokerTarget& o) const {
     return named == o.named && name == o.name && function_id == o.function_id;
   }
@@ -34,7 +38,7 @@ struct Delivery {
   uint64_t consumer = 0;
   uint64_t handle = 0;
   uint64_t generation = 0;
-  QueueMessage msg;  // id (message id), function_id, attempts, traceparent, baggage, data
+  QueueMessage msg;  // id (message id), function_id, group, attempts, traceparent, baggage, data
 };
 
 enum class Settle {

@@ -104,7 +104,9 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       // redis adapter behaves as the builtin one: max_retries attempts in all.
       s->max_attempts =
           cfg_.adapter == "rabbitmq" ? c.max_retries + 1 : std::max<int64_t>(1, c.max_retries);
-      s->prefetch = c.fifo ? 1 : c.concurrency;
+      // FIFO on redis: up to `concurrency` groups at once per engine, one message per group
+      // across all engines (the broker's leases); on rabbitmq: one message per engine.
+      s->prefetch = c.fifo && cfg_.adapter != "redis" ? 1 : c.concurrency;
       Sub* raw = s.get();
       s->consumer = broker_->consume(s->target, s->prefetch,
                                      [this, raw](Delivery d) { on_delivery(*raw, std::move(d)); });
@@ -195,6 +197,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       slot->target.name = topic;
       slot->target.function_id = t.function_id;
       slot->target.backoff_ms = backoff;
+      slot->target.fifo = fifo;  // one group: the whole queue in order
       slot->max_attempts = std::max<int64_t>(1, max_attempts);
       slot->prefetch = fifo ? 1 : prefetch;
       Sub* raw = slot.get();
@@ -229,6 +232,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
     t.named = true;
     t.name = name;
     t.backoff_ms = cfg_.queues.at(name).backoff_ms;
+    t.fifo = cfg_.queues.at(name).fifo;
     return t;
   }
 
@@ -244,6 +248,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
     if (it == cfg_.queues.end())
       return reply(enqueue_error("Queue '" + m.action.queue + "' not found"));
     const NamedQueueConfig& c = it->second;
+    std::optional<std::string> group;
     if (c.fifo) {
       const json::value* g =
           m.data.is_object() ? m.data.get_object().if_contains(c.message_group_field) : nullptr;
@@ -253,10 +258,13 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       if (g->is_null())
         return reply(enqueue_error("FIFO queue '" + m.action.queue + "': field '" +
                                    c.message_group_field + "' must not be null"));
+      // As the builtin adapter: a string as it is, anything else as its JSON text.
+      group = g->is_string() ? std::string(g->get_string()) : json::serialize(*g);
     }
     if (stopping_) return reply(enqueue_error("the queue worker is shutting down"));
     QueueMessage msg;
     msg.function_id = std::move(m.function_id);
+    msg.group = std::move(group);
     msg.id = msg.message_id = protocol::Uuid::random_v4().str();
     msg.traceparent = ctx.traceparent;
     msg.baggage = ctx.baggage;
