@@ -219,6 +219,11 @@ class Engine {
   // A telemetry frame (OTLP/MTRC/LOGS prefix) from `/` or `/otel`: counted, then handed to the
   // sink (iii-observability) if one is set.
   void on_telemetry(std::string_view frame);
+  // Runs the listener policy's auth function for a connection that gets no worker entry (a
+  // telemetry socket on `/otel`): `done(std::nullopt)` when the AuthResult admits it, else
+  // `done(why)` (logged). The policy must have an auth function.
+  void authenticate(const ConnectionInfo& info,
+                    std::function<void(std::optional<std::string> refused)> done);
   using TelemetrySink = std::function<void(std::string_view frame)>;
   void set_telemetry_sink(TelemetrySink s) { telemetry_sink_ = std::move(s); }
   // Not owned; null to stop observing.

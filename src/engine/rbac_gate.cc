@@ -91,6 +91,22 @@ void Engine::finish_auth(uint64_t handle, Outcome o) {
   resume(handle);
 }
 
+void Engine::authenticate(const ConnectionInfo& info,
+                          std::function<void(std::optional<std::string>)> done) {
+  const std::string fn = *info.policy->auth_function_id;
+  invoke(fn, auth_input(info), CallContext{},
+         [fn, listener = info.listener, ip = info.ip_address, done](Outcome o) {
+           std::string error;
+           std::optional<Session> session;
+           if (!o.error && o.result) session = Session::from_auth_result(*o.result, error);
+           if (session) return done(std::nullopt);
+           if (error.empty()) error = describe_failure(o);
+           spdlog::warn("{}: telemetry connection from {} refused by auth function {}: {}",
+                        listener, ip, fn, error);
+           done(error);
+         });
+}
+
 void Engine::reject(Worker& w, std::string_view code, const std::string& message) {
   w.rejected = true;
   w.backlog.clear();

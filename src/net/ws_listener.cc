@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <boost/url/parse.hpp>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include "engine/connection.h"
 #include "engine/engine.h"
@@ -45,18 +48,50 @@ class WorkerHandler : public SessionHandler {
   engine::ConnectionInfo info_;
 };
 
-// `/otel`: telemetry frames only; no worker entry.
-class TelemetryHandler : public SessionHandler {
+// `/otel`: telemetry frames only; no worker entry. On a listener whose policy has an auth
+// function the connection runs it first (engine-core.md §9: the same handshake as `/`). Frames
+// that arrive meanwhile wait (bounded); a refused connection stays open but its frames are
+// dropped: the SDKs send no credentials on this socket, and closing it would only make them
+// reconnect (and re-run the auth function) forever.
+class TelemetryHandler : public SessionHandler,
+                         public std::enable_shared_from_this<TelemetryHandler> {
  public:
-  explicit TelemetryHandler(engine::Engine& engine) : engine_(engine) {}
-  uint64_t on_open(std::shared_ptr<engine::Connection>, const std::string&) override { return 0; }
+  TelemetryHandler(engine::Engine& engine, std::optional<engine::ConnectionInfo> auth)
+      : engine_(engine), auth_(std::move(auth)), state_(auth_ ? kDeciding : kAdmitted) {}
+  uint64_t on_open(std::shared_ptr<engine::Connection>, const std::string& ip) override {
+    if (!auth_) return 0;
+    auth_->ip_address = ip;
+    engine_.authenticate(*auth_, [self = weak_from_this()](std::optional<std::string> refused) {
+      if (auto h = self.lock()) h->decided(!refused);
+    });
+    return 0;
+  }
   void on_frame(uint64_t, std::string_view frame, bool binary) override {
-    if (binary && is_telemetry(frame)) engine_.on_telemetry(frame);
+    if (!binary || !is_telemetry(frame) || state_ == kRefused) return;
+    if (state_ == kAdmitted) return engine_.on_telemetry(frame);
+    if (waiting_bytes_ + frame.size() > kMaxWaitingBytes) return;  // telemetry is lossy
+    waiting_bytes_ += frame.size();
+    waiting_.emplace_back(frame);
   }
   void on_close(uint64_t) override {}
 
  private:
+  static constexpr size_t kMaxWaitingBytes = 8u << 20;
+  enum State { kDeciding, kAdmitted, kRefused };
+
+  void decided(bool admitted) {
+    state_ = admitted ? kAdmitted : kRefused;
+    if (admitted)
+      for (const auto& f : waiting_) engine_.on_telemetry(f);
+    waiting_.clear();
+    waiting_bytes_ = 0;
+  }
+
   engine::Engine& engine_;
+  std::optional<engine::ConnectionInfo> auth_;
+  State state_;
+  std::vector<std::string> waiting_;
+  size_t waiting_bytes_ = 0;
 };
 
 // Only upgrades are served: a request body is never needed.
@@ -106,20 +141,23 @@ class WsListener : public Listener {
       }
     }
     if (channel) return open_channel(path.substr(kChannels.size()), std::move(r));
+    engine::ConnectionInfo info;
+    info.listener = opts_->name;
+    info.policy = opts_->policy;
+    if (info.policy) {  // the auth function gets the upgrade's headers and query
+      for (const auto& f : r->request())
+        info.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      const std::string_view t = r->target();
+      if (auto q = t.find('?'); q != std::string_view::npos) info.query = t.substr(q + 1);
+    }
     std::shared_ptr<SessionHandler> handler;
     if (path == "/") {
-      engine::ConnectionInfo info;
-      info.listener = opts_->name;
-      info.policy = opts_->policy;
-      if (info.policy) {  // the auth function gets the upgrade's headers and query
-        for (const auto& f : r->request())
-          info.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-        const std::string_view t = r->target();
-        if (auto q = t.find('?'); q != std::string_view::npos) info.query = t.substr(q + 1);
-      }
       handler = std::make_shared<WorkerHandler>(engine_, std::move(info));
-    } else
-      handler = std::make_shared<TelemetryHandler>(engine_);
+    } else {
+      std::optional<engine::ConnectionInfo> auth;
+      if (info.policy && info.policy->auth_function_id) auth = std::move(info);
+      handler = std::make_shared<TelemetryHandler>(engine_, std::move(auth));
+    }
     run_ws_session(r->release_socket(), std::move(r->request()), r->ip(), session_opts_,
                    std::move(handler));
   }

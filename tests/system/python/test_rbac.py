@@ -4,8 +4,11 @@ checks the Python SDK's view of the same behaviour."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from iii import IIIForbiddenError, IIIInvocationError
+from websockets.sync.client import connect
 
 from conftest import wait_for, wait_for_functions
 
@@ -118,3 +121,48 @@ def test_python_middleware_changes_and_refuses(engine, make_client):
     with pytest.raises(IIIInvocationError) as err:
         call(m, "public::refused")
     assert "middleware says no" in str(err.value)
+
+
+def log_frame(body: str) -> bytes:
+    rec = {"body": {"stringValue": body}, "timeUnixNano": 1700000000000000000}
+    return b"LOGS" + json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [rec]}]}]}).encode()
+
+
+# engine-core.md §9: `/otel` runs the listener's auth handshake. A refused telemetry socket stays
+# open and its frames are dropped (the SDKs send no credentials there; closing it would make them
+# reconnect, and re-run the auth function, forever): nothing unauthenticated reaches the store.
+@pytest.mark.engine(listeners=[{}, {"rbac": "{auth_function_id: test::py::otel-auth}"}],
+                    level="info, exporter: memory")
+def test_otel_on_an_rbac_listener_runs_the_auth_function(engine, make_client):
+    owner = make_client("py-otel-auth")
+    seen = []
+
+    def auth(inp):
+        seen.append(inp)
+        if inp["query_params"].get("token") == ["ok"]:
+            return {}
+        raise Exception("no token")
+
+    owner.register_function("test::py::otel-auth", auth)
+    wait_for_functions(owner, ["test::py::otel-auth"])
+
+    def bodies():
+        return [l["body"] for l in call(owner, "engine::logs::list", {"limit": 100})["logs"]]
+
+    with connect(engine.url_for(1) + "/otel") as refused, connect(engine.url_for(1) + "/otel?token=ok") as admitted:
+        # Sent at once: frames that arrive while the auth function runs wait for its answer.
+        refused.send(log_frame("unauthenticated 1"))
+        admitted.send(log_frame("authenticated 1"))
+        wait_for(lambda: "authenticated 1" in bodies(), timeout=10, what="the admitted socket's log")
+        wait_for(lambda: len(seen) == 2, timeout=10, what="the auth function for both sockets")
+        refused.send(log_frame("unauthenticated 2"))
+        admitted.send(log_frame("authenticated 2"))
+        wait_for(lambda: "authenticated 2" in bodies(), timeout=10, what="the second admitted log")
+        refused.ping().wait(5)  # still open
+    assert not [b for b in bodies() if b.startswith("unauthenticated")], bodies()
+    assert sorted(tuple(s["query_params"].get("token", [])) for s in seen) == [(), ("ok",)]
+    # `/otel` on the listener without a policy needs nothing.
+    with connect(engine.url + "/otel") as open_socket:
+        open_socket.send(log_frame("no policy"))
+        wait_for(lambda: "no policy" in bodies(), timeout=10, what="the log on the open listener")
+    assert engine.alive()
