@@ -23,6 +23,9 @@ struct BrokerTarget {
   std::string name;         // named queue name, or topic
   std::string function_id;  // topic subscribers
   int64_t backoff_ms = 1000;
+  // RabbitMQ: declare the queue with x-single-active-consumer (FIFO named queues), so that one
+  // consumer among all engines gets its messages at a time. Other brokers ignore it.
+  bool single_active = false;
   bool operator==(const BrokerTarget& o) const {
     return named == o.named && name == o.name && function_id == o.function_id;
   }
