@@ -68,6 +68,9 @@ class Broker {
   // Settles a delivery; `done` (optional) once the broker has it (for kRetry / kDeadLetter: the
   // copy is confirmed and the original acknowledged).
   virtual void settle(const Delivery& d, Settle how, const std::string& error, Done done) = 0;
+  // False when the broker has taken `d` back already (its consumer's channel or connection went
+  // away, so it is delivered again): a delivery held for a later attempt is then dropped.
+  virtual bool current(const Delivery&) { return true; }
 
   // Console functions over a set of targets.
   virtual void counts(std::vector<BrokerTarget> targets,

@@ -340,6 +340,11 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
         if (it == waiting_.end()) return;
         Waiting next = std::move(it->second);
         waiting_.erase(it);
+        if (!broker_->current(*next.del)) {
+          // The broker has it back (connection lost meanwhile) and delivers it again.
+          --inflight_;
+          return drained();
+        }
         run(*next.sub, next.del);
       });
       return;
@@ -362,6 +367,10 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
                         if (e) spdlog::error("iii-queue: cannot settle a failed message: {}", *e);
                       });
     }
+    drained();
+  }
+
+  void drained() {
     if (inflight_ == 0 && drained_) {
       auto f = std::move(drained_);
       drained_ = nullptr;

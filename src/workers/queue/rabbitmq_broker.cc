@@ -502,6 +502,12 @@ class RabbitBroker : public Broker {
     submit(std::move(j));
   }
 
+  bool current(const Delivery& d) override {
+    std::lock_guard lk(mu_);
+    auto it = consumers_.find(d.consumer);
+    return it != consumers_.end() && it->second->live == d.generation;
+  }
+
   void counts(std::vector<BrokerTarget> targets,
               std::function<void(QueueCounts, std::optional<std::string>)> done) override {
     auto out = std::make_shared<QueueCounts>();
@@ -648,6 +654,11 @@ class RabbitBroker : public Broker {
     // consumer thread only
     int channel = 0;
     uint64_t generation = 0;
+    std::atomic<uint64_t> live{0};  // generation of the live channel, 0 when none (any thread)
+    void gone() {
+      channel = 0;
+      live = 0;
+    }
     Clock::time_point retry_at{};
     std::string last_error;  // of the last set-up attempt (logged once)
   };
@@ -1046,7 +1057,7 @@ class RabbitBroker : public Broker {
           ++conn_generation_;
           by_channel.clear();
           next_channel = 1;
-          for (auto& c : all) c->channel = 0;
+          for (auto& c : all) c->gone();
         }
       }
       auto drop = [&](const std::string& why) {
@@ -1054,7 +1065,7 @@ class RabbitBroker : public Broker {
         last_error = why;
         conn.close(false);
         by_channel.clear();
-        for (auto& c : all) c->channel = 0;
+        for (auto& c : all) c->gone();
         next_attempt = Clock::now() + backoff;
       };
       if (conn) {
@@ -1085,7 +1096,7 @@ class RabbitBroker : public Broker {
             if (c->channel) {
               amqp_channel_close(conn.get(), c->channel, AMQP_REPLY_SUCCESS);
               by_channel.erase(c->channel);
-              c->channel = 0;
+              c->gone();
             }
             continue;
           }
@@ -1112,6 +1123,7 @@ class RabbitBroker : public Broker {
           c->last_error.clear();
           c->channel = ch;
           c->generation = ++setup_generation_;
+          c->live = c->generation;
           by_channel[ch] = c;
         }
       }
@@ -1182,7 +1194,7 @@ class RabbitBroker : public Broker {
             if (it != by_channel.end()) {
               spdlog::warn("iii-queue: the broker stopped the consumer of {}; consuming again",
                            it->second->names.queue);
-              it->second->channel = 0;
+              it->second->gone();
               it->second->retry_at = Clock::now() + std::chrono::seconds(1);
               by_channel.erase(it);
             }

@@ -266,11 +266,20 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
   });
 
   test('broker killed and restarted mid-run: nothing acknowledged is lost; calls fail fast meanwhile', async () => {
-    const queues = '        durable: { concurrency: 4, max_retries: 3, backoff_ms: 50 }\n';
+    const queues = '        durable: { concurrency: 4, max_retries: 3, backoff_ms: 50 }\n'
+      + '        fifo1: { type: fifo, message_group_field: g, max_retries: 3, backoff_ms: 1000 }\n';
     const a = await start(queues, 'rq-restart');
     const done = new Set();
     a.w.registerFunction('rq::durable', async (d) => { await sleep(5); done.add(d.i); return null; });
-    await waitForFunctions(a.w, ['rq::durable']);
+    // A FIFO message waiting for its next attempt when the broker goes: the broker has it back, so the
+    // engine drops its copy instead of running it again; the redelivered one runs after the restart.
+    const fifoCalls = [];
+    a.w.registerFunction('rq::fifo1', async () => {
+      fifoCalls.push(Date.now());
+      if (fifoCalls.length === 1) throw new Error('first attempt fails');
+      return null;
+    });
+    await waitForFunctions(a.w, ['rq::durable', 'rq::fifo1']);
     const acked = new Set();
     let stop = false;
     let failures = 0;
@@ -286,7 +295,9 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
       }
     })();
     await waitFor(() => acked.size >= 100 && done.size >= 20, { timeoutMs: 20000, what: 'enqueues and deliveries' });
-    await rabbit.kill();
+    await enqueue(a.w, 'fifo1', 'rq::fifo1', { g: 'x' });
+    await waitFor(() => fifoCalls.length === 1, { timeoutMs: 10000, what: 'the FIFO message failing once' });
+    await rabbit.kill(); // its next attempt (1 s) falls in the outage
     // During the outage: a clear error, at once.
     await sleep(1500);
     const t0 = Date.now();
@@ -300,6 +311,7 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
     assert.equal(pe.code, 'publish_failed');
     assert.ok(Date.now() - t1 < 1000);
     const before = acked.size;
+    const restartedAt = Date.now();
     await rabbit.start();
     console.log(`# rabbitmq-server restarted in ${rabbit.bootMs} ms`);
     await waitFor(() => acked.size >= before + 50, { timeoutMs: 30000, what: 'enqueues after the restart' });
@@ -311,6 +323,9 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
       });
     assert.ok(failures > 0, 'some enqueues failed during the outage');
     assert.ok(!done.has(-1));
+    await waitFor(() => fifoCalls.length >= 2, { timeoutMs: 15000, what: 'the FIFO message redelivered' });
+    assert.equal(fifoCalls.length, 2, 'the held FIFO copy was not run again');
+    assert.ok(fifoCalls[1] >= restartedAt, 'the redelivered FIFO message ran after the restart');
     await closeAll();
   });
 });
