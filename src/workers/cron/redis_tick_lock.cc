@@ -14,18 +14,7 @@ std::string RedisTickLock::key_of(const std::string& job, int64_t tick_ms) {
 void RedisTickLock::acquire(const std::string& job, int64_t tick_ms,
                             std::function<void(bool)> done) {
   std::string key = key_of(job, tick_ms);
-  auto [it, fresh] = claims_.try_emplace(key);
-  Claim& claim = it->second;
-  if (!fresh) {
-    if (claim.decided) return done(claim.owned);
-    claim.waiters.push_back(std::move(done));
-    return;
-  }
-  claim.waiters.push_back(std::move(done));
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-  expiry_.emplace_back(now_ms + ttl_ms_, key);
+  if (!claims_.join(key, TickClaims::now_ms() + ttl_ms_, std::move(done))) return;
   client_.command({"SET", key, owner_, "NX", "PX", std::to_string(ttl_ms_)},
                   [this, key](storage::redis::Reply r) {
                     bool won = false;
@@ -37,21 +26,10 @@ void RedisTickLock::acquire(const std::string& job, int64_t tick_ms,
                                                  : std::string());
                     } else
                       won = r.type == storage::redis::Reply::Type::kStatus && r.str == "OK";
-                    auto c = claims_.find(key);
-                    if (c == claims_.end()) return;
-                    c->second.decided = true;
-                    c->second.owned = won;
-                    auto waiters = std::move(c->second.waiters);
-                    for (auto& w : waiters) w(won);
+                    claims_.decide(key, won);
                   });
 }
 
-void RedisTickLock::expire(int64_t now_ms) {
-  while (!expiry_.empty() && expiry_.front().first <= now_ms) {
-    auto c = claims_.find(expiry_.front().second);
-    if (c != claims_.end() && c->second.decided) claims_.erase(c);
-    expiry_.pop_front();
-  }
-}
+void RedisTickLock::expire(int64_t now_ms) { claims_.expire(now_ms); }
 
 }  // namespace iii::workers::cron

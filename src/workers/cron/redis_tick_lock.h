@@ -7,15 +7,12 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <string>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include "common/logging.h"
 #include "storage/redis/redis_client.h"
+#include "workers/cron/tick_claims.h"
 
 namespace iii::workers::cron {
 
@@ -37,13 +34,7 @@ class RedisTickLock {
   storage::redis::RedisClient& client_;
   int64_t ttl_ms_;
   std::string owner_;
-  struct Claim {
-    bool decided = false;
-    bool owned = false;
-    std::vector<std::function<void(bool)>> waiters;
-  };
-  std::unordered_map<std::string, Claim> claims_;
-  std::deque<std::pair<int64_t, std::string>> expiry_;  // (forget_at_ms, key), oldest first
+  TickClaims claims_;  // by key, forgotten after the TTL
   // During an outage every tick of every job fails: a few warnings, then one every 10 s.
   logging::WarningLimiter failures_{5, std::chrono::seconds(10)};
 };

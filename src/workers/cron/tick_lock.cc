@@ -17,20 +17,10 @@ std::string TickLock::key_of(const std::string& job, int64_t tick_ms) {
 
 void TickLock::acquire(const std::string& job, int64_t tick_ms, std::function<void(bool)> done) {
   std::string key = key_of(job, tick_ms);
-  // Triggers of this engine with the same job share one claim (and one store write).
-  auto [it, fresh] = claims_.try_emplace(key);
-  Claim& claim = it->second;
-  if (!fresh) {
-    if (claim.decided) return done(claim.owned);
-    claim.waiters.push_back(std::move(done));
-    return;
-  }
-  claim.waiters.push_back(std::move(done));
-  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+  const int64_t now_ms = TickClaims::now_ms();
   const int64_t expires_at = now_ms + ttl_ms_;
-  expiry_.emplace_back(expires_at, key);
+  // Triggers of this engine with the same job share one claim (and one store write).
+  if (!claims_.join(key, expires_at, std::move(done))) return;
   std::vector<storage::UpdateOp> ops(4);
   ops[0].type = storage::UpdateOpType::kAppend;
   ops[0].path = {"owners"};
@@ -59,28 +49,14 @@ void TickLock::acquire(const std::string& job, int64_t tick_ms, std::function<vo
           first && first->is_object() ? first->get_object().if_contains("owner") : nullptr;
       won = who && *who == json::value(owner_);
     }
-    auto c = claims_.find(key);
-    if (c == claims_.end()) return;  // forgotten meanwhile (expired before the store answered)
-    c->second.decided = true;
-    c->second.owned = won;
-    if (won) ++owned_;
-    auto waiters = std::move(c->second.waiters);
-    for (auto& w : waiters) w(won);
+    claims_.decide(key, won);
   });
 }
 
 void TickLock::expire(int64_t now_ms) {
-  while (!expiry_.empty() && expiry_.front().first <= now_ms) {
-    auto c = claims_.find(expiry_.front().second);
-    if (c != claims_.end() && c->second.decided) {
-      if (c->second.owned) {
-        store_.del(index_, c->first, [](storage::Stored<std::optional<json::value>>) {});
-        --owned_;
-      }
-      claims_.erase(c);
-    }
-    expiry_.pop_front();
-  }
+  claims_.expire(now_ms, [this](const std::string& key, bool owned) {
+    if (owned) store_.del(index_, key, [](storage::Stored<std::optional<json::value>>) {});
+  });
 }
 
 void TickLock::sweep(int64_t now_ms) {

@@ -10,16 +10,12 @@
 // that expired while no engine was running.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <string>
-#include <unordered_map>
-#include <utility>
-#include <vector>
 
 #include "storage/kv_store.h"
+#include "workers/cron/tick_claims.h"
 
 namespace iii::workers::cron {
 
@@ -41,7 +37,7 @@ class TickLock {
   void sweep(int64_t now_ms);
 
   static std::string key_of(const std::string& job, int64_t tick_ms);
-  size_t owned_keys() const { return owned_; }
+  size_t owned_keys() const { return claims_.owned(); }
   const std::string& owner() const { return owner_; }
 
  private:
@@ -49,14 +45,7 @@ class TickLock {
   std::string index_;
   int64_t ttl_ms_;
   std::string owner_;
-  struct Claim {
-    bool decided = false;
-    bool owned = false;
-    std::vector<std::function<void(bool)>> waiters;
-  };
-  std::unordered_map<std::string, Claim> claims_;       // key -> this engine's claim, until expiry
-  std::deque<std::pair<int64_t, std::string>> expiry_;  // (expires_at_ms, key), oldest first
-  size_t owned_ = 0;
+  TickClaims claims_;  // by key, until expiry
 };
 
 }  // namespace iii::workers::cron

@@ -25,8 +25,11 @@ struct BrokerTarget {
   int64_t backoff_ms = 1000;
   // FIFO: messages carry their group (QueueMessage::group; none for a topic subscriber, which is
   // then one group). The redis broker keeps each group in order across engines and retries
-  // and hands out one message per group at a time; the rabbitmq broker ignores it.
+  // and hands out one message per group at a time; the rabbitmq broker uses single_active.
   bool fifo = false;
+  // RabbitMQ: declare the queue with x-single-active-consumer (FIFO named queues), so that one
+  // consumer among all engines gets its messages at a time. Other brokers ignore it.
+  bool single_active = false;
   bool operator==(const BrokerTarget& o) const {
     return named == o.named && name == o.name && function_id == o.function_id;
   }
@@ -69,6 +72,9 @@ class Broker {
   // Settles a delivery; `done` (optional) once the broker has it (for kRetry / kDeadLetter: the
   // copy is confirmed and the original acknowledged).
   virtual void settle(const Delivery& d, Settle how, const std::string& error, Done done) = 0;
+  // False when the broker has taken `d` back already (its consumer's channel or connection went
+  // away, so it is delivered again): a delivery held for a later attempt is then dropped.
+  virtual bool current(const Delivery&) { return true; }
 
   // Console functions over a set of targets.
   virtual void counts(std::vector<BrokerTarget> targets,

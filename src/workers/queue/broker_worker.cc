@@ -5,12 +5,18 @@
 // attempts are spent, the DLQ. Several engines on one broker compete for the same queues, so
 // each message is handled once (at least once: a delivery whose engine died before settling it
 // is delivered again).
+//
+// FIFO named queues on RabbitMQ retry inline: the broker gives the queue's messages to one
+// consumer among all engines at a time (x-single-active-consumer, prefetch 1), and a failed
+// attempt keeps its delivery unacknowledged, waits `backoff_ms` on a timer and runs the same
+// message again, so nothing behind it runs first; the last allowed attempt dead-letters it.
 #include "workers/queue/broker_worker.h"
 
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <map>
@@ -46,6 +52,7 @@ struct Sub {
   BrokerTarget target;
   int64_t max_attempts = 3;  // total attempts before the DLQ
   int64_t prefetch = 10;
+  bool inline_retry = false;  // FIFO named queue on RabbitMQ: a failed attempt runs again in place
   uint64_t consumer = 0;
   std::vector<std::string> triggers;
   size_t next_trigger = 0;
@@ -105,8 +112,10 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       s->max_attempts =
           cfg_.adapter == "rabbitmq" ? c.max_retries + 1 : std::max<int64_t>(1, c.max_retries);
       // FIFO on redis: up to `concurrency` groups at once per engine, one message per group
-      // across all engines (the broker's leases); on rabbitmq: one message per engine.
+      // across all engines (the broker's leases); on rabbitmq: one message at a time from the
+      // queue's single active consumer, retried inline so that order survives a failure.
       s->prefetch = c.fifo && cfg_.adapter != "redis" ? 1 : c.concurrency;
+      s->inline_retry = c.fifo && cfg_.adapter == "rabbitmq";
       Sub* raw = s.get();
       s->consumer = broker_->consume(s->target, s->prefetch,
                                      [this, raw](Delivery d) { on_delivery(*raw, std::move(d)); });
@@ -126,6 +135,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
 
   void drain(std::function<void()> done) override {
     stopping_ = true;
+    release_waiting();
     if (inflight_ == 0) return done();
     drained_ = std::move(done);
   }
@@ -133,6 +143,7 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
   void stop() override {
     stopping_ = true;
     rt_.engine.set_action_handler(protocol::ActionType::kEnqueue, {});
+    release_waiting();
     broker_->stop();
   }
 
@@ -231,8 +242,10 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
     BrokerTarget t;
     t.named = true;
     t.name = name;
-    t.backoff_ms = cfg_.queues.at(name).backoff_ms;
-    t.fifo = cfg_.queues.at(name).fifo;
+    const NamedQueueConfig& c = cfg_.queues.at(name);
+    t.backoff_ms = c.backoff_ms;
+    t.fifo = c.fifo;
+    t.single_active = c.fifo && cfg_.adapter == "rabbitmq";
     return t;
   }
 
@@ -286,13 +299,17 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       return;
     }
     ++inflight_;
-    json::value payload = parse_or_null(d.msg.data);
-    auto del = std::make_shared<Delivery>(std::move(d));
+    run(s, std::make_shared<Delivery>(std::move(d)));
+  }
+
+  // One attempt at a delivery (counted in inflight_ until finish() settles it).
+  void run(Sub& s, std::shared_ptr<Delivery> del) {
+    json::value payload = parse_or_null(del->msg.data);
     if (s.target.named) {
       rt_.engine.invoke(
           del->msg.function_id, std::move(payload),
           CallContext{0, {}, del->msg.traceparent, del->msg.baggage},
-          [this, &s, del](Outcome o) { finish(s, *del, !o.error, "function call failed"); });
+          [this, &s, del](Outcome o) { finish(s, del, !o.error, "function call failed"); });
       return;
     }
     const engine::Trigger* t = nullptr;
@@ -301,24 +318,52 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
       auto it = rt_.engine.triggers().find(id);
       if (it != rt_.engine.triggers().end()) t = &it->second;
     }
-    if (!t) return finish(s, *del, false, "no subscriber");
+    if (!t) return finish(s, del, false, "no subscriber");
     rt_.engine.fire(*t, std::move(payload), [this, &s, del](engine::FireStatus st, Outcome o) {
       if (st == engine::FireStatus::kSkipped || (st == engine::FireStatus::kInvoked && !o.error))
-        return finish(s, *del, true, {});
+        return finish(s, del, true, {});
       std::string error;
       if (st == engine::FireStatus::kConditionFailed)
         error = "Condition function error: " + (o.error ? o.error->message : std::string());
       else
         error = "ErrorBody { code: \"" + o.error->code + "\", message: \"" + o.error->message +
                 "\", stacktrace: None }";
-      finish(s, *del, false, std::move(error));
+      finish(s, del, false, std::move(error));
     });
   }
 
-  void finish(Sub& s, Delivery& d, bool ok, const std::string& error) {
+  void finish(Sub& s, const std::shared_ptr<Delivery>& del, bool ok, const std::string& error) {
+    Delivery& d = *del;
+    if (!ok && s.inline_retry && d.msg.attempts + 1 < s.max_attempts && !stopping_) {
+      // Stays unacknowledged (and in inflight_): the same message again after the backoff.
+      d.msg.attempts += 1;
+      const uint64_t id = ++next_wait_;
+      Waiting& w = waiting_[id];
+      w.timer = std::make_unique<boost::asio::steady_timer>(rt_.io);
+      w.sub = &s;
+      w.del = del;
+      w.timer->expires_after(std::chrono::milliseconds(s.target.backoff_ms));
+      w.timer->async_wait([this, id](boost::system::error_code ec) {
+        if (ec) return;
+        auto it = waiting_.find(id);
+        if (it == waiting_.end()) return;
+        Waiting next = std::move(it->second);
+        waiting_.erase(it);
+        if (!broker_->current(*next.del)) {
+          // The broker has it back (connection lost meanwhile) and delivers it again.
+          --inflight_;
+          return drained();
+        }
+        run(*next.sub, next.del);
+      });
+      return;
+    }
     --inflight_;
     if (ok) {
       broker_->settle(d, Settle::kAck, {}, nullptr);
+    } else if (s.inline_retry && d.msg.attempts + 1 < s.max_attempts) {
+      // Shutting down: back to the head of the queue, for the next active consumer.
+      broker_->settle(d, Settle::kRequeue, {}, nullptr);
     } else {
       d.msg.attempts += 1;
       const bool dead = d.msg.attempts >= s.max_attempts;
@@ -331,10 +376,26 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
                         if (e) spdlog::error("iii-queue: cannot settle a failed message: {}", *e);
                       });
     }
+    drained();
+  }
+
+  void drained() {
     if (inflight_ == 0 && drained_) {
       auto f = std::move(drained_);
       drained_ = nullptr;
       f();
+    }
+  }
+
+  // Shutting down: FIFO deliveries waiting for their next attempt go back to the head of their
+  // queue now (the next active consumer runs them; their attempt count restarts).
+  void release_waiting() {
+    auto all = std::move(waiting_);
+    waiting_.clear();
+    for (auto& [id, w] : all) {
+      w.timer->cancel();
+      broker_->settle(*w.del, Settle::kRequeue, {}, nullptr);
+      --inflight_;
     }
   }
 
@@ -494,6 +555,14 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
   std::map<std::string, std::unique_ptr<Sub>> topic_subs_;  // "<topic>::<function_id>"
   std::map<std::string, std::string> trigger_topic_;        // trigger id -> topic_subs_ key
   std::vector<std::unique_ptr<Sub>> retired_;
+  // FIFO deliveries waiting for their next attempt (inline retry), by wait id.
+  struct Waiting {
+    std::unique_ptr<boost::asio::steady_timer> timer;
+    Sub* sub = nullptr;
+    std::shared_ptr<Delivery> del;
+  };
+  std::map<uint64_t, Waiting> waiting_;
+  uint64_t next_wait_ = 0;
   int64_t inflight_ = 0;
   bool stopping_ = false;
   std::function<void()> drained_;

@@ -3,7 +3,9 @@
 //     (routing key n; dead-letter exchange `iii.__fn_queue::n::dlq`); retry: direct exchange
 //     `iii.__fn_queue::n::retry` → queue `iii.__fn_queue::n::retry.queue` with
 //     x-message-ttl = backoff_ms, dead-lettering back to `iii.__fn_queue::n`; DLQ: fanout
-//     exchange `iii.__fn_queue::n::dlq` → queue `iii.__fn_queue::n::dlq.queue`.
+//     exchange `iii.__fn_queue::n::dlq` → queue `iii.__fn_queue::n::dlq.queue`. FIFO named
+//     queues: the main queue also has x-single-active-consumer: true (their retries are inline,
+//     in broker_worker.cc, so their retry queue stays empty).
 //   topic t, subscribed function f: fanout exchange `iii.t.exchange` → queue `iii.t.f.queue`;
 //     retry queue `iii.t.f.retry` (TTL, dead-lettering to `iii.t.f.queue` through the default
 //     exchange, so a retry reaches only f); DLQ queue `iii.t.f.dlq`.
@@ -103,11 +105,13 @@ struct Names {
   std::string retry_exchange, retry_key, retry_queue;
   std::string dlq_exchange, dlq_key, dlq_queue;
   int64_t backoff_ms = 1000;
+  bool single_active = false;  // x-single-active-consumer on the main queue
 };
 
 Names names_of(const BrokerTarget& t) {
   Names n;
   n.backoff_ms = t.backoff_ms;
+  n.single_active = t.single_active;
   if (t.named) {
     const std::string base = "iii.__fn_queue::" + t.name;
     n.exchange = base;
@@ -142,6 +146,13 @@ class Table {
     e.key = amqp_cstring_bytes(key);
     e.value.kind = AMQP_FIELD_KIND_UTF8;
     e.value.value.bytes = B(strings_.back());
+    entries_.push_back(e);
+  }
+  void boolean(const char* key, bool v) {
+    amqp_table_entry_t e{};
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    e.value.value.boolean = v ? 1 : 0;
     entries_.push_back(e);
   }
   void i64(const char* key, int64_t v) {
@@ -284,6 +295,37 @@ class Conn {
   amqp_connection_state_t c_ = nullptr;
 };
 
+// The broker closed the channel (the connection stays): e.g. 406 PRECONDITION_FAILED.
+bool channel_closed(const std::string& e) {
+  return e.find("the broker closed the channel") != std::string::npos;
+}
+
+// A queue declared with other arguments than ours (406 PRECONDITION_FAILED, "inequivalent arg").
+bool inequivalent(const std::string& e) {
+  return e.find("(406 PRECONDITION_FAILED") != std::string::npos;
+}
+
+// Answers the broker's channel.close (rabbitmq-c leaves it to us), so that the channel number
+// can be opened again.
+void close_ok(amqp_connection_state_t c, int ch) {
+  amqp_channel_close_ok_t ok{};
+  amqp_send_method(c, uint16_t(ch), AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+}
+
+// What to tell the user when queue `name` of `n` exists on the broker with other arguments.
+std::string refused_queue_error(const Names& n, const std::string& name,
+                                const std::string& broker_error) {
+  std::string why = "other arguments than this config gives it";
+  if (name == n.queue)
+    why = n.single_active ? "a FIFO queue is declared with x-single-active-consumer: true"
+                          : "a standard queue is declared without x-single-active-consumer";
+  else if (name == n.retry_queue)
+    why = "its x-message-ttl is backoff_ms";
+  return "queue '" + name + "' exists on the broker with other arguments (" + why +
+         "): delete it (e.g. `rabbitmqctl delete_queue " + name +
+         "`, after moving its messages elsewhere) so that it is declared again. " + broker_error;
+}
+
 struct Counts {
   int64_t ready = 0, retry = 0, dead = 0;
 };
@@ -304,6 +346,7 @@ std::optional<std::string> declare(amqp_connection_state_t c, int ch, const Name
     auto* ok = amqp_queue_declare(c, ch, B(name), 0, 1, 0, 0, args.get());
     auto e = rpc("queue.declare " + name);
     if (!e && ok && count) *count = ok->message_count;
+    if (e && inequivalent(*e)) e = refused_queue_error(n, name, *e);
     return e;
   };
   auto bind = [&](const std::string& q, const std::string& ex, const std::string& key) {
@@ -320,6 +363,7 @@ std::optional<std::string> declare(amqp_connection_state_t c, int ch, const Name
     main_args.str("x-dead-letter-exchange", "");
     main_args.str("x-dead-letter-routing-key", n.dlq_queue);
   }
+  if (n.single_active) main_args.boolean("x-single-active-consumer", true);
   if (auto e = queue(n.queue, main_args, &k.ready)) return e;
   if (auto e = bind(n.queue, n.exchange, n.routing_key)) return e;
   retry_args.i64("x-message-ttl", n.backoff_ms);
@@ -456,6 +500,12 @@ class RabbitBroker : public Broker {
     j.then_ack = Ack{d.consumer, d.generation, d.handle, true};
     j.done = std::move(done);
     submit(std::move(j));
+  }
+
+  bool current(const Delivery& d) override {
+    std::lock_guard lk(mu_);
+    auto it = consumers_.find(d.consumer);
+    return it != consumers_.end() && it->second->live == d.generation;
   }
 
   void counts(std::vector<BrokerTarget> targets,
@@ -604,7 +654,13 @@ class RabbitBroker : public Broker {
     // consumer thread only
     int channel = 0;
     uint64_t generation = 0;
+    std::atomic<uint64_t> live{0};  // generation of the live channel, 0 when none (any thread)
+    void gone() {
+      channel = 0;
+      live = 0;
+    }
     Clock::time_point retry_at{};
+    std::string last_error;  // of the last set-up attempt (logged once)
   };
 
   enum class Scan { kKeep, kKeepStop, kRemove, kRemoveStop };
@@ -656,6 +712,8 @@ class RabbitBroker : public Broker {
   void control_loop() {
     Conn conn;
     std::set<std::string> exchanges;  // declared on this connection
+    // Named queues whose declaration the broker refused (406), by exchange: Names and error.
+    std::map<std::string, std::pair<Names, std::string>> refused;
     std::string last_error = "not connected yet";
     auto backoff = std::chrono::milliseconds(200);
     Clock::time_point next_attempt{};
@@ -692,6 +750,7 @@ class RabbitBroker : public Broker {
           spdlog::info("iii-queue: connected to RabbitMQ at {}", url_.shown);
           backoff = std::chrono::milliseconds(200);
           exchanges.clear();
+          refused.clear();
           declared_named = 0;
           seq_ = 0;
         }
@@ -711,8 +770,19 @@ class RabbitBroker : public Broker {
         }
         for (auto& n : named) {
           if (auto e = declare(conn.get(), kControlChannel, n)) {
-            // A broker error closes the control channel: a new connection tries again.
             spdlog::error("iii-queue: cannot declare {}: {}", n.queue, *e);
+            if (inequivalent(*e)) {
+              // This queue is unusable until someone deletes it; the others go on. Enqueues to
+              // it fail with this error.
+              if (auto re = reopen_control(conn.get())) {
+                drop(*re);
+                break;
+              }
+              refused[n.exchange] = {n, *e};
+              ++declared_named;
+              continue;
+            }
+            // Another broker error closes the control channel: a new connection tries again.
             drop(*e);
             break;
           }
@@ -746,11 +816,32 @@ class RabbitBroker : public Broker {
             continue;
           }
           auto e = j.op(conn.get());
-          if (e &&
-              (e->find("closed") != std::string::npos || e->find("socket") != std::string::npos))
-            error = *e;  // the connection or control channel is gone
+          if (e && channel_closed(*e)) {
+            // e.g. a console function over a queue declared with other arguments: the
+            // connection stays, the control channel is opened again.
+            if (auto re = reopen_control(conn.get())) error = *re;
+          } else if (e && (e->find("closed") != std::string::npos ||
+                           e->find("socket") != std::string::npos)) {
+            error = *e;  // the connection is gone
+          }
           finish(j, e);
           continue;
+        }
+        if (auto r = refused.find(j.exchange); r != refused.end()) {
+          // Declared again first: someone may have deleted the old queue meanwhile.
+          error = wait_confirms(conn.get(), pending);
+          if (error) {
+            fail(j, unavailable(*error));
+            continue;
+          }
+          if (auto e = declare(conn.get(), kControlChannel, r->second.first)) {
+            if (auto re = reopen_control(conn.get())) error = *re;
+            fail(j, *e);
+            continue;
+          }
+          spdlog::info("iii-queue: {} is declared now", r->second.first.queue);
+          exchanges.insert(j.exchange);
+          refused.erase(r);
         }
         if (!j.exchange_type.empty() && !exchanges.count(j.exchange)) {
           amqp_exchange_declare(conn.get(), kControlChannel, B(j.exchange), B(j.exchange_type), 0,
@@ -775,6 +866,15 @@ class RabbitBroker : public Broker {
       if (error) drop(*error);
     }
     if (conn) conn.close(true);
+  }
+
+  // Opens the control channel again after the broker closed it.
+  static std::optional<std::string> reopen_control(amqp_connection_state_t c) {
+    close_ok(c, kControlChannel);
+    amqp_channel_open(c, kControlChannel);
+    auto e = reply_error(amqp_get_rpc_reply(c), "channel.open");
+    if (!e.empty()) return e;
+    return std::nullopt;
   }
 
   std::optional<std::string> basic_publish(amqp_connection_state_t c, const Job& j) {
@@ -957,7 +1057,7 @@ class RabbitBroker : public Broker {
           ++conn_generation_;
           by_channel.clear();
           next_channel = 1;
-          for (auto& c : all) c->channel = 0;
+          for (auto& c : all) c->gone();
         }
       }
       auto drop = [&](const std::string& why) {
@@ -965,7 +1065,7 @@ class RabbitBroker : public Broker {
         last_error = why;
         conn.close(false);
         by_channel.clear();
-        for (auto& c : all) c->channel = 0;
+        for (auto& c : all) c->gone();
         next_attempt = Clock::now() + backoff;
       };
       if (conn) {
@@ -996,7 +1096,7 @@ class RabbitBroker : public Broker {
             if (c->channel) {
               amqp_channel_close(conn.get(), c->channel, AMQP_REPLY_SUCCESS);
               by_channel.erase(c->channel);
-              c->channel = 0;
+              c->gone();
             }
             continue;
           }
@@ -1005,7 +1105,12 @@ class RabbitBroker : public Broker {
           if (next_channel > 60000) next_channel = 1;
           auto e = setup(conn.get(), ch, *c);
           if (e) {
-            spdlog::error("iii-queue: cannot consume {}: {}", c->names.queue, *e);
+            if (*e != c->last_error)
+              spdlog::error("iii-queue: cannot consume {}: {}", c->names.queue, *e);
+            c->last_error = *e;
+            if (channel_closed(*e)) close_ok(conn.get(), ch);
+            // Tried again every 2 s, quietly (e.g. until someone deletes a queue declared with
+            // other arguments).
             c->retry_at = Clock::now() + std::chrono::seconds(2);
             if (e->find("connection") != std::string::npos ||
                 e->find("socket") != std::string::npos) {
@@ -1014,8 +1119,11 @@ class RabbitBroker : public Broker {
             }
             continue;
           }
+          if (!c->last_error.empty()) spdlog::info("iii-queue: consuming {} now", c->names.queue);
+          c->last_error.clear();
           c->channel = ch;
           c->generation = ++setup_generation_;
+          c->live = c->generation;
           by_channel[ch] = c;
         }
       }
@@ -1086,7 +1194,7 @@ class RabbitBroker : public Broker {
             if (it != by_channel.end()) {
               spdlog::warn("iii-queue: the broker stopped the consumer of {}; consuming again",
                            it->second->names.queue);
-              it->second->channel = 0;
+              it->second->gone();
               it->second->retry_at = Clock::now() + std::chrono::seconds(1);
               by_channel.erase(it);
             }

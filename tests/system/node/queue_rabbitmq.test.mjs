@@ -3,6 +3,9 @@
 // handled once, retries then the DLQ, console functions (dlq_messages, redrive, discard, topic_stats); an
 // engine killed while handling a message: another engine gets it; the broker killed and restarted mid-run:
 // every acknowledged enqueue is delivered, and enqueues during the outage fail at once with a clear error.
+// FIFO named queues (x-single-active-consumer, inline retries): enqueue order over two engines, also across
+// retries and the DLQ and when the active engine is killed; a queue that exists without the argument gets a
+// clear error while the other queues work.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { TriggerAction } from 'iii-sdk';
@@ -137,12 +140,146 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
     await closeAll();
   });
 
+  // FIFO named queues: x-single-active-consumer (one engine consumes at a time) and inline retries.
+  const fifoWorker = (x, k, calls, behaviour) => {
+    x.w.registerFunction('fifo::work', async (d) => {
+      calls.push({ eng: k, i: d.i, g: d.g });
+      return behaviour(d, k);
+    });
+  };
+
+  test('FIFO named queue over two engines: enqueue order, retries in place, then the DLQ', async () => {
+    const queues = '        ordered: { type: fifo, message_group_field: g, max_retries: 2, backoff_ms: 100, concurrency: 4 }\n';
+    const a = await start(queues, 'fifo-a');
+    const b = await start(queues, 'fifo-b');
+    const calls = [];
+    const tries = new Map();
+    let running = 0;
+    let maxRunning = 0;
+    const behaviour = async (d) => {
+      running += 1;
+      maxRunning = Math.max(maxRunning, running);
+      try {
+        await sleep(10);
+        const n = (tries.get(d.i) ?? 0) + 1;
+        tries.set(d.i, n);
+        if (d.always) throw new Error('always fails');
+        if (n <= (d.failTimes ?? 0)) throw new Error(`fails on try ${n}`);
+        return null;
+      } finally {
+        running -= 1;
+      }
+    };
+    for (const [k, x] of [['a', a], ['b', b]]) {
+      fifoWorker(x, k, calls, behaviour);
+      await waitForFunctions(x.w, ['fifo::work']);
+    }
+    const groups = ['g1', 'g2', 'g3'];
+    for (let i = 0; i < 12; i += 1) {
+      const data = { i, g: groups[i % 3] };
+      if (i === 4) data.failTimes = 2;
+      if (i === 8) data.always = true;
+      const { messageReceiptId } = await enqueue(i % 2 ? b.w : a.w, 'ordered', 'fifo::work', data);
+      assert.match(messageReceiptId, UUID_RE);
+    }
+    // 0..11, message 4 three times (fails twice, then succeeds), message 8 three times (dead-lettered).
+    const expected = [0, 1, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 8, 9, 10, 11];
+    await waitFor(() => calls.length >= expected.length, { timeoutMs: 20000, what: `${expected.length} calls` })
+      .catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(calls.map((c) => c.i))}`); });
+    await sleep(300);
+    assert.deepEqual(calls.map((c) => c.i), expected, 'handled in enqueue order, retries in place');
+    assert.equal(new Set(calls.map((c) => c.eng)).size, 1, 'one engine (the active consumer) handles all');
+    assert.equal(maxRunning, 1, 'one at a time');
+    const dead = await waitFor(async () => {
+      const rows = await call(a.w, 'engine::queue::dlq_messages', { topic: 'ordered' });
+      return rows.length === 1 && rows;
+    }, { timeoutMs: 10000, what: 'the dead letter' });
+    assert.deepEqual(dead[0].payload, { i: 8, g: 'g3', always: true });
+    assert.equal(dead[0].retries, 3);
+    assert.equal(dead[0].error, 'function call failed');
+    const stats = await call(b.w, 'engine::queue::topic_stats', { topic: 'ordered' });
+    assert.equal(stats.depth, 0);
+    assert.equal(stats.dlq_depth, 1);
+    await closeAll();
+  });
+
+  test('FIFO named queue: the active engine killed mid-handler, the other goes on in order', async () => {
+    const queues = '        ordkill: { type: fifo, message_group_field: g, max_retries: 2, backoff_ms: 100 }\n';
+    const a = await start(queues, 'fifo-kill-a');
+    const b = await start(queues, 'fifo-kill-b');
+    const calls = [];
+    const behaviour = async (d) => {
+      if (d.i === 3 && calls.filter((c) => c.i === 3).length === 1) await new Promise(() => {}); // hangs
+      return null;
+    };
+    const byName = { a, b };
+    for (const [k, x] of Object.entries(byName)) {
+      fifoWorker(x, k, calls, behaviour);
+      await waitForFunctions(x.w, ['fifo::work']);
+    }
+    for (let i = 0; i < 8; i += 1) {
+      await enqueue(i % 2 ? b.w : a.w, 'ordkill', 'fifo::work', { i, g: i % 2 ? 'x' : 'y' });
+    }
+    await waitFor(() => calls.some((c) => c.i === 3), { timeoutMs: 10000, what: 'message 3 handled' });
+    await sleep(300);
+    assert.deepEqual(calls.map((c) => c.i), [0, 1, 2, 3], 'nothing passes the message in hand');
+    const first = calls[0].eng;
+    assert.ok(calls.every((c) => c.eng === first));
+    byName[first].e.proc.kill('SIGKILL');
+    await byName[first].e.exited;
+    await waitFor(() => calls.length >= 9, { timeoutMs: 15000, what: 'the rest on the other engine' })
+      .catch((e) => { throw new Error(`${e.message}; got ${JSON.stringify(calls)}`); });
+    await sleep(300);
+    assert.deepEqual(calls.map((c) => c.i), [0, 1, 2, 3, 3, 4, 5, 6, 7]);
+    assert.ok(calls.slice(4).every((c) => c.eng !== first), 'the other engine took over');
+    await closeAll();
+  });
+
+  test('a queue declared before it became FIFO: a clear error for it, the other queues work; deleted, it is declared again', async () => {
+    const plain = '        legacy: { concurrency: 2 }\n';
+    const old = await start(plain, 'fifo-legacy-old');
+    old.w.registerFunction('fifo::legacy', async () => null);
+    await waitForFunctions(old.w, ['fifo::legacy']);
+    await enqueue(old.w, 'legacy', 'fifo::legacy', { g: 'x' });
+    await closeAll();
+    const queues = '        legacy: { type: fifo, message_group_field: g }\n'
+      + '        fresh: { type: fifo, message_group_field: g }\n';
+    const x = await start(queues, 'fifo-legacy-new');
+    const got = [];
+    x.w.registerFunction('fifo::fresh', async (d) => { got.push(d.n); return null; });
+    await waitForFunctions(x.w, ['fifo::fresh']);
+    const err = await rejectionOf(enqueue(x.w, 'legacy', 'fifo::fresh', { g: 'x' }));
+    assert.equal(err.code, 'enqueue_error');
+    assert.match(err.message, /queue 'iii\.__fn_queue::legacy\.queue' exists on the broker with other arguments \(a FIFO queue is declared with x-single-active-consumer: true\): delete it/);
+    assert.match(err.message, /PRECONDITION_FAILED/);
+    for (let n = 0; n < 3; n += 1) await enqueue(x.w, 'fresh', 'fifo::fresh', { g: 'y', n });
+    await waitFor(() => got.length === 3, { timeoutMs: 10000, what: 'the other FIFO queue consumed' });
+    assert.deepEqual(got, [0, 1, 2]);
+    const e = engines[0];
+    assert.ok(e.alive());
+    assert.match(e.log(), /cannot consume iii\.__fn_queue::legacy\.queue: queue 'iii\.__fn_queue::legacy\.queue' exists on the broker/);
+    // Deleted: declared again as a FIFO queue by the next enqueue and by the consumer.
+    await rabbit.ctl('delete_queue', 'iii.__fn_queue::legacy.queue');
+    await enqueue(x.w, 'legacy', 'fifo::fresh', { g: 'x', n: 99 });
+    await waitFor(() => got.includes(99), { timeoutMs: 10000, what: 'the FIFO queue declared again and consumed' });
+    await closeAll();
+  });
+
   test('broker killed and restarted mid-run: nothing acknowledged is lost; calls fail fast meanwhile', async () => {
-    const queues = '        durable: { concurrency: 4, max_retries: 3, backoff_ms: 50 }\n';
+    const queues = '        durable: { concurrency: 4, max_retries: 3, backoff_ms: 50 }\n'
+      + '        fifo1: { type: fifo, message_group_field: g, max_retries: 3, backoff_ms: 1000 }\n';
     const a = await start(queues, 'rq-restart');
     const done = new Set();
     a.w.registerFunction('rq::durable', async (d) => { await sleep(5); done.add(d.i); return null; });
-    await waitForFunctions(a.w, ['rq::durable']);
+    // A FIFO message waiting for its next attempt when the broker goes: the broker has it back, so the
+    // engine drops its copy instead of running it again; the redelivered one runs after the restart.
+    const fifoCalls = [];
+    a.w.registerFunction('rq::fifo1', async () => {
+      fifoCalls.push(Date.now());
+      if (fifoCalls.length === 1) throw new Error('first attempt fails');
+      return null;
+    });
+    await waitForFunctions(a.w, ['rq::durable', 'rq::fifo1']);
     const acked = new Set();
     let stop = false;
     let failures = 0;
@@ -158,7 +295,9 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
       }
     })();
     await waitFor(() => acked.size >= 100 && done.size >= 20, { timeoutMs: 20000, what: 'enqueues and deliveries' });
-    await rabbit.kill();
+    await enqueue(a.w, 'fifo1', 'rq::fifo1', { g: 'x' });
+    await waitFor(() => fifoCalls.length === 1, { timeoutMs: 10000, what: 'the FIFO message failing once' });
+    await rabbit.kill(); // its next attempt (1 s) falls in the outage
     // During the outage: a clear error, at once.
     await sleep(1500);
     const t0 = Date.now();
@@ -172,6 +311,7 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
     assert.equal(pe.code, 'publish_failed');
     assert.ok(Date.now() - t1 < 1000);
     const before = acked.size;
+    const restartedAt = Date.now();
     await rabbit.start();
     console.log(`# rabbitmq-server restarted in ${rabbit.bootMs} ms`);
     await waitFor(() => acked.size >= before + 50, { timeoutMs: 30000, what: 'enqueues after the restart' });
@@ -183,6 +323,9 @@ describe('iii-queue rabbitmq adapter', { skip: !rabbitAvailable() && 'rabbitmq-s
       });
     assert.ok(failures > 0, 'some enqueues failed during the outage');
     assert.ok(!done.has(-1));
+    await waitFor(() => fifoCalls.length >= 2, { timeoutMs: 15000, what: 'the FIFO message redelivered' });
+    assert.equal(fifoCalls.length, 2, 'the held FIFO copy was not run again');
+    assert.ok(fifoCalls[1] >= restartedAt, 'the redelivered FIFO message ran after the restart');
     await closeAll();
   });
 });

@@ -100,6 +100,19 @@ export class Rabbit {
     throw new Error(`no line ${re}`);
   }
 
+  /** rabbitmqctl against this broker (e.g. `ctl('delete_queue', name)`); resolves with its stdout. */
+  async ctl(...args) {
+    const bin = path.join(path.dirname(RABBITMQ_SERVER), 'rabbitmqctl');
+    return new Promise((resolve, reject) => {
+      const p = spawn(bin, ['-n', this.node, ...args], { cwd: this.dir, env: this.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d) => { out += d; });
+      p.stderr.on('data', (d) => { out += d; });
+      p.once('error', reject);
+      p.once('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`rabbitmqctl ${args.join(' ')}: exit ${code}: ${out}`))));
+    });
+  }
+
   killSync() {
     if (this.proc && this.proc.exitCode === null && this.proc.signalCode === null) {
       try { process.kill(-this.proc.pid, 'SIGKILL'); } catch { /* gone */ }
