@@ -5,9 +5,11 @@
 # it); first, clang-format over the C++ sources (scripts/check-format.sh). Prints a final "N passed, N failed" line over the suites.
 #
 # Everything runs, but not one thing after the other (docs/performance.md, "CI wall time"):
+#  - the release build first builds what the tests run (iii, the unit test binaries);
 #  - the ASan+UBSan build compiles at the lowest CPU priority (nice 19) while the release
-#    unit and system tests run (they mostly wait on sockets and timers), and the fuzz build
-#    likewise while the sanitizer tests run; their output is printed when they are waited for;
+#    unit and system tests run (they mostly wait on sockets and timers); the release
+#    benchmarks and the fuzz build likewise while the sanitizer tests run; background builds
+#    run one at a time, and their output is printed when they are waited for;
 #  - ctest runs two tests at a time; the Node and Python system suites run side by side
 #    (tests/system/run.sh); the fuzz targets run two at a time, 30 s each (scripts/fuzz.sh).
 # III_SERIAL=1 runs every step one after the other, as before (for comparing timings).
@@ -16,7 +18,6 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh || exit 1
 
 SERIAL="${III_SERIAL:-0}"
-JOBS="$(nproc)"
 CTEST_JOBS="${III_CTEST_JOBS:-$([ "$SERIAL" = 1 ] && echo 1 || echo 2)}"
 LOGS="build/ci-logs"
 mkdir -p "$LOGS"
@@ -57,7 +58,7 @@ bg_start() {
   echo "=== $name: started in the background at nice 19 (at +$((SECONDS - T0)) s; output: $LOGS/$key.log)"
   BG_NAME[$key]="$name"
   BG_T[$key]=$SECONDS
-  nice -n 19 "$@" >"$LOGS/$key.log" 2>&1 &
+  nice -n 19 flock "$LOGS/background.lock" "$@" >"$LOGS/$key.log" 2>&1 &
   BG_PID[$key]=$!
 }
 bg_wait() {
@@ -74,16 +75,19 @@ bg_wait() {
 }
 
 step "clang-format" ./scripts/check-format.sh
-step "build release" ./scripts/build.sh release
+step "build release" ./scripts/build.sh release --target iii iii_unit_tests iii_sdk_tests
 
 ASAN=1
 [ "${III_SKIP_ASAN:-0}" = 1 ] && ASAN=0
 FUZZ=1
 [ "${III_SKIP_FUZZ:-0}" = 1 ] && FUZZ=0
 
-[ "$ASAN" = 1 ] && bg_start build-asan "build asan" env III_BUILD_JOBS="$JOBS" ./scripts/build.sh asan
-# Without the sanitizer tests, the fuzz build overlaps the release tests instead.
-[ "$ASAN" = 0 ] && [ "$FUZZ" = 1 ] && bg_start build-fuzz "build fuzz" ./scripts/build.sh fuzz
+[ "$ASAN" = 1 ] && bg_start build-asan "build asan" ./scripts/build.sh asan
+# Without the sanitizer tests, these overlap the release tests instead.
+if [ "$ASAN" = 0 ]; then
+  bg_start build-bench "build release (benchmarks)" ./scripts/build.sh release
+  [ "$FUZZ" = 1 ] && bg_start build-fuzz "build fuzz" ./scripts/build.sh fuzz
+fi
 step "unit tests (release)" ctest --preset release --timeout 120 -j "$CTEST_JOBS"
 step "system tests (release)" env III_BIN="$PWD/build/release/iii" ./tests/system/run.sh
 
@@ -91,11 +95,13 @@ if [ "$ASAN" = 1 ]; then
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:halt_on_error=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   bg_wait build-asan
+  bg_start build-bench "build release (benchmarks)" ./scripts/build.sh release
   [ "$FUZZ" = 1 ] && bg_start build-fuzz "build fuzz" ./scripts/build.sh fuzz
   step "unit tests (asan+ubsan)" ctest --preset asan --timeout 300 -j "$CTEST_JOBS"
   step "system tests (asan+ubsan)" env III_BIN="$PWD/build/asan/iii" III_SANITIZED=1 ./tests/system/run.sh
 fi
 
+bg_wait build-bench
 if [ "$FUZZ" = 1 ]; then
   bg_wait build-fuzz
   step "fuzz (30 s per target)" ./scripts/fuzz.sh 30
