@@ -61,11 +61,25 @@ bg_start() {
   nice -n 19 flock "$LOGS/background.lock" "$@" >"$LOGS/$key.log" 2>&1 &
   BG_PID[$key]=$!
 }
+# The pids of a process and all its descendants.
+process_tree() {
+  echo "$1"
+  local c
+  for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do process_tree "$c"; done
+}
 bg_wait() {
   local key="$1"
   [ -n "${BG_PID[$key]:-}" ] || return 0
   local name="${BG_NAME[$key]}"
   echo "=== $name (waiting for it, at +$((SECONDS - T0)) s)"
+  # No test runs beside the background builds now: back to normal priority (for what they start
+  # from now on too), which matters on a machine shared with other work. Needs root; otherwise
+  # they stay at 19, which on a machine of its own makes no difference.
+  local p
+  for p in "${BG_PID[@]}"; do
+    # shellcheck disable=SC2046
+    renice -n 0 -p $(process_tree "$p") >/dev/null 2>&1 || true
+  done
   wait "${BG_PID[$key]}"
   local rc=$?
   cat "$LOGS/$key.log"
