@@ -382,10 +382,15 @@ engineTest('built-in trigger type ids cannot be taken over by a worker', async (
   assert.equal(faRow.function_id, 'tb::fa');
   assert.deepEqual(seen, [], 'the would-be owner never receives registertrigger for a built-in type');
 
-  const refusedLines = ctx.engine.linesSince(mark).filter((l) => l.includes('refused'));
+  // The engine's log reaches the test through its stdout pipe, and the lines can trail the trigger
+  // listing's WebSocket answer when the machine is busy: wait for them (the asserts below say which is missing).
+  const refused = () => ctx.engine.linesSince(mark).filter((l) => l.includes('refused'));
+  const names = (lines, id) => lines.some((l) => l.includes(`'${id}'`) || l.includes(` ${id} `) || l.includes(`"${id}"`));
+  await waitFor(() => reserved.every((id) => names(refused(), id)), { what: "a 'refused' log line for each built-in type" })
+    .catch(() => {});
+  const refusedLines = refused();
   for (const id of reserved) {
-    assert.ok(refusedLines.some((l) => l.includes(`'${id}'`) || l.includes(` ${id} `) || l.includes(`"${id}"`)),
-      `a 'refused' log line names ${id}; got:\n${refusedLines.join('\n')}`);
+    assert.ok(names(refusedLines, id), `a 'refused' log line names ${id}; got:\n${refusedLines.join('\n')}`);
   }
 
   const all = await listTypes(w, true);
@@ -484,7 +489,11 @@ engineTest('condition functions: false skips, true/null/absent/"false"/0 run, a 
     'connect_only handler sees only connect events');
   assert.equal(about(handlerCalls.connect_only, 'worker_connected').length, 1);
   assert.ok(about(conditionCalls.throws, 'worker_connected').length === 1, 'the throwing condition was called');
-  const why = ctx.engine.linesSince(mark).filter((l) => l.includes('tc::cond_throws'));
+  // The log line arrives through the engine's stdout pipe, on its own schedule: wait for it.
+  const whyLines = () => ctx.engine.linesSince(mark).filter((l) => l.includes('tc::cond_throws'));
+  await waitFor(() => whyLines().some((l) => l.includes('condition exploded')), { what: 'the log line for the throwing condition' })
+    .catch(() => {});
+  const why = whyLines();
   assert.ok(why.some((l) => l.includes('condition exploded')),
     `the engine logs why the throwing condition skipped the handler; lines naming it:\n${why.join('\n')}`);
 });
