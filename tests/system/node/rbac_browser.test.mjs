@@ -117,12 +117,16 @@ if (!CHROMIUM) {
         '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
         '--disable-extensions', '--disable-background-networking', `--user-data-dir=${profile}`,
         `${page.origin}/page?config=${encodeURIComponent(JSON.stringify(config))}`,
-      ]);
+      ], { detached: true }); // its own process group: Chromium's helper processes go with it
       let browserLog = '';
       browser.stderr.on('data', (d) => { browserLog += d; });
+      // Deferred after the profile's removal, so it runs before it: every Chromium process must be gone
+      // first, or a helper still writing into the profile makes the removal fail (ENOTEMPTY, seen once).
       ctx.defer(async () => {
-        browser.kill('SIGKILL');
+        const groupAlive = () => { try { process.kill(-browser.pid, 0); return true; } catch { return false; } };
+        try { process.kill(-browser.pid, 'SIGKILL'); } catch { /* already gone */ }
         await new Promise((r) => (browser.exitCode !== null || browser.signalCode !== null ? r() : browser.once('exit', r)));
+        await waitFor(() => !groupAlive(), { timeoutMs: 10000, intervalMs: 20, what: 'every Chromium process to exit' });
       });
       const step = async (name) => {
         const r = await page.step(name, 30000).catch((e) => { throw new Error(`${e.message}\nchromium:\n${browserLog.slice(-3000)}`); });
