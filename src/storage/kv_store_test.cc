@@ -362,6 +362,33 @@ TEST(SqliteStore, AcknowledgedWritesSurviveReopen) {
   fs::remove_all(dir);
 }
 
+// Two engines may share one file_based store (the cron kv lock relies on it): each writer takes
+// the next position from the file inside its write transaction, so neither reuses the other's.
+TEST(SqliteStore, TwoStoresOnOneFileNeverCollideOnPositions) {
+  const fs::path dir = fs::temp_directory_path() / ("iii-kv-shared-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  StoreOptions o;
+  o.method = StoreOptions::Method::kFileBased;
+  o.file_path = (dir / "shared.db").string();
+  o.fsync = false;
+  TestLoop loop;
+  auto a = make_store(o, loop.poster());
+  auto b = make_store(o, loop.poster());
+  for (int i = 0; i < 50; ++i) {
+    Sync{i % 2 ? *a : *b, loop}.set("shared", "k" + std::to_string(i),
+                                    J(std::to_string(i).c_str()));
+    Sync{i % 2 ? *b : *a, loop}.set("shared", "other" + std::to_string(i), J("0"));
+  }
+  std::string expected = "[";
+  for (int i = 0; i < 50; ++i) expected += (i ? "," : "") + std::to_string(i) + ",0";
+  expected += "]";
+  EXPECT_EQ(Sync(*a, loop).list("shared"), expected);
+  EXPECT_EQ(Sync(*b, loop).list("shared"), expected);
+  a.reset();
+  b.reset();
+  fs::remove_all(dir);
+}
+
 std::string table_sql(const std::string& db_path, const char* table) {
   sqlite3* db = nullptr;
   EXPECT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);

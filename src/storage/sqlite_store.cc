@@ -360,7 +360,7 @@ class SqliteStore : public KvStore {
         "INSERT INTO kv_indexes (idx, items) VALUES (?1, ?2) ON CONFLICT(idx) DO UPDATE SET "
         "items = items + ?2");
     w_drop_empty_ = writer_db_->prepare("DELETE FROM kv_indexes WHERE idx=?1 AND items <= 0");
-    seq_ = writer_db_->query_int("SELECT COALESCE(MAX(seq), 0) FROM items");
+    w_max_seq_ = writer_db_->prepare("SELECT COALESCE(MAX(seq), 0) FROM items");
     // The readers share the other half of the page cache budget.
     std::vector<std::unique_ptr<ReaderConn>> conns;
     for (int i = 0; i < kReaders; ++i)
@@ -552,6 +552,13 @@ class SqliteStore : public KvStore {
     std::string failure;
     try {
       writer_db_->exec("BEGIN IMMEDIATE");
+      // Another engine may share the file: the next position is read under the write lock
+      // (MAX of the rowid is one seek), never from what this connection saw before.
+      {
+        Stmt u(w_max_seq_);
+        if (sqlite3_step(w_max_seq_) == SQLITE_ROW)
+          seq_ = std::max<int64_t>(seq_, sqlite3_column_int64(w_max_seq_, 0));
+      }
       for (auto& op : batch) apply(op);
       writer_db_->exec("COMMIT");
     } catch (const std::exception& e) {
@@ -643,7 +650,7 @@ class SqliteStore : public KvStore {
   Poster post_;
   std::string path_;
   std::unique_ptr<Db> writer_db_;
-  sqlite3_stmt *w_get_, *w_insert_, *w_replace_, *w_delete_, *w_count_, *w_drop_empty_;
+  sqlite3_stmt *w_get_, *w_insert_, *w_replace_, *w_delete_, *w_count_, *w_drop_empty_, *w_max_seq_;
   int64_t seq_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
