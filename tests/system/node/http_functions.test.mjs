@@ -236,6 +236,8 @@ describe('iii-http-functions', () => {
     await waitForFunctions(caller, ['hf::ok']);
     const listed = await fnList(caller);
     for (const id of [...Object.keys(refused), 'hf::nosecret']) assert.ok(!listed.includes(id), `${id} must not be registered`);
+    // The refusals are logged before fnList answers, but the log pipe may be read a little later.
+    await waitFor(() => ctx.engine.linesSince(mark).some((l) => l.includes('hf::nosecret')), { intervalMs: 10, what: 'the refusals in the log' });
     const log = ctx.engine.linesSince(mark).join('\n');
     assert.match(log, /hf::plain.*HTTPS is required/);
     assert.match(log, /hf::notlisted.*URL not in allowlist/);
