@@ -206,10 +206,12 @@ TEST(OtlpExporter, SendsBatchesGroupedByResourceAndScope) {
   // At most 100 spans per request (100 + 100 + 50, or more requests when the 50 ms flush timer
   // fires while the spans are being queued on a loaded machine).
   EXPECT_GE(trace_requests, 3u);
+  // A request is counted once its answer is read, just after the receiver has recorded it:
+  // stopping waits for the request in flight.
+  ex.stop(1000ms);
   EXPECT_EQ(ex.stats(Signal::kTraces).exported, 250u);
   EXPECT_EQ(ex.stats(Signal::kLogs).exported, 1u);
   EXPECT_EQ(ex.stats(Signal::kTraces).dropped(), 0u);
-  ex.stop(1000ms);
 }
 
 TEST(OtlpExporter, RetriesRetryableStatusesWithBackoff) {
