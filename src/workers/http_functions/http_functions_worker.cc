@@ -14,8 +14,8 @@
 
 #include "config/config.h"
 #include "engine/engine.h"
+#include "net/http_client.h"
 #include "protocol/uuid.h"
-#include "workers/http_functions/http_client.h"
 #include "workers/http_functions/url_policy.h"
 
 namespace iii::workers {
@@ -49,6 +49,10 @@ namespace {
 namespace json = boost::json;
 using engine::Completion;
 using engine::Outcome;
+using net::HttpClient;
+using HttpFailure = net::OutboundFailure;
+using HttpRequest = net::OutboundRequest;
+using HttpResponse = net::OutboundResponse;
 
 // What a registration resolved to: everything a call needs, secrets included.
 struct HttpFunction {
@@ -231,7 +235,7 @@ class HttpFunctionsWorker : public engine::BuiltinWorker {
   }
 
   void start() override {
-    client_ = std::make_shared<HttpClient>(rt_.io, policy_.block_private_ips);
+    client_ = std::make_shared<HttpClient>(rt_.io, client_hooks(policy_));
     if (!policy_.require_https || !policy_.block_private_ips)
       spdlog::warn("iii-http-functions: security relaxed (require_https={}, block_private_ips={})",
                    policy_.require_https, policy_.block_private_ips);

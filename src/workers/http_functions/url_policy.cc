@@ -152,4 +152,19 @@ Checked check_url(std::string_view url, const SecurityPolicy& policy) {
   return {std::move(t), {}};
 }
 
+net::HttpClientHooks client_hooks(const SecurityPolicy& policy) {
+  net::HttpClientHooks hooks;
+  if (!policy.block_private_ips) return hooks;
+  hooks.check_address =
+      [](const boost::asio::ip::address& a) -> std::optional<net::OutboundFailure> {
+    if (is_private_address(a))
+      return net::OutboundFailure{"url_validation_failed", "Private IP blocked"};
+    return std::nullopt;
+  };
+  hooks.dns_failure = [](const std::string&, const std::string&) {
+    return net::OutboundFailure{"url_validation_failed", "DNS lookup failed"};
+  };
+  return hooks;
+}
+
 }  // namespace iii::workers::http_functions

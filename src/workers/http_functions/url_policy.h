@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "net/http_client.h"
+
 namespace iii::workers::http_functions {
 
 struct SecurityPolicy {
@@ -19,14 +21,7 @@ struct SecurityPolicy {
 };
 
 // The parts of a URL a call needs.
-struct Target {
-  bool https = false;
-  std::string host;                                 // IPv6 literals without brackets, lowercase
-  std::string port;                                 // explicit or the scheme's default
-  std::string target;                               // path and query ("/" when empty)
-  std::optional<boost::asio::ip::address> literal;  // the host, when it is an IP address
-  std::string host_header;                          // host[:port] as the Host header wants it
-};
+using Target = net::HttpTarget;
 
 // Parses and checks `url` without DNS. The error is one of the original's messages:
 // "Invalid URL", "HTTPS is required", "URL not in allowlist", "Private IP blocked".
@@ -44,5 +39,9 @@ bool is_private_address(const boost::asio::ip::address& a);
 
 // Shell-style glob with `*` and `?`, ASCII case-insensitive.
 bool glob_match(std::string_view pattern, std::string_view text);
+
+// The client hooks that enforce `block_private_ips` on every resolved address (and turn a DNS
+// failure into url_validation_failed "DNS lookup failed", as the original does); none otherwise.
+net::HttpClientHooks client_hooks(const SecurityPolicy& policy);
 
 }  // namespace iii::workers::http_functions

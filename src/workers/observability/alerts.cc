@@ -7,7 +7,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "workers/observability/http_post.h"
+#include "net/http_client.h"
 
 namespace iii::observability {
 
@@ -160,7 +160,7 @@ std::vector<AlertRule> parse_alerts(const json::value& alerts) {
         r.action.type = AlertAction::Type::kWebhook;
         r.action.url = std::string(url->get_string());
         try {
-          parse_http_url(r.action.url);
+          net::parse_http_target(r.action.url);
         } catch (const std::invalid_argument& e) {
           throw std::invalid_argument(where + ".action.url: " + e.what());
         }

@@ -75,8 +75,8 @@ TEST(Alerts, RefusesBadRules) {
   EXPECT_EQ(err(R"([{"name": "a", "metric": "m", "threshold": 1, "action": {"type": "webhook"}}])"),
             "alerts[0].action.url: required string");
   EXPECT_EQ(err(R"([{"name": "a", "metric": "m", "threshold": 1,
-               "action": {"type": "webhook", "url": "https://x"}}])"),
-            "alerts[0].action.url: 'https://x': only http:// URLs are supported");
+               "action": {"type": "webhook", "url": "ftp://x"}}])"),
+            "alerts[0].action.url: 'ftp://x': scheme must be http or https");
   EXPECT_EQ(
       err(R"([{"name": "a", "metric": "m", "threshold": 1, "action": {"type": "function"}}])"),
       "alerts[0].action.path: required string");

@@ -12,9 +12,9 @@
 #include "config/config.h"
 #include "engine/builtin_worker.h"
 #include "engine/engine.h"
+#include "net/http_client.h"
 #include "workers/observability/alerts.h"
 #include "workers/observability/engine_metrics.h"
-#include "workers/observability/http_post.h"
 #include "workers/observability/obs_config.h"
 #include "workers/observability/otlp_encode.h"
 #include "workers/observability/otlp_exporter.h"
@@ -146,14 +146,21 @@ struct ObsExtras::Impl {
         break;
       case AlertAction::Type::kWebhook: {
         spdlog::info("{}: posting to {}", alert.at("message").as_string().c_str(), r.action.url);
-        http_post(rt.io, parse_http_url(r.action.url), json::serialize(alert), "application/json",
-                  milliseconds(10000),
-                  [name = r.name, url = r.action.url](int status, std::string err) {
-                    if (!err.empty())
-                      spdlog::warn("alert '{}': webhook {} failed: {}", name, url, err);
-                    else if (status < 200 || status >= 300)
-                      spdlog::warn("alert '{}': webhook {} answered HTTP {}", name, url, status);
-                  });
+        if (!webhooks) webhooks = std::make_unique<net::HttpClient>(rt.io);
+        net::OutboundRequest req;
+        req.target = net::parse_http_target(r.action.url);  // checked when the rule was read
+        req.headers = {{"Content-Type", "application/json"}, {"User-Agent", "iii-engine"}};
+        req.body = json::serialize(alert);
+        req.timeout = milliseconds(10000);
+        req.max_response_bytes = 64 * 1024;
+        webhooks->send(
+            std::move(req), [name = r.name, url = r.action.url](
+                                std::optional<net::OutboundFailure> f, net::OutboundResponse res) {
+              if (f)
+                spdlog::warn("alert '{}': webhook {} failed: {}", name, url, f->message);
+              else if (res.status < 200 || res.status >= 300)
+                spdlog::warn("alert '{}': webhook {} answered HTTP {}", name, url, res.status);
+            });
         break;
       }
       case AlertAction::Type::kFunction:
@@ -215,6 +222,7 @@ struct ObsExtras::Impl {
   std::unique_ptr<OtlpExporter> exporter;
   std::unique_ptr<OtlpFeed> feed;
   std::unique_ptr<PrometheusEndpoint> prometheus;
+  std::unique_ptr<net::HttpClient> webhooks;  // on the engine's io_context, made when first used
   boost::asio::steady_timer timer;
   std::shared_ptr<char> alive = std::make_shared<char>();
   bool ready = false;
@@ -299,6 +307,7 @@ void ObsExtras::stop() {
   d.timer.cancel();
   if (d.prometheus) d.prometheus->stop();
   if (d.exporter) d.exporter->stop(milliseconds(1000));
+  if (d.webhooks) d.webhooks->stop();
 }
 
 json::object ObsExtras::sampling_rules() const { return impl_->sampler->rules_json(); }

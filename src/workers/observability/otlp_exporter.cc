@@ -3,19 +3,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
-#include <boost/beast/http/write.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <deque>
@@ -27,11 +22,11 @@
 #include <stdexcept>
 #include <thread>
 
+#include "net/http_client.h"
+
 namespace iii::observability {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 namespace json = boost::json;
 using asio::awaitable;
 using asio::use_awaitable;
@@ -112,33 +107,37 @@ std::shared_ptr<const OtlpOrigin> make_origin(json::object resource, json::objec
 std::string OtlpEndpoint::target(Signal s) const { return base_path + "/v1/" + signal_name(s); }
 
 OtlpEndpoint parse_otlp_endpoint(std::string_view url) {
+  const std::string quoted = "'" + std::string(url) + "'";
   auto parsed = boost::urls::parse_uri(url);
-  if (!parsed)
-    throw std::invalid_argument("'" + std::string(url) +
-                                "' is not a URL (expected http://host:port)");
+  if (!parsed) throw std::invalid_argument(quoted + " is not a URL (expected http[s]://host:port)");
   const auto& u = *parsed;
-  const std::string scheme(u.scheme());
-  if (scheme == "https" || scheme == "grpcs")
-    throw std::invalid_argument("'" + std::string(url) +
-                                "': https is not supported by this build's OTLP exporter (use "
-                                "http://, or a local collector)");
-  if (scheme != "http" && scheme != "grpc")
-    throw std::invalid_argument("'" + std::string(url) + "': scheme must be http");
+  if (u.has_query() || u.has_fragment())
+    throw std::invalid_argument(quoted + " must not have a query or fragment");
+  // The original's gRPC endpoints (grpc://, grpcs://) are read as their OTLP/HTTP equivalents.
+  std::string http_url(url);
+  if (u.scheme() == "grpc" || u.scheme() == "grpcs")
+    http_url = (u.scheme() == "grpcs" ? "https" : "http") + http_url.substr(u.scheme().size());
+  else if (u.scheme() != "http" && u.scheme() != "https")
+    throw std::invalid_argument(quoted + ": scheme must be http or https");
   OtlpEndpoint e;
+  e.http = net::parse_http_target(http_url);  // throws naming what is wrong
   e.url = std::string(url);
-  e.host = std::string(u.encoded_host_address());
-  if (!e.host.empty() && e.host.front() == '[' && e.host.back() == ']')
-    e.host = e.host.substr(1, e.host.size() - 2);
-  if (e.host.empty()) throw std::invalid_argument("'" + std::string(url) + "' has no host");
-  e.port = u.has_port() ? std::string(u.port()) : std::string("80");
-  if (u.has_port() && u.port_number() == 0)
-    throw std::invalid_argument("'" + std::string(url) + "' has an invalid port");
+  e.host = e.http.host;
+  e.port = e.http.port;
   e.base_path = std::string(u.encoded_path());
   while (!e.base_path.empty() && e.base_path.back() == '/') e.base_path.pop_back();
-  if (u.has_query() || u.has_fragment())
-    throw std::invalid_argument("'" + std::string(url) + "' must not have a query or fragment");
   return e;
 }
+
+namespace {
+
+net::HttpTarget http_target(const OtlpEndpoint& e, std::string target) {
+  net::HttpTarget t = e.http;
+  t.target = std::move(target);
+  return t;
+}
+
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 
@@ -170,7 +169,7 @@ struct OtlpExporter::Impl {
   OtlpExporterOptions opts;
   asio::steady_timer wake{io};
   asio::steady_timer backoff_timer{io};
-  std::optional<beast::tcp_stream> stream;
+  net::HttpClient client{io};
   std::thread thread;
   std::promise<void> done_promise;
   std::future<void> done = done_promise.get_future();
@@ -313,98 +312,77 @@ struct OtlpExporter::Impl {
     return stopping;
   }
 
-  bool connected() const { return stream && stream->socket().is_open(); }
-
-  // Opens the connection to the collector; the error text if that fails.
+  // The client's callbacks as awaitables (the completion is posted, so it never resumes the
+  // coroutine from inside the call that started it).
   awaitable<std::optional<std::string>> connect(milliseconds timeout) {
-    beast::error_code ec;
-    stream.emplace(io);
-    asio::ip::tcp::resolver resolver(io);
-    auto results = co_await resolver.async_resolve(opts.endpoint.host, opts.endpoint.port,
-                                                   asio::redirect_error(use_awaitable, ec));
-    if (ec) {
-      stream.reset();
-      co_return "cannot resolve " + opts.endpoint.host + ": " + ec.message();
-    }
-    stream->expires_after(timeout);
-    co_await stream->async_connect(results, asio::redirect_error(use_awaitable, ec));
-    if (ec) {
-      stream.reset();
-      co_return "cannot connect: " + ec.message();
-    }
-    stream->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    std::optional<net::OutboundFailure> failure =
+        co_await asio::async_initiate<decltype(use_awaitable),
+                                      void(std::optional<net::OutboundFailure>)>(
+            [this, timeout](auto handler) {
+              auto h = std::make_shared<decltype(handler)>(std::move(handler));
+              client.connect(
+                  opts.endpoint.http, timeout, [this, h](std::optional<net::OutboundFailure> f) {
+                    asio::post(io, [h, f = std::move(f)]() mutable { (*h)(std::move(f)); });
+                  });
+            },
+            use_awaitable);
+    if (failure) co_return std::move(failure->message);
     co_return std::nullopt;
   }
 
   awaitable<PostResult> post(const std::string& target, const std::string& body) {
+    net::OutboundRequest req;
+    req.target = http_target(opts.endpoint, target);
+    req.method = "POST";
+    req.headers.reserve(opts.headers.size() + 2);
+    req.headers.emplace_back("Content-Type", "application/json");
+    req.headers.emplace_back("User-Agent", "iii-engine OTLP exporter");
+    for (const auto& h : opts.headers) req.headers.push_back(h);
+    req.body = body;
+    req.timeout = remaining_grace();
+    req.max_response_bytes = 1 << 20;
+    req.keep_response_headers = true;
+    auto [failure, res] = co_await asio::async_initiate<
+        decltype(use_awaitable), void(std::optional<net::OutboundFailure>, net::OutboundResponse)>(
+        [this](auto handler, net::OutboundRequest req) {
+          auto h = std::make_shared<decltype(handler)>(std::move(handler));
+          client.send(std::move(req),
+                      [this, h](std::optional<net::OutboundFailure> f, net::OutboundResponse r) {
+                        asio::post(io, [h, f = std::move(f), r = std::move(r)]() mutable {
+                          (*h)(std::move(f), std::move(r));
+                        });
+                      });
+        },
+        use_awaitable, std::move(req));
     PostResult r;
-    for (int conn_try = 0; conn_try < 2; ++conn_try) {
-      beast::error_code ec;
-      const milliseconds timeout = remaining_grace();
-      bool fresh = false;
-      if (!connected()) {
-        if (auto err = co_await connect(timeout)) {
-          r.error = std::move(*err);
-          co_return r;
-        }
-        fresh = true;
-      }
-      http::request<http::string_body> req{http::verb::post, target, 11};
-      req.set(http::field::host, opts.endpoint.host + ":" + opts.endpoint.port);
-      req.set(http::field::content_type, "application/json");
-      req.set(http::field::user_agent, "iii-engine OTLP exporter");
-      for (const auto& [name, value] : opts.headers) req.set(name, value);
-      req.keep_alive(true);
-      req.body() = body;
-      req.prepare_payload();
-      stream->expires_after(timeout);
-      co_await http::async_write(*stream, req, asio::redirect_error(use_awaitable, ec));
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(1 << 20);
-      if (!ec) {
-        beast::flat_buffer buf;
-        co_await http::async_read(*stream, buf, parser, asio::redirect_error(use_awaitable, ec));
-      }
-      if (ec) {
-        stream.reset();
-        // A kept-alive connection the collector closed meanwhile: one more try on a new one.
-        if (!fresh && ec != beast::error::timeout) continue;
-        r.error = ec == beast::error::timeout
-                      ? "timed out after " + std::to_string(timeout.count()) + " ms"
-                      : ec.message();
-        co_return r;
-      }
-      auto& res = parser.get();
-      if (!res.keep_alive()) {
-        stream->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-        stream.reset();
-      }
-      r.status = static_cast<int>(res.result_int());
-      if (r.status >= 200 && r.status < 300) {
-        r.ok = true;
-        co_return r;
-      }
-      r.retryable = r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
-      r.error = "HTTP " + std::to_string(r.status);
-      if (!res.body().empty()) r.error += ": " + res.body().substr(0, 200);
-      if (auto it = res.find(http::field::retry_after); it != res.end()) {
-        try {
-          const long secs = std::stol(std::string(it->value()));
-          if (secs >= 0) r.retry_after = milliseconds(std::min<long>(secs, 3600) * 1000);
-        } catch (const std::exception&) {
-          // an HTTP date: use our own backoff
-        }
-      }
+    if (failure) {
+      r.error = std::move(failure->message);
       co_return r;
     }
-    r.error = "connection closed";
+    r.status = static_cast<int>(res.status);
+    if (r.status >= 200 && r.status < 300) {
+      r.ok = true;
+      co_return r;
+    }
+    r.retryable = r.status == 429 || r.status == 502 || r.status == 503 || r.status == 504;
+    r.error = "HTTP " + std::to_string(r.status);
+    if (!res.body.empty()) r.error += ": " + res.body.substr(0, 200);
+    if (auto ra = res.header("Retry-After")) {
+      try {
+        const long secs = std::stol(std::string(*ra));
+        if (secs >= 0) r.retry_after = milliseconds(std::min<long>(secs, 3600) * 1000);
+      } catch (const std::exception&) {
+        // an HTTP date: use our own backoff
+      }
+    }
     co_return r;
   }
 
   awaitable<void> send_batch(Signal s, std::vector<Item> batch) {
     const size_t n = batch.size();
-    // The body is built once a connection is open: while the collector is down, batches are
-    // retried and dropped without their records ever being converted.
+    // The body is built once a connection is open (the client keeps it idle for the request):
+    // while the collector is down, batches are retried and dropped without their records ever
+    // being converted.
     std::string body;
     bool built = false;
     const std::string target = opts.endpoint.target(s);
@@ -412,7 +390,7 @@ struct OtlpExporter::Impl {
     for (int attempt = 1;; ++attempt) {
       PostResult r;
       std::optional<std::string> conn_error;
-      if (!connected()) conn_error = co_await connect(remaining_grace());
+      conn_error = co_await connect(remaining_grace());
       if (conn_error) {
         r.error = std::move(*conn_error);
       } else {
@@ -456,7 +434,7 @@ struct OtlpExporter::Impl {
         wait = milliseconds(d(rng));
       }
       backoff = std::min(backoff * 2, opts.backoff_max);
-      beast::error_code ec;
+      boost::system::error_code ec;
       backoff_timer.expires_after(wait);
       co_await backoff_timer.async_wait(asio::redirect_error(use_awaitable, ec));
     }
@@ -465,7 +443,7 @@ struct OtlpExporter::Impl {
   awaitable<void> pump() {
     for (;;) {
       if (!is_stopping()) {
-        beast::error_code ec;
+        boost::system::error_code ec;
         wake.expires_after(opts.flush_interval);
         co_await wake.async_wait(asio::redirect_error(use_awaitable, ec));
       }
@@ -485,11 +463,7 @@ struct OtlpExporter::Impl {
       }
       if (last_round) break;
     }
-    if (stream) {
-      beast::error_code ec;
-      stream->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ec);
-      stream.reset();
-    }
+    client.stop();  // closes the kept connection
     done_promise.set_value();
   }
 

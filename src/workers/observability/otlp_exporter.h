@@ -5,7 +5,8 @@
 // `flush_interval`), bounded per signal by records and by bytes (the oldest record is dropped
 // and counted when a queue is full), retried with exponential backoff on network errors and
 // on 429/502/503/504 (Retry-After honoured), dropped and counted after `max_attempts` or on any
-// other status. A collector that is down or slow never blocks the engine thread: enqueue only
+// other status. Sent with net::HttpClient on the exporter's own io_context (http or https,
+// keep-alive). A collector that is down or slow never blocks the engine thread: enqueue only
 // takes a mutex for a move.
 #pragma once
 
@@ -19,6 +20,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "net/http_client.h"
 
 namespace iii::observability {
 
@@ -41,15 +44,17 @@ std::shared_ptr<const OtlpOrigin> make_origin(boost::json::object resource,
 
 struct OtlpEndpoint {
   std::string url;        // as configured, for log lines
-  std::string host;       // for the connection and the Host header
-  std::string port;       // "80" when absent
+  net::HttpTarget http;   // scheme, host, port, Host header (and the configured path)
+  std::string host;       // http.host
+  std::string port;       // http.port: "80" or "443" when absent
   std::string base_path;  // without a trailing '/', "" for the root
   // `<base_path>/v1/<signal>`, the OTLP/HTTP convention for a base endpoint
   // (OTEL_EXPORTER_OTLP_ENDPOINT).
   std::string target(Signal s) const;
 };
-// Parses "http://host[:port][/path]". Throws std::invalid_argument naming what is wrong
-// (https is refused: this build has no TLS client for OTLP).
+// Parses "http[s]://host[:port][/path]" (grpc:// and grpcs:// are read as http:// and https://).
+// Throws std::invalid_argument naming what is wrong. https is verified against the system
+// trust store (SSL_CERT_FILE / SSL_CERT_DIR honoured), as every outbound TLS connection is.
 OtlpEndpoint parse_otlp_endpoint(std::string_view url);
 
 struct OtlpExporterOptions {

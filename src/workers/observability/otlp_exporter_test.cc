@@ -138,7 +138,28 @@ TEST(OtlpEndpoint, Parses) {
   EXPECT_EQ(e.host, "::1");
   EXPECT_EQ(e.target(Signal::kLogs), "/otlp/v1/logs");
   EXPECT_EQ(parse_otlp_endpoint("http://collector").port, "80");
-  EXPECT_THROW(parse_otlp_endpoint("https://collector:4318"), std::invalid_argument);
+  EXPECT_FALSE(e.http.https);
+  EXPECT_EQ(e.http.host_header, "[::1]:9");
+  // https: port 443 by default, TLS on, Host header without the default port.
+  e = parse_otlp_endpoint("https://Collector.Example/otlp");
+  EXPECT_TRUE(e.http.https);
+  EXPECT_EQ(e.host, "collector.example");
+  EXPECT_EQ(e.port, "443");
+  EXPECT_EQ(e.http.host_header, "collector.example");
+  EXPECT_EQ(e.target(Signal::kMetrics), "/otlp/v1/metrics");
+  e = parse_otlp_endpoint("https://collector.example:4318");
+  EXPECT_TRUE(e.http.https);
+  EXPECT_EQ(e.port, "4318");
+  EXPECT_EQ(e.http.host_header, "collector.example:4318");
+  EXPECT_EQ(e.target(Signal::kTraces), "/v1/traces");
+  // The original's gRPC forms map to their OTLP/HTTP equivalents.
+  EXPECT_FALSE(parse_otlp_endpoint("grpc://localhost:4317").http.https);
+  EXPECT_TRUE(parse_otlp_endpoint("grpcs://localhost:4317").http.https);
+  EXPECT_THROW(parse_otlp_endpoint("ftp://collector:4318"), std::invalid_argument);
+  EXPECT_THROW(parse_otlp_endpoint("https://collector:0"), std::invalid_argument);
+  EXPECT_THROW(parse_otlp_endpoint("https://collector:99999"), std::invalid_argument);
+  EXPECT_THROW(parse_otlp_endpoint("https://user@collector"), std::invalid_argument);
+  EXPECT_THROW(parse_otlp_endpoint("https://collector/?x=1"), std::invalid_argument);
   EXPECT_THROW(parse_otlp_endpoint("collector:4318"), std::invalid_argument);
   EXPECT_THROW(parse_otlp_endpoint("not a url"), std::invalid_argument);
   EXPECT_THROW(parse_otlp_endpoint("http://:4318"), std::invalid_argument);
@@ -185,10 +206,12 @@ TEST(OtlpExporter, SendsBatchesGroupedByResourceAndScope) {
   // At most 100 spans per request (100 + 100 + 50, or more requests when the 50 ms flush timer
   // fires while the spans are being queued on a loaded machine).
   EXPECT_GE(trace_requests, 3u);
+  // A request is counted once its answer is read, just after the receiver has recorded it:
+  // stopping waits for the request in flight.
+  ex.stop(1000ms);
   EXPECT_EQ(ex.stats(Signal::kTraces).exported, 250u);
   EXPECT_EQ(ex.stats(Signal::kLogs).exported, 1u);
   EXPECT_EQ(ex.stats(Signal::kTraces).dropped(), 0u);
-  ex.stop(1000ms);
 }
 
 TEST(OtlpExporter, RetriesRetryableStatusesWithBackoff) {

@@ -5,7 +5,9 @@ The OTLP receiver is a small ``http.server`` started by the test. It decodes eve
 OpenTelemetry protobuf definitions (``opentelemetry-proto``, pinned in requirements.txt): OTLP/JSON is parsed
 strictly into ``ExportTraceServiceRequest`` / ``ExportMetricsServiceRequest`` / ``ExportLogsServiceRequest``
 (unknown fields are errors), after turning the hex trace/span ids of the OTLP/JSON mapping into the base64 that
-protobuf's generic JSON mapping uses for bytes, as collectors do.
+protobuf's generic JSON mapping uses for bytes, as collectors do. The https variants serve it over TLS (Python's
+``ssl``) with a certificate from a CA the test makes with the ``openssl`` CLI; the engine trusts that CA through
+``SSL_CERT_FILE`` (OpenSSL's default verify paths).
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import base64
 import json
 import re
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +59,9 @@ def _hex_ids_to_base64(v: Any) -> Any:
 class OtlpReceiver:
     """OTLP/HTTP JSON receiver: every POST is decoded with the official protobuf messages and kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.tls_errors: list[str] = []  # failed TLS handshakes (e.g. the engine refused our certificate)
         self.requests: list[tuple[str, str, Any]] = []  # (path, content-type, decoded message or raw JSON)
         self.errors: list[str] = []
         self.hooks: list[dict] = []  # POST /hook bodies (alert webhooks)
@@ -91,13 +98,26 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(out)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def finish_request(self, request, client_address):  # in the connection's thread
+                if outer.tls is not None:
+                    try:
+                        request = outer.tls.wrap_socket(request, server_side=True)
+                    except (ssl.SSLError, OSError) as e:
+                        with outer.lock:
+                            outer.tls_errors.append(repr(e))
+                        return
+                super().finish_request(request, client_address)
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
+        if self.tls is not None:  # by name: SNI and the host name check are exercised
+            return f"https://localhost:{self.server.server_address[1]}"
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def messages(self, path: str) -> list[Any]:
@@ -109,9 +129,45 @@ class OtlpReceiver:
         self.server.server_close()
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """ca.pem (the CA the engine trusts) with srv.pem/srv.key for localhost and 127.0.0.1; rogue.pem/rogue.key for
+    the same names from another CA, which nothing trusts."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for ca, leaf in (("ca", "srv"), ("rogue-ca", "rogue")):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=iii {ca}")
+        openssl("req", *ec, "-keyout", f"{leaf}.key", "-out", f"{leaf}.csr", "-subj", "/CN=localhost")
+        openssl("x509", "-req", "-in", f"{leaf}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+                "-out", f"{leaf}.pem", "-days", "2", "-extfile", "ext.cnf")
+    return d
+
+
+def tls(cert: str):
+    """Decorator: the test's receiver serves https with ``<cert>.pem`` (``srv``: trusted, ``rogue``: not)."""
+
+    def deco(fn):
+        fn.tls_cert = cert
+        return fn
+
+    return deco
+
+
 @pytest.fixture
-def receiver():
-    r = OtlpReceiver()
+def receiver(request, monkeypatch):
+    ctx = None
+    cert = getattr(request.function, "tls_cert", None)
+    if cert:
+        d = request.getfixturevalue("pki")
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(d / f"{cert}.pem", d / f"{cert}.key")
+        monkeypatch.setenv("SSL_CERT_FILE", str(d / "ca.pem"))  # the engine's trust store: our CA only
+    r = OtlpReceiver(ctx)
     yield r
     r.close()
 
@@ -456,3 +512,68 @@ def test_stores_are_bounded_by_bytes(engine, make_client):
     listed = call(py, "engine::logs::list", {"limit": 1000})["logs"]
     assert len(listed) == logs["count"]
     assert {entry["body"][:4] for entry in listed} == {f"{i:04d}" for i in range(100 - logs["count"], 100)}
+
+
+def engine_spans_at(receiver, service: str, fn: str) -> list:
+    out = []
+    for msg in receiver.messages("/v1/traces"):
+        for rs in msg.resource_spans:
+            if attrs(rs.resource).get("service.name") == service:
+                for ss in rs.scope_spans:
+                    out.extend(s for s in ss.spans if s.name == f"invoke {fn}")
+    return out
+
+
+# https endpoint (SaaS collectors): the engine verifies the collector's certificate against its trust store
+# (SSL_CERT_FILE here), sends SNI and checks the host name; webhooks go over the same client.
+@tls("srv")
+@obs("exporter: both, endpoint: '{receiver}', service_name: iii-tls-test, "
+     "alerts: [ {{ name: tls-hook, metric: iii.invocations.total, threshold: 0, action: "
+     "{{ type: webhook, url: '{receiver}/hook' }} }} ]")
+def test_otlp_export_over_https(receiver, engine, make_client):
+    assert receiver.url.startswith("https://localhost:")
+    callee = make_client("tls-callee")
+    callee.register_function("tls::echo", lambda d: d)
+    caller = make_client("tls-caller")
+    call(caller, "engine::alerts::evaluate")  # the counter's baseline, before the calls below
+    wait_for(lambda: call(caller, "tls::echo", {"i": 0})["i"] == 0, timeout=5, what="tls::echo")
+    for i in range(1, 3):
+        assert call(caller, "tls::echo", {"i": i})["i"] == i
+    spans = wait_for(lambda: len(engine_spans_at(receiver, "iii-tls-test", "tls::echo")) >= 3
+                     and engine_spans_at(receiver, "iii-tls-test", "tls::echo"), timeout=10,
+                     what="the engine's spans at the https receiver")
+    assert all(len(s.trace_id) == 16 and len(s.span_id) == 8 for s in spans)
+    hook = wait_for(lambda: receiver.hooks, timeout=5, what="the https webhook")
+    assert hook[0]["name"] == "tls-hook"
+    assert receiver.errors == [] and receiver.tls_errors == []
+    # Counted once the collector's answer is read (just after the receiver has the spans).
+    export = wait_for(lambda: (lambda e: e if e["traces"]["exported"] >= 3 else None)(
+        call(caller, "engine::health::check")["components"]["otel"]["details"]["export"]), timeout=5,
+        what="the exported spans counted in engine::health::check")
+    assert export["endpoint"] == receiver.url and export["traces"]["failed_requests"] == 0
+
+
+# The collector's certificate is not signed by a CA the engine trusts: nothing is sent, the failures are counted
+# in engine::health::check, and routing does not wait for them.
+@tls("rogue")
+@obs("exporter: both, endpoint: '{receiver}'")
+def test_untrusted_https_collector_gets_nothing(receiver, engine, make_client):
+    callee = make_client("rogue-callee")
+    callee.register_function("rogue::echo", lambda d: d)
+    caller = make_client("rogue-caller")
+    wait_for(lambda: call(caller, "rogue::echo", {"i": -1})["i"] == -1, timeout=5, what="rogue::echo")
+    t0 = time.monotonic()
+    for i in range(100):
+        assert call(caller, "rogue::echo", {"i": i})["i"] == i
+    assert time.monotonic() - t0 < 10
+
+    def traces_export():
+        return call(caller, "engine::health::check")["components"]["otel"]["details"]["export"]["traces"]
+
+    st = wait_for(lambda: (lambda t: t if t["failed_requests"] > 0 else None)(traces_export()), timeout=10,
+                  what="a failed https export in engine::health::check")
+    assert st["exported"] == 0
+    wait_for(lambda: receiver.tls_errors, timeout=5, what="the refused handshake at the receiver")
+    assert receiver.requests == [] and receiver.errors == []
+    assert re.search(r"OTLP export of \w+ to https://localhost:\d+ failed: .*certificate verify failed", engine.log())
+    assert engine.alive()

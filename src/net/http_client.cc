@@ -1,5 +1,6 @@
-#include "workers/http_functions/http_client.h"
+#include "net/http_client.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/ssl.h>
@@ -12,11 +13,15 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+#include <cctype>
 #include <cerrno>
 #include <map>
+#include <stdexcept>
 #include <unordered_map>
 
-namespace iii::workers::http_functions {
+namespace iii::net {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -50,16 +55,89 @@ struct Conn {
   }
 };
 
-std::string pool_key(const Target& t) {
+std::string pool_key(const HttpTarget& t) {
   return (t.https ? "https://" : "http://") + t.host + ":" + t.port;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  return true;
 }
 
 }  // namespace
 
+std::string HttpTarget::url() const {
+  return (https ? "https://" : "http://") + host_header + target;
+}
+
+HttpTarget parse_http_target(std::string_view url) {
+  const std::string quoted = "'" + std::string(url) + "'";
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) throw std::invalid_argument(quoted + " is not a URL");
+  const boost::urls::url_view u = *parsed;
+  const auto scheme = u.scheme_id();
+  if (scheme != boost::urls::scheme::http && scheme != boost::urls::scheme::https)
+    throw std::invalid_argument(quoted + ": scheme must be http or https");
+  if (!u.has_authority() || u.has_userinfo())
+    throw std::invalid_argument(quoted + ": expected scheme://host[:port][/path]");
+  HttpTarget t;
+  t.https = scheme == boost::urls::scheme::https;
+  switch (u.host_type()) {
+    case boost::urls::host_type::ipv4:
+      t.literal = asio::ip::address(asio::ip::make_address_v4(u.host_ipv4_address().to_uint()));
+      t.host = t.literal->to_string();
+      break;
+    case boost::urls::host_type::ipv6: {
+      asio::ip::address_v6::bytes_type bytes;
+      const auto src = u.host_ipv6_address().to_bytes();
+      std::copy(src.begin(), src.end(), bytes.begin());
+      t.literal = asio::ip::address(asio::ip::address_v6(bytes));
+      t.host = t.literal->to_string();
+      break;
+    }
+    case boost::urls::host_type::name: {
+      const auto h = u.encoded_host();
+      if (h.empty()) throw std::invalid_argument(quoted + " has no host");
+      if (h.find('%') != std::string_view::npos)
+        throw std::invalid_argument(quoted + ": invalid host");
+      t.host.assign(h.data(), h.size());
+      for (char& c : t.host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      // Numeric forms the resolver reads as IPv4 (127.1, 2130706433) are addresses.
+      in_addr a4{};
+      if (inet_aton(t.host.c_str(), &a4) == 1)
+        t.literal = asio::ip::address(asio::ip::address_v4(ntohl(a4.s_addr)));
+      break;
+    }
+    default:
+      throw std::invalid_argument(quoted + ": invalid host");
+  }
+  t.port = u.has_port() ? std::string(u.port()) : (t.https ? "443" : "80");
+  if (t.port.empty() || t.port.size() > 5 ||
+      t.port.find_first_not_of("0123456789") != std::string::npos || std::stoul(t.port) == 0 ||
+      std::stoul(t.port) > 65535)
+    throw std::invalid_argument(quoted + " has an invalid port");
+  const auto target = u.encoded_target();
+  t.target = target.empty() ? "/" : std::string(target.data(), target.size());
+  if (t.target.front() != '/') t.target = "/" + t.target;
+  t.host_header = t.literal && t.literal->is_v6() ? "[" + t.host + "]" : t.host;
+  if (u.has_port()) t.host_header += ":" + t.port;
+  return t;
+}
+
+std::optional<std::string_view> OutboundResponse::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (iequals(k, name)) return std::string_view(v);
+  return std::nullopt;
+}
+
 struct Exchange;
 
 struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
-  Impl(asio::io_context& io, bool block) : io(io), block_private_ips(block) {
+  Impl(asio::io_context& io, HttpClientHooks hooks) : io(io), hooks(std::move(hooks)) {
     ssl_ctx.set_default_verify_paths();  // honours SSL_CERT_FILE / SSL_CERT_DIR
     ssl_ctx.set_verify_mode(ssl::verify_peer);
     ssl_ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -98,7 +176,7 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
   }
 
   asio::io_context& io;
-  bool block_private_ips;
+  HttpClientHooks hooks;
   ssl::context ssl_ctx{ssl::context::tls_client};
   std::map<std::string, std::vector<std::unique_ptr<Conn>>> idle;
   std::unordered_map<Exchange*, std::weak_ptr<Exchange>> live;
@@ -110,7 +188,7 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
 // One request, from resolution to the response (retried once on a fresh connection when a
 // reused one turns out to be dead before any response byte arrived).
 struct Exchange : std::enable_shared_from_this<Exchange> {
-  Exchange(std::shared_ptr<HttpClient::Impl> impl, HttpRequest req, HttpClient::Done done)
+  Exchange(std::shared_ptr<HttpClient::Impl> impl, OutboundRequest req, HttpClient::Done done)
       : impl(std::move(impl)),
         req(std::move(req)),
         done(std::move(done)),
@@ -123,9 +201,14 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     timer.expires_after(req.timeout);
     timer.async_wait([self = shared_from_this()](error_code ec) {
       if (!ec)
-        self->fail("http_request_failed", "HTTP request to " + self->url() + " timed out after " +
-                                              std::to_string(self->req.timeout.count()) + " ms");
+        self->fail("http_request_failed",
+                   (self->connect_only ? "connection to " : "HTTP request to ") + self->url() +
+                       " timed out after " + std::to_string(self->req.timeout.count()) + " ms");
     });
+    if (connect_only) {
+      if ((conn = impl->take_idle(key))) return connected();
+      return resolve();
+    }
     const auto verb = http::string_to_verb(req.method);
     msg.method(verb);
     msg.target(req.target.target);
@@ -143,9 +226,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
     }
   }
 
-  std::string url() const {
-    return (req.target.https ? "https://" : "http://") + req.target.host_header + req.target.target;
-  }
+  std::string url() const { return req.target.url(); }
 
   void resolve() {
     if (req.target.literal) {
@@ -157,21 +238,22 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
         req.target.host, req.target.port,
         [self = shared_from_this()](error_code ec, tcp::resolver::results_type r) {
           if (self->finished) return;
-          if (ec)
-            return self->fail(
-                self->impl->block_private_ips ? "url_validation_failed" : "http_request_failed",
-                self->impl->block_private_ips
-                    ? "DNS lookup failed"
-                    : "DNS lookup of " + self->req.target.host + " failed: " + ec.message());
+          if (ec) {
+            if (self->impl->hooks.dns_failure)
+              return self->finish(
+                  self->impl->hooks.dns_failure(self->req.target.host, ec.message()), {});
+            return self->fail("http_request_failed", "DNS lookup of " + self->req.target.host +
+                                                         " failed: " + ec.message());
+          }
           self->on_resolved(std::move(r));
         });
   }
 
   void on_resolved(tcp::resolver::results_type results) {
-    if (impl->block_private_ips)
+    if (impl->hooks.check_address)
       for (const auto& entry : results)
-        if (is_private_address(entry.endpoint().address()))
-          return fail("url_validation_failed", "Private IP blocked");
+        if (auto refused = impl->hooks.check_address(entry.endpoint().address()))
+          return finish(std::move(*refused), {});
     conn = std::make_unique<Conn>();
     if (req.target.https)
       conn->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(impl->io, impl->ssl_ctx);
@@ -187,7 +269,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
                                 if (self->conn->tls)
                                   self->handshake();
                                 else
-                                  self->write();
+                                  self->connected();
                               });
   }
 
@@ -205,13 +287,19 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
                                [self = shared_from_this()](error_code ec) {
                                  if (self->finished) return;
                                  if (ec) return self->transport_error("TLS handshake", ec);
-                                 self->write();
+                                 self->connected();
                                });
+  }
+
+  void connected() {
+    if (!connect_only) return write();
+    impl->put_idle(key, std::move(conn));
+    finish(std::nullopt, {});
   }
 
   void write() {
     parser.emplace();
-    parser->body_limit(HttpClient::kMaxResponseBytes);
+    parser->body_limit(req.max_response_bytes);
     auto on_written = [self = shared_from_this()](error_code ec, size_t) {
       if (self->finished) return;
       if (ec) return self->transport_error("send", ec);
@@ -237,9 +325,12 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
 
   void on_response() {
     auto& res = parser->get();
-    HttpResponse out;
+    OutboundResponse out;
     out.status = res.result_int();
     out.body = std::move(res.body());
+    if (req.keep_response_headers)
+      for (const auto& field : res)
+        out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
     if (parser->keep_alive() && buf.size() == 0) impl->put_idle(key, std::move(conn));
     finish(std::nullopt, std::move(out));
   }
@@ -261,10 +352,10 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   }
 
   void fail(std::string code, std::string message) {
-    finish(HttpFailure{std::move(code), std::move(message)}, {});
+    finish(OutboundFailure{std::move(code), std::move(message)}, {});
   }
 
-  void finish(std::optional<HttpFailure> failure, HttpResponse res) {
+  void finish(std::optional<OutboundFailure> failure, OutboundResponse res) {
     if (finished) return;
     finished = true;
     impl->live.erase(this);
@@ -276,7 +367,7 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   }
 
   std::shared_ptr<HttpClient::Impl> impl;
-  HttpRequest req;
+  OutboundRequest req;
   HttpClient::Done done;
   asio::steady_timer timer;
   tcp::resolver resolver;
@@ -285,21 +376,38 @@ struct Exchange : std::enable_shared_from_this<Exchange> {
   beast::flat_buffer buf;
   http::request<http::string_body> msg;
   std::optional<http::response_parser<http::string_body>> parser;
+  bool connect_only = false;
   bool reused = false;
   bool retried = false;
   bool finished = false;
 };
 
-HttpClient::HttpClient(asio::io_context& io, bool block_private_ips)
-    : impl_(std::make_shared<Impl>(io, block_private_ips)) {}
+HttpClient::HttpClient(asio::io_context& io, HttpClientHooks hooks)
+    : impl_(std::make_shared<Impl>(io, std::move(hooks))) {}
 
 HttpClient::~HttpClient() { stop(); }
 
-void HttpClient::send(HttpRequest req, Done done) {
+void HttpClient::send(OutboundRequest req, Done done) {
   if (impl_->stopped) {
-    return done(HttpFailure{"http_request_failed", "the engine is shutting down"}, {});
+    return done(OutboundFailure{"http_request_failed", "the engine is shutting down"}, {});
   }
   auto ex = std::make_shared<Exchange>(impl_, std::move(req), std::move(done));
+  ex->start();
+}
+
+void HttpClient::connect(const HttpTarget& to, std::chrono::milliseconds timeout,
+                         std::function<void(std::optional<OutboundFailure>)> done) {
+  if (impl_->stopped)
+    return done(OutboundFailure{"http_request_failed", "the engine is shutting down"});
+  OutboundRequest req;
+  req.target = to;
+  req.timeout = timeout;
+  auto ex = std::make_shared<Exchange>(
+      impl_, std::move(req),
+      [done = std::move(done)](std::optional<OutboundFailure> f, OutboundResponse) {
+        done(std::move(f));
+      });
+  ex->connect_only = true;
   ex->start();
 }
 
@@ -317,4 +425,4 @@ void HttpClient::stop() {
 uint64_t HttpClient::connections_opened() const { return impl_->opened; }
 uint64_t HttpClient::reuses() const { return impl_->reused; }
 
-}  // namespace iii::workers::http_functions
+}  // namespace iii::net
