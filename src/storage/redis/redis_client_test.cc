@@ -12,17 +12,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Runs `io` until `done` holds; fails the test after 10 s.
-void run_until(boost::asio::io_context& io, const std::function<bool()>& done,
-               std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  io.restart();
-  while (!done()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "timed out";
-    io.run_for(10ms);
-    io.restart();
-  }
-}
+using testing::run_until;
 
 ClientOptions opts(const std::string& url,
                    ClientOptions::Mode mode = ClientOptions::Mode::kCommands) {

@@ -18,16 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-void run_until(boost::asio::io_context& io, const std::function<bool()>& done,
-               std::chrono::milliseconds limit = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  io.restart();
-  while (!done()) {
-    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "timed out";
-    io.run_for(5ms);
-    io.restart();
-  }
-}
+using storage::redis::testing::run_until;
 
 BrokerTarget fifo_queue(const std::string& name, int64_t backoff_ms = 20) {
   BrokerTarget t;
