@@ -44,8 +44,10 @@ using queue::Delivery;
 using queue::NamedQueueConfig;
 using queue::QueueMessage;
 using queue::Settle;
+using queue::SubscriberConfig;
 
 using queue::parse_or_null;
+using queue::read_subscriber_config;
 
 // One consumer: a named queue, or a (topic, function) with its subscriber triggers.
 struct Sub {
@@ -148,69 +150,26 @@ class BrokerQueueWorker : public engine::BuiltinWorker {
   }
 
   std::optional<std::string> bind_subscriber(const engine::Trigger& t) {
-    if (!t.config.is_object()) return "Failed to parse trigger config: expected an object";
-    const auto& c = t.config.get_object();
-    std::string topic;
-    if (auto* v = c.if_contains("topic"); v && v->is_string())
-      topic = v->get_string();
-    else if (v && !v->is_null())
-      return "Failed to parse trigger config: `topic` must be a string";
-    int64_t max_attempts = cfg_.max_attempts, backoff = cfg_.backoff_ms,
-            prefetch = cfg_.adapter == "rabbitmq" ? cfg_.prefetch_count : cfg_.concurrency;
-    bool fifo = cfg_.fifo_mode;
-    if (auto* v = c.if_contains("queue_config"); v && !v->is_null()) {
-      if (!v->is_object())
-        return "Failed to parse trigger config: `queue_config` must be an object";
-      for (auto& [k, val] : v->get_object()) {
-        auto int_field = [&](int64_t min, int64_t& out) -> std::optional<std::string> {
-          if (val.is_null()) return std::nullopt;
-          std::optional<int64_t> n;
-          if (val.is_int64())
-            n = val.get_int64();
-          else if (val.is_uint64() && val.get_uint64() <= uint64_t(INT64_MAX))
-            n = int64_t(val.get_uint64());
-          else if (val.is_double() && val.get_double() == double(int64_t(val.get_double())))
-            n = int64_t(val.get_double());
-          if (!n || *n < min)
-            return "Failed to parse trigger config: `queue_config." + std::string(k) +
-                   "` must be an integer >= " + std::to_string(min);
-          out = *n;
-          return std::nullopt;
-        };
-        std::optional<std::string> err;
-        int64_t ignored = 0;
-        if (k == "maxRetries")
-          err = int_field(0, max_attempts);
-        else if (k == "concurrency")
-          err = int_field(1, prefetch);
-        else if (k == "backoffDelayMs")
-          err = int_field(0, backoff);
-        else if (k == "visibilityTimeout" || k == "delaySeconds")
-          err = int_field(0, ignored);
-        else if (k == "type" || k == "backoffType") {
-          if (!val.is_string() && !val.is_null())
-            err = "Failed to parse trigger config: `queue_config." + std::string(k) +
-                  "` must be a string";
-          else if (k == "type" && val.is_string())
-            fifo = val.get_string() == "fifo";
-        }
-        if (err) return err;
-      }
-    }
-    if (topic.empty()) {
+    SubscriberConfig s;
+    s.cfg.max_retries = cfg_.max_attempts;
+    s.cfg.backoff_ms = cfg_.backoff_ms;
+    s.cfg.concurrency = cfg_.adapter == "rabbitmq" ? cfg_.prefetch_count : cfg_.concurrency;
+    s.cfg.fifo = cfg_.fifo_mode;
+    if (auto err = read_subscriber_config(t.config, s)) return err;
+    if (s.topic.empty()) {
       spdlog::warn("durable:subscriber trigger {}: no topic; it subscribes to nothing", t.id);
       return std::nullopt;
     }
-    const std::string key = topic + "::" + t.function_id;
+    const std::string key = s.topic + "::" + t.function_id;
     auto& slot = topic_subs_[key];
     if (!slot) {
       slot = std::make_unique<Sub>();
-      slot->target.name = topic;
+      slot->target.name = s.topic;
       slot->target.function_id = t.function_id;
-      slot->target.backoff_ms = backoff;
-      slot->target.fifo = fifo;  // one group: the whole queue in order
-      slot->max_attempts = std::max<int64_t>(1, max_attempts);
-      slot->prefetch = fifo ? 1 : prefetch;
+      slot->target.backoff_ms = s.cfg.backoff_ms;
+      slot->target.fifo = s.cfg.fifo;  // one group: the whole queue in order
+      slot->max_attempts = std::max<int64_t>(1, s.cfg.max_retries);
+      slot->prefetch = s.cfg.fifo ? 1 : s.cfg.concurrency;
       Sub* raw = slot.get();
       slot->consumer = broker_->consume(slot->target, slot->prefetch, [this, raw](Delivery d) {
         on_delivery(*raw, std::move(d));

@@ -205,4 +205,53 @@ QueueWorkerConfig read_queue_config(config::WorkerConfigReader& r) {
   return out;
 }
 
+std::optional<std::string> read_subscriber_config(const boost::json::value& config,
+                                                  SubscriberConfig& s) {
+  if (!config.is_object()) return "Failed to parse trigger config: expected an object";
+  const auto& c = config.get_object();
+  if (auto* v = c.if_contains("topic"); v && v->is_string())
+    s.topic = v->get_string();
+  else if (v && !v->is_null())
+    return "Failed to parse trigger config: `topic` must be a string";
+  if (auto* v = c.if_contains("queue_config"); v && !v->is_null()) {
+    if (!v->is_object()) return "Failed to parse trigger config: `queue_config` must be an object";
+    for (auto& [k, val] : v->get_object()) {
+      auto int_field = [&](int64_t min, int64_t& out) -> std::optional<std::string> {
+        if (val.is_null()) return std::nullopt;
+        std::optional<int64_t> n;
+        if (val.is_int64())
+          n = val.get_int64();
+        else if (val.is_uint64() && val.get_uint64() <= uint64_t(INT64_MAX))
+          n = int64_t(val.get_uint64());
+        else if (val.is_double() && val.get_double() == double(int64_t(val.get_double())))
+          n = int64_t(val.get_double());
+        if (!n || *n < min)
+          return "Failed to parse trigger config: `queue_config." + std::string(k) +
+                 "` must be an integer >= " + std::to_string(min);
+        out = *n;
+        return std::nullopt;
+      };
+      std::optional<std::string> err;
+      int64_t ignored = 0;
+      if (k == "maxRetries")
+        err = int_field(0, s.cfg.max_retries);
+      else if (k == "concurrency")
+        err = int_field(1, s.cfg.concurrency);
+      else if (k == "backoffDelayMs")
+        err = int_field(0, s.cfg.backoff_ms);
+      else if (k == "visibilityTimeout" || k == "delaySeconds")
+        err = int_field(0, ignored);
+      else if (k == "type" || k == "backoffType") {
+        if (!val.is_string() && !val.is_null())
+          err = "Failed to parse trigger config: `queue_config." + std::string(k) +
+                "` must be a string";
+        else if (k == "type" && val.is_string())
+          s.cfg.fifo = val.get_string() == "fifo";
+      }
+      if (err) return err;
+    }
+  }
+  return std::nullopt;
+}
+
 }  // namespace iii::workers::queue

@@ -1,6 +1,7 @@
 // Config of iii-queue (modules.md §4.1, §4.5): `queue_configs` (named queues) and `adapter`.
 #pragma once
 
+#include <boost/json/value.hpp>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -40,5 +41,16 @@ struct QueueWorkerConfig {
 
 // Reads and validates the worker's config; throws config::ConfigError naming file and line.
 QueueWorkerConfig read_queue_config(config::WorkerConfigReader& r);
+
+// A `durable:subscriber` trigger's config (modules.md §4.3): `topic`, and the camelCase
+// `queue_config` (`maxRetries`, `concurrency`, `backoffDelayMs`, `type`; `visibilityTimeout`,
+// `delaySeconds`, `backoffType` checked and ignored) read over the defaults already in `cfg`.
+struct SubscriberConfig {
+  std::string topic;  // empty: the trigger subscribes to nothing
+  NamedQueueConfig cfg;
+};
+// The error that refuses the trigger when the config is malformed.
+std::optional<std::string> read_subscriber_config(const boost::json::value& config,
+                                                  SubscriberConfig& s);
 
 }  // namespace iii::workers::queue

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/json/parse.hpp>
+
 namespace iii::workers::queue {
 namespace {
 
@@ -134,6 +136,37 @@ TEST(QueueConfig, Redis) {
   EXPECT_NE(error_of("adapter: { name: redis, config: { redis_url: 'http://x' } }\n")
                 .find("must be a redis:// or rediss:// URL"),
             std::string::npos);
+}
+
+// One reader for the builtin worker and the broker front (durable:subscriber triggers).
+TEST(QueueConfig, SubscriberConfigOverDefaults) {
+  auto read = [](const char* text, SubscriberConfig& s) {
+    return read_subscriber_config(boost::json::parse(text), s);
+  };
+  SubscriberConfig s;
+  s.cfg.max_retries = 7;
+  s.cfg.backoff_ms = 300;
+  EXPECT_FALSE(read(R"({"topic":"t","queue_config":{"concurrency":2,"type":"fifo",
+                       "visibilityTimeout":5,"backoffType":"fixed"}})",
+                    s));
+  EXPECT_EQ(s.topic, "t");
+  EXPECT_EQ(s.cfg.concurrency, 2);
+  EXPECT_TRUE(s.cfg.fifo);
+  EXPECT_EQ(s.cfg.max_retries, 7);  // defaults kept
+  EXPECT_EQ(s.cfg.backoff_ms, 300);
+  EXPECT_FALSE(read(R"({"queue_config":{"maxRetries":2.0,"backoffDelayMs":null}})", s));
+  EXPECT_EQ(s.cfg.max_retries, 2);
+  EXPECT_EQ(s.cfg.backoff_ms, 300);
+  EXPECT_EQ(*read("[]", s), "Failed to parse trigger config: expected an object");
+  EXPECT_EQ(*read(R"({"topic":1})", s), "Failed to parse trigger config: `topic` must be a string");
+  EXPECT_EQ(*read(R"({"queue_config":[]})", s),
+            "Failed to parse trigger config: `queue_config` must be an object");
+  EXPECT_EQ(*read(R"({"queue_config":{"maxRetries":"many"}})", s),
+            "Failed to parse trigger config: `queue_config.maxRetries` must be an integer >= 0");
+  EXPECT_EQ(*read(R"({"queue_config":{"concurrency":0}})", s),
+            "Failed to parse trigger config: `queue_config.concurrency` must be an integer >= 1");
+  EXPECT_EQ(*read(R"({"queue_config":{"type":3}})", s),
+            "Failed to parse trigger config: `queue_config.type` must be a string");
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ using queue::NamedQueueConfig;
 using queue::QueueBackend;
 using queue::QueueMessage;
 using queue::QueueSelector;
+using queue::SubscriberConfig;
 
 constexpr size_t kWindow = 1024;
 // Retries waiting for their backoff kept in memory per queue; more stay in the store only and
@@ -58,6 +59,7 @@ constexpr size_t kGroupCap = 64;
 constexpr std::string_view kNamedPrefix = "__fn_queue::";
 
 using queue::parse_or_null;
+using queue::read_subscriber_config;
 
 int64_t backoff_delay(int64_t base, int64_t attempts_made) {
   int64_t d = base;
@@ -78,11 +80,6 @@ struct Group {
 };
 
 // A topic subscriber trigger's parsed `queue_config`.
-struct SubscriberConfig {
-  std::string topic;
-  NamedQueueConfig cfg;
-};
-
 struct Queue {
   std::string key;   // internal name
   std::string name;  // named queue name, or topic
@@ -185,56 +182,12 @@ class QueueWorker : public engine::BuiltinWorker {
 
   // ---- topic subscribers (SubscriberTriggers)
   std::optional<std::string> bind_subscriber(const engine::Trigger& t) {
-    if (!t.config.is_object()) return "Failed to parse trigger config: expected an object";
-    const auto& c = t.config.get_object();
     SubscriberConfig s;
-    if (auto* v = c.if_contains("topic"); v && v->is_string())
-      s.topic = v->get_string();
-    else if (v && !v->is_null())
-      return "Failed to parse trigger config: `topic` must be a string";
     s.cfg.max_retries = cfg_.max_attempts;
     s.cfg.backoff_ms = cfg_.backoff_ms;
     s.cfg.concurrency = cfg_.concurrency;
     s.cfg.fifo = cfg_.fifo_mode;
-    if (auto* v = c.if_contains("queue_config"); v && !v->is_null()) {
-      if (!v->is_object())
-        return "Failed to parse trigger config: `queue_config` must be an object";
-      for (auto& [k, val] : v->get_object()) {
-        auto int_field = [&](int64_t min, int64_t& out) -> std::optional<std::string> {
-          if (val.is_null()) return std::nullopt;
-          std::optional<int64_t> n;
-          if (val.is_int64())
-            n = val.get_int64();
-          else if (val.is_uint64() && val.get_uint64() <= uint64_t(INT64_MAX))
-            n = int64_t(val.get_uint64());
-          else if (val.is_double() && val.get_double() == double(int64_t(val.get_double())))
-            n = int64_t(val.get_double());
-          if (!n || *n < min)
-            return "Failed to parse trigger config: `queue_config." + std::string(k) +
-                   "` must be an integer >= " + std::to_string(min);
-          out = *n;
-          return std::nullopt;
-        };
-        std::optional<std::string> err;
-        int64_t ignored = 0;
-        if (k == "maxRetries")
-          err = int_field(0, s.cfg.max_retries);
-        else if (k == "concurrency")
-          err = int_field(1, s.cfg.concurrency);
-        else if (k == "backoffDelayMs")
-          err = int_field(0, s.cfg.backoff_ms);
-        else if (k == "visibilityTimeout" || k == "delaySeconds")
-          err = int_field(0, ignored);
-        else if (k == "type" || k == "backoffType") {
-          if (!val.is_string() && !val.is_null())
-            err = "Failed to parse trigger config: `queue_config." + std::string(k) +
-                  "` must be a string";
-          else if (k == "type" && val.is_string())
-            s.cfg.fifo = val.get_string() == "fifo";
-        }
-        if (err) return err;
-      }
-    }
+    if (auto err = read_subscriber_config(t.config, s)) return err;
     if (s.topic.empty()) {
       spdlog::warn("durable:subscriber trigger {}: no topic; it subscribes to nothing", t.id);
       return std::nullopt;
